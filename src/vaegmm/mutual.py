@@ -1,0 +1,301 @@
+"""Mutual learning between the VAE and the GMM (SPEC §2): the loop that passes messages.
+
+One round = a VAE step, then a GMM step:
+
+1. Train the VAE on  E_q[log p(o_n | x_n)] - kl_weight * KL(q(x_n | o_n) || N(mu_hat_n, Sigma_hat_n)),
+   where round 0 uses N(0, I) and later rounds use the cluster the GMM assigned to datum n.
+   The prior is a per-datum array indexed by each minibatch's data indices, so it follows
+   every datum through shuffling.
+2. VAE -> GMM: encode every datum (encoder mean, or a reparameterised sample).
+3. GMM step: ``gmm_sweeps`` blocked Gibbs sweeps.
+4. GMM -> VAE: (mu_{z_n}, Lambda_{z_n}^-1) of each datum's last-sweep assignment.
+
+Neither module sees the other's internals: the VAE gets arrays of prior means/(co)variances,
+the GMM gets an array of latents.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .config import TrainConfig
+from .data import ImageDataset
+from .gmm import GibbsGMM
+from .metrics import clustering_metrics
+from .rundir import RunDirectory
+from .vae import VAE, negative_elbo_terms
+
+__all__ = ["PriorMessage", "RoundResult", "MutualResult", "fit_mutual", "fit_vae", "encode", "resolve_device"]
+
+_ENCODE_BATCH = 4096
+
+
+@dataclass
+class PriorMessage:
+    """The GMM's message to the VAE: a Gaussian prior for every datum.
+
+    Attributes
+    ----------
+    mean : Tensor of shape (n_samples, latent_dim)
+    var : Tensor of shape (n_samples, latent_dim), diagonal variances, or None
+    precision : Tensor of shape (n_samples, latent_dim, latent_dim), or None
+    """
+
+    mean: torch.Tensor
+    var: Optional[torch.Tensor] = None
+    precision: Optional[torch.Tensor] = None
+
+    @classmethod
+    def standard_normal(cls, n_samples, latent_dim, device):
+        return cls(torch.zeros(n_samples, latent_dim, device=device), var=torch.ones(n_samples, latent_dim, device=device))
+
+    @classmethod
+    def from_gmm(cls, gmm, assignments, covariance, device):
+        """Each datum's cluster mean and covariance (its diagonal) or precision (full)."""
+        mean = torch.as_tensor(gmm.means_[assignments], dtype=torch.float32, device=device)
+        if covariance == "full":
+            precision = torch.as_tensor(gmm.precisions_, dtype=torch.float32, device=device)
+            return cls(mean, precision=precision[torch.as_tensor(assignments, device=device)])
+        variances = np.diagonal(gmm.covariances_, axis1=1, axis2=2)  # (K, L): diag of Lambda^-1
+        return cls(mean, var=torch.as_tensor(variances[assignments], dtype=torch.float32, device=device))
+
+    def batch(self, indices):
+        """The prior of the data at ``indices``: (mean, var, precision), one of the last two None."""
+        return (
+            self.mean[indices],
+            None if self.var is None else self.var[indices],
+            None if self.precision is None else self.precision[indices],
+        )
+
+
+@dataclass
+class RoundResult:
+    iteration: int
+    elbo: List[float]  # mean ELBO per datum, per epoch (KL weight 1)
+    loss: List[float]  # training loss per datum, per epoch (KL weight as configured)
+    gmm: GibbsGMM
+    latents: np.ndarray  # (N, L)
+    assignments: np.ndarray  # (N,)
+    sweeps: dict  # per-sweep lists: log_likelihood, and accuracy/ari/nmi when labels exist
+    metrics: dict  # final-sweep accuracy/ari/nmi (None without labels), elbo, seconds
+
+
+@dataclass
+class MutualResult:
+    config: TrainConfig
+    vae: VAE
+    rounds: List[RoundResult] = field(default_factory=list)
+
+    @property
+    def gmm(self):
+        return self.rounds[-1].gmm
+
+    def metrics(self):
+        return [r.metrics for r in self.rounds]
+
+
+def resolve_device(name):
+    """torch.device for "auto", "cpu", "cuda" or "cuda:N"; a clear error if CUDA is missing."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"Unknown device {name!r}; use auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but CUDA is not available here; use --device cpu.")
+    return device
+
+
+def fit_vae(vae, optimizer, images, prior, *, epochs, batch_size, kl_weight=1.0, shuffle=True,
+            generator=None, noise_generator=None, progress=True, desc="VAE"):
+    """Train ``vae`` for ``epochs`` epochs against a per-datum prior.
+
+    Parameters
+    ----------
+    images : Tensor of shape (n_samples, input_dim) on the VAE's device
+    prior : PriorMessage with n_samples rows
+    generator : torch.Generator (CPU) for shuffling; noise_generator for the reparameterisation
+
+    Returns
+    -------
+    elbo, loss : lists of length ``epochs``, per-datum means over each epoch
+    """
+    n_samples = images.shape[0]
+    elbo_per_epoch, loss_per_epoch = [], []
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress, leave=False)
+    vae.train()
+    for _ in bar:
+        order = torch.randperm(n_samples, generator=generator) if shuffle else torch.arange(n_samples)
+        order = order.to(images.device)
+        elbo_sum = loss_sum = 0.0
+        for indices in order.split(batch_size):
+            prior_mean, prior_var, prior_precision = prior.batch(indices)  # each datum's own prior
+            reconstruction, kl = negative_elbo_terms(
+                vae, images[indices], prior_mean, prior_var, prior_precision, generator=noise_generator
+            )
+            # Both terms summed over pixels/latent dims, averaged over the batch: one scale.
+            loss = (reconstruction + kl_weight * kl).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                elbo_sum -= float((reconstruction + kl).sum())
+                loss_sum += float(loss) * indices.numel()
+        elbo_per_epoch.append(elbo_sum / n_samples)
+        loss_per_epoch.append(loss_sum / n_samples)
+        bar.set_postfix(elbo=f"{elbo_per_epoch[-1]:.2f}")
+    if not np.isfinite(loss_per_epoch[-1]):
+        raise FloatingPointError(f"{desc}: the VAE loss became NaN/inf; lower the learning rate (--lr).")
+    return elbo_per_epoch, loss_per_epoch
+
+
+@torch.no_grad()
+def encode(vae, images, *, sample=False, generator=None):
+    """Latents of every image, in order: encoder means, or reparameterised samples.
+
+    Parameters
+    ----------
+    images : Tensor of shape (n_samples, input_dim)
+
+    Returns
+    -------
+    latents : ndarray of shape (n_samples, latent_dim), float64
+    """
+    vae.eval()
+    chunks = []
+    for batch in images.split(_ENCODE_BATCH):
+        mean, logvar = vae.encode(batch)
+        chunks.append(vae.reparameterize(mean, logvar, generator) if sample else mean)
+    return torch.cat(chunks).double().cpu().numpy()
+
+
+def _round_seeds(seed, n_rounds):
+    """Independent (torch seed, numpy SeedSequence) per round from one integer seed."""
+    children = np.random.SeedSequence(seed).spawn(n_rounds)
+    return [(int(child.generate_state(1, dtype=np.uint64)[0] >> 1), child) for child in children]
+
+
+def _sweep_recorder(labels, record):
+    """GibbsGMM callback that appends each sweep's accuracy, ARI and NMI to ``record``."""
+
+    def callback(sweep, assignments, gmm):
+        if labels is not None:
+            for name, value in clustering_metrics(labels, assignments).items():
+                record.setdefault(name, []).append(value)
+
+    return callback
+
+
+def fit_mutual(
+    dataset: ImageDataset,
+    config: TrainConfig,
+    *,
+    run_dir=None,
+    shuffle=True,
+    progress=True,
+    log: Optional[Callable[[str], None]] = print,
+):
+    """Run ``config.mutual_iterations`` rounds of VAE + GMM mutual learning on ``dataset``.
+
+    Parameters
+    ----------
+    dataset : ImageDataset
+    config : TrainConfig
+    run_dir : path, default=None
+        Where to write the run directory (see :mod:`vaegmm.rundir`); nothing is written if None.
+    shuffle : bool
+        Shuffle the VAE's minibatches every epoch.
+    progress : bool
+        tqdm bars over epochs and sweeps.
+    log : callable or None
+        Receives the one-line summary of each round.
+
+    Returns
+    -------
+    MutualResult
+    """
+    if len(dataset) < config.n_clusters:
+        raise ValueError(
+            f"The data hold {len(dataset)} images but {config.n_clusters} clusters were asked for; "
+            "use fewer clusters (--clusters) or more data."
+        )
+    device = resolve_device(config.device)
+    images = torch.as_tensor(dataset.flat(), device=device)  # (N, D)
+    labels = dataset.labels
+    n_samples, input_dim = images.shape
+    run = RunDirectory(run_dir) if run_dir is not None else None
+    if run is not None:
+        run.save_config(config)
+        if labels is not None:
+            run.save_labels(labels)
+
+    result = MutualResult(config=config, vae=None)
+    prior = PriorMessage.standard_normal(n_samples, config.latent_dim, device)
+    vae = optimizer = None
+    for iteration, (torch_seed, numpy_seed) in enumerate(_round_seeds(config.seed, config.mutual_iterations)):
+        started = time.perf_counter()
+        torch.manual_seed(torch_seed)  # weight initialisation
+        shuffle_generator = torch.Generator().manual_seed(torch_seed)
+        noise_generator = torch.Generator(device=device).manual_seed(torch_seed)
+        if vae is None or config.vae_init == "retrain":
+            vae = VAE(input_dim, config.latent_dim, config.hidden_dims).to(device)
+            optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)
+
+        # 1. VAE step against this round's per-datum prior.
+        elbo, loss = fit_vae(
+            vae, optimizer, images, prior, epochs=config.vae_epochs, batch_size=config.batch_size,
+            kl_weight=config.kl_weight, shuffle=shuffle, generator=shuffle_generator,
+            noise_generator=noise_generator, progress=progress, desc=f"round {iteration} VAE",
+        )
+        vae_seconds = time.perf_counter() - started
+
+        # 2. VAE -> GMM.
+        latents = encode(vae, images, sample=config.send == "sample", generator=noise_generator)
+
+        # 3. GMM step.
+        sweeps = {}
+        gmm = GibbsGMM(
+            config.n_clusters, n_sweeps=config.gmm_sweeps, alpha=config.alpha, beta=config.beta,
+            wishart_scale=config.wishart_scale, wishart_dof=config.wishart_dof, init=config.gmm_init,
+            random_state=np.random.default_rng(numpy_seed), callback=_sweep_recorder(labels, sweeps),
+            progress=progress,
+        ).fit(latents)
+        sweeps["log_likelihood"] = gmm.log_likelihood_.tolist()
+        assignments = gmm.labels_
+
+        # 4. GMM -> VAE: the prior of the next round.
+        prior = PriorMessage.from_gmm(gmm, assignments, config.prior_covariance, device)
+
+        seconds = time.perf_counter() - started
+        final = clustering_metrics(labels, assignments) if labels is not None else dict.fromkeys(("accuracy", "ari", "nmi"))
+        metrics = {"iteration": iteration, **final, "elbo": elbo[-1], "seconds": seconds,
+                   "vae_seconds": vae_seconds, "gmm_seconds": seconds - vae_seconds}
+        round_result = RoundResult(iteration, elbo, loss, gmm, latents, assignments, sweeps, metrics)
+        result.rounds.append(round_result)
+        result.vae = vae
+        if run is not None:
+            run.save_round(
+                iteration, vae=vae, optimizer=optimizer, image_shape=dataset.image_shape, gmm=gmm,
+                latents=latents, assignments=assignments,
+                history={"elbo": elbo, "loss": loss, "sweeps": sweeps},
+            )
+            run.save_metrics(result.metrics())
+        if log is not None:
+            log(format_round(metrics))
+    return result
+
+
+def format_round(metrics):
+    """One line: round, ELBO, accuracy, ARI, NMI, time."""
+    scores = "  ".join(
+        f"{name} {metrics[name]:.4f}" if metrics[name] is not None else f"{name} n/a"
+        for name in ("accuracy", "ari", "nmi")
+    )
+    return f"round {metrics['iteration']}: ELBO {metrics['elbo']:.2f}  {scores}  ({metrics['seconds']:.1f} s)"

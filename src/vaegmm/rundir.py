@@ -1,0 +1,169 @@
+"""The run directory: what a training run writes and what decode/plot commands read.
+
+Layout::
+
+    RUN/
+      config.json              TrainConfig that reproduces the run
+      metrics.json             {"iterations": [{"iteration", "accuracy", "ari", "nmi", "elbo", ...}]}
+      labels.npy               true labels (only when the data have them; evaluation only)
+      iteration_<i>/
+        vae.pt                 {"state_dict", "vae_config", "optimizer", "image_shape"}
+        gmm.npz                mu (K, L), Lambda (K, L, L), pi (K,)
+        latents.npy            (N, L) latents sent to the GMM
+        assignments.npy        (N,) cluster of each datum in the last sweep
+        history.json           ELBO per epoch, clustering metrics per sweep
+      figures/                 PNG figures
+
+Every file is written to a temporary name and renamed, so an interrupted write never leaves
+a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+from .gmm import GibbsGMM
+from .vae import VAE
+
+__all__ = ["RunError", "RunDirectory"]
+
+_ROUND = re.compile(r"^iteration_(\d+)$")
+
+
+class RunError(ValueError):
+    """A run directory that cannot be used as asked; the message says why."""
+
+
+def _atomic_write_bytes(path, payload):
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(payload)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _to_bytes(save, obj):
+    buffer = io.BytesIO()
+    save(buffer, obj)
+    return buffer.getvalue()
+
+
+def write_json(path, obj):
+    _atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+class RunDirectory:
+    """Reads and writes one run directory (see the module docstring for the layout)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    # -- paths ---------------------------------------------------------------------------------
+    def round_path(self, iteration):
+        return self.path / f"iteration_{iteration}"
+
+    @property
+    def figures(self):
+        path = self.path / "figures"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def iterations(self):
+        """Completed rounds (those with every file written), sorted."""
+        if not self.path.is_dir():
+            return []
+        done = []
+        for child in self.path.iterdir():
+            match = _ROUND.match(child.name)
+            if match and all((child / name).exists() for name in ("vae.pt", "gmm.npz", "history.json")):
+                done.append(int(match.group(1)))
+        return sorted(done)
+
+    # -- writing -------------------------------------------------------------------------------
+    def save_config(self, config):
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json(self.path / "config.json", config.to_dict())
+
+    def save_labels(self, labels):
+        _atomic_write_bytes(self.path / "labels.npy", _to_bytes(np.save, labels))
+
+    def save_metrics(self, rows):
+        write_json(self.path / "metrics.json", {"iterations": rows})
+
+    def save_round(self, iteration, *, vae, optimizer, image_shape, gmm, latents, assignments, history):
+        """Write one round's VAE, GMM parameters, latents, assignments and history."""
+        folder = self.round_path(iteration)
+        folder.mkdir(parents=True, exist_ok=True)
+        checkpoint = {
+            "state_dict": {k: v.detach().cpu() for k, v in vae.state_dict().items()},
+            "vae_config": vae.config(),
+            "optimizer": optimizer.state_dict(),
+            "image_shape": list(image_shape),
+        }
+        _atomic_write_bytes(folder / "vae.pt", _to_bytes(torch.save, checkpoint))
+        _atomic_write_bytes(
+            folder / "gmm.npz",
+            _to_bytes(lambda f, g: np.savez(f, mu=g.means_, Lambda=g.precisions_, pi=g.weights_), gmm),
+        )
+        _atomic_write_bytes(folder / "latents.npy", _to_bytes(np.save, latents))
+        _atomic_write_bytes(folder / "assignments.npy", _to_bytes(np.save, assignments))
+        # history.json last: its presence marks the round complete (see iterations()).
+        write_json(folder / "history.json", history)
+
+    # -- reading -------------------------------------------------------------------------------
+    def _require_round(self, iteration):
+        available = self.iterations()
+        if not available:
+            raise RunError(
+                f"{self.path} holds no completed round; train one with `vaegmm train --out {self.path}`."
+            )
+        if iteration not in available:
+            raise RunError(
+                f"Iteration {iteration} is not in {self.path}; available: {', '.join(map(str, available))}."
+            )
+        return self.round_path(iteration)
+
+    def load_config(self):
+        path = self.path / "config.json"
+        if not path.exists():
+            raise RunError(f"{self.path} is not a run directory (no config.json).")
+        return TrainConfig.from_json(path)
+
+    def load_metrics(self):
+        path = self.path / "metrics.json"
+        if not path.exists():
+            return []
+        return json.loads(path.read_text())["iterations"]
+
+    def load_labels(self):
+        path = self.path / "labels.npy"
+        return np.load(path) if path.exists() else None
+
+    def load_vae(self, iteration, device="cpu"):
+        """(VAE in eval mode, image_shape) of a round."""
+        checkpoint = torch.load(self._require_round(iteration) / "vae.pt", map_location=device, weights_only=True)
+        vae = VAE(**checkpoint["vae_config"]).to(device)
+        vae.load_state_dict(checkpoint["state_dict"])
+        return vae.eval(), tuple(checkpoint["image_shape"])
+
+    def load_gmm(self, iteration):
+        """A GibbsGMM holding a round's final parameters (for predict / sample)."""
+        with np.load(self._require_round(iteration) / "gmm.npz") as params:
+            return GibbsGMM.from_parameters(params["mu"], params["Lambda"], params["pi"])
+
+    def load_array(self, iteration, name):
+        """``latents`` or ``assignments`` of a round."""
+        return np.load(self._require_round(iteration) / f"{name}.npy")
+
+    def load_history(self, iteration):
+        return json.loads((self._require_round(iteration) / "history.json").read_text())
