@@ -42,10 +42,8 @@ class VAE(nn.Module):
         self.encoder = _mlp(widths)
         self.to_mean = nn.Linear(widths[-1], self.latent_dim)
         self.to_logvar = nn.Linear(widths[-1], self.latent_dim)
-        self.decoder = nn.Sequential(
-            _mlp((self.latent_dim, *reversed(self.hidden_dims))),
-            nn.Linear(widths[-1] if self.hidden_dims else self.latent_dim, self.input_dim),
-        )
+        decoder_widths = (self.latent_dim, *reversed(self.hidden_dims))
+        self.decoder = nn.Sequential(_mlp(decoder_widths), nn.Linear(decoder_widths[-1], self.input_dim))
 
     def config(self):
         """Constructor arguments, enough to rebuild this architecture."""

@@ -1,0 +1,208 @@
+"""The Gibbs sampler: kernels against direct formulas and scipy.stats, and behaviour."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from vaegmm.gmm import (
+    GibbsGMM,
+    _estimate_log_gaussian_prob,
+    _posterior_gauss_wishart,
+    _sample_categorical,
+    _sample_means,
+    _sample_wishart,
+    _sufficient_statistics,
+)
+from sklearn.metrics import adjusted_rand_score
+
+from vaegmm.metrics import match_clusters
+
+
+def _random_spd(rng, dim, n):
+    a = rng.normal(size=(n, dim, dim))
+    return a @ a.transpose(0, 2, 1) + dim * np.eye(dim)
+
+
+def _mixture(rng, n=900, separation=8.0):
+    means = np.array([[0.0, 0.0], [separation, 0.0], [0.0, separation]])
+    covs = np.array([[[1.0, 0.5], [0.5, 1.0]], [[0.5, 0.0], [0.0, 2.0]], [[1.5, -0.4], [-0.4, 0.6]]])
+    labels = rng.integers(3, size=n)
+    X = np.stack([rng.multivariate_normal(means[k], covs[k]) for k in labels])
+    return X, labels, means, covs
+
+
+def test_log_gaussian_prob_matches_scipy():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 4))
+    means = rng.normal(size=(3, 4))
+    precisions = _random_spd(rng, 4, 3)
+    got = _estimate_log_gaussian_prob(X, means, np.linalg.cholesky(precisions))
+    for k in range(3):
+        expected = stats.multivariate_normal(means[k], np.linalg.inv(precisions[k])).logpdf(X)
+        np.testing.assert_allclose(got[:, k], expected, rtol=1e-10)
+
+
+def test_sufficient_statistics_match_direct_sums():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(40, 3))
+    labels = rng.integers(4, size=40)
+    labels[labels == 3] = 2  # cluster 3 empty
+    counts, sums, outer = _sufficient_statistics(X, labels, 4)
+    for k in range(4):
+        members = X[labels == k]
+        assert counts[k] == len(members)
+        np.testing.assert_allclose(sums[k], members.sum(axis=0), atol=1e-12)
+        np.testing.assert_allclose(outer[k], sum((np.outer(x, x) for x in members), np.zeros((3, 3))), atol=1e-12)
+
+
+def test_posterior_matches_bishop_formulas():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(30, 3)) + 2.0
+    labels = rng.integers(2, size=30)
+    beta, m, W, nu = 0.7, rng.normal(size=3), _random_spd(rng, 3, 1)[0], 4.5
+    beta_hat, m_hat, scale_inv_hat, dof_hat = _posterior_gauss_wishart(
+        *_sufficient_statistics(X, labels, 2), beta, m, np.linalg.inv(W), nu
+    )
+    for k in range(2):
+        xs = X[labels == k]
+        n_k, xbar = len(xs), xs.mean(axis=0)
+        # PRML eq. 10.60-10.63 in their centred form.
+        S = (xs - xbar).T @ (xs - xbar)
+        expected_w_inv = np.linalg.inv(W) + S + beta * n_k / (beta + n_k) * np.outer(xbar - m, xbar - m)
+        assert beta_hat[k] == pytest.approx(beta + n_k)
+        np.testing.assert_allclose(m_hat[k], (beta * m + n_k * xbar) / (beta + n_k))
+        np.testing.assert_allclose(scale_inv_hat[k], expected_w_inv, rtol=1e-9, atol=1e-9)
+        assert dof_hat[k] == pytest.approx(nu + n_k)
+
+
+def test_wishart_draws_match_scipy_moments():
+    rng = np.random.default_rng(3)
+    W = np.array([[1.0, 0.3, 0.0], [0.3, 0.5, 0.1], [0.0, 0.1, 0.8]])
+    nu, n_draws = 5.5, 40000
+    chol = np.broadcast_to(np.linalg.cholesky(np.linalg.inv(W)), (n_draws, 3, 3))
+    draws = _sample_wishart(chol, np.full(n_draws, nu), rng)
+    reference = stats.wishart(df=nu, scale=W)
+    np.testing.assert_allclose(draws.mean(axis=0), reference.mean(), atol=0.06)
+    np.testing.assert_allclose(draws.var(axis=0), reference.var(), rtol=0.06, atol=0.02)
+    # Every draw is symmetric positive definite.
+    assert np.all(np.linalg.eigvalsh(draws[:200]) > 0)
+
+
+def test_mean_draws_have_covariance_of_scaled_precision():
+    rng = np.random.default_rng(4)
+    precision = _random_spd(rng, 3, 1)[0]
+    n_draws, beta_hat = 40000, 2.5
+    m_hat = np.array([1.0, -2.0, 0.5])
+    draws = _sample_means(
+        np.broadcast_to(m_hat, (n_draws, 3)), np.full(n_draws, beta_hat),
+        np.broadcast_to(np.linalg.cholesky(precision), (n_draws, 3, 3)), rng,
+    )
+    np.testing.assert_allclose(draws.mean(axis=0), m_hat, atol=0.01)
+    np.testing.assert_allclose(np.cov(draws.T), np.linalg.inv(beta_hat * precision), atol=0.004)
+
+
+def test_categorical_draws_follow_probabilities():
+    rng = np.random.default_rng(5)
+    probs = np.array([0.5, 0.0, 0.2, 0.3])
+    with np.errstate(divide="ignore"):
+        log_prob = np.log(np.broadcast_to(probs, (60000, 4)))
+    labels = _sample_categorical(log_prob, rng)
+    frequencies = np.bincount(labels, minlength=4) / len(labels)
+    np.testing.assert_allclose(frequencies, probs, atol=0.01)
+    assert frequencies[1] == 0.0
+
+
+def test_recovers_known_mixture():
+    rng = np.random.default_rng(6)
+    X, labels, means, covs = _mixture(rng)
+    gmm = GibbsGMM(3, n_sweeps=60, wishart_scale=1.0, random_state=0, init="kmeans++").fit(X)
+    assert adjusted_rand_score(labels, gmm.labels_) > 0.97
+    mapping = match_clusters(labels, gmm.labels_)
+    for cluster, true in mapping.items():
+        np.testing.assert_allclose(gmm.means_[cluster], means[true], atol=0.3)
+        np.testing.assert_allclose(gmm.covariances_[cluster], covs[true], atol=0.35)
+    np.testing.assert_allclose(np.sort(gmm.weights_), np.sort(np.bincount(labels) / len(labels)), atol=0.05)
+
+
+def test_prior_init_also_recovers_separated_clusters():
+    rng = np.random.default_rng(7)
+    X, labels, _, _ = _mixture(rng, separation=4.0)
+    X = X / X.std()  # scale comparable to the prior, as VAE latents are
+    gmm = GibbsGMM(3, n_sweeps=100, random_state=1, init="prior").fit(X)
+    assert adjusted_rand_score(labels, gmm.labels_) > 0.9
+
+
+def test_responsibilities_do_not_underflow_far_from_every_cluster():
+    rng = np.random.default_rng(8)
+    X, _, _, _ = _mixture(rng, n=200)
+    gmm = GibbsGMM(3, n_sweeps=10, random_state=0, init="kmeans++").fit(X)
+    far = np.array([[1e4, -1e4], [-5e3, 2e3]])
+    proba = gmm.predict_proba(far)
+    assert np.all(np.isfinite(proba))
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(gmm.predict(far), proba.argmax(axis=1))
+
+
+def test_same_seed_same_chain_and_fit_predict_equals_labels():
+    rng = np.random.default_rng(9)
+    X, _, _, _ = _mixture(rng, n=300)
+    a = GibbsGMM(3, n_sweeps=15, random_state=42).fit(X)
+    b_labels = GibbsGMM(3, n_sweeps=15, random_state=42).fit_predict(X)
+    np.testing.assert_array_equal(a.labels_, b_labels)
+    c = GibbsGMM(3, n_sweeps=15, random_state=43).fit(X)
+    assert not np.array_equal(a.means_, c.means_)
+
+
+def test_callback_sees_every_sweep():
+    rng = np.random.default_rng(10)
+    X, _, _, _ = _mixture(rng, n=100)
+    seen = []
+    gmm = GibbsGMM(3, n_sweeps=7, random_state=0, callback=lambda sweep, labels, model: seen.append((sweep, labels.copy())))
+    gmm.fit(X)
+    assert [s for s, _ in seen] == list(range(7))
+    np.testing.assert_array_equal(seen[-1][1], gmm.labels_)
+    assert gmm.log_likelihood_.shape == (7,) and np.all(np.isfinite(gmm.log_likelihood_))
+
+
+def test_sample_from_one_component_has_its_moments():
+    rng = np.random.default_rng(11)
+    X, _, _, _ = _mixture(rng, n=300)
+    gmm = GibbsGMM(3, n_sweeps=10, random_state=0, init="kmeans++").fit(X)
+    samples, labels = gmm.sample(30000, component=1, random_state=0)
+    assert np.all(labels == 1)
+    np.testing.assert_allclose(samples.mean(axis=0), gmm.means_[1], atol=0.05)
+    np.testing.assert_allclose(np.cov(samples.T), gmm.covariances_[1], atol=0.08)
+    _, mixed = gmm.sample(30000, random_state=1)
+    np.testing.assert_allclose(np.bincount(mixed, minlength=3) / 30000, gmm.weights_, atol=0.015)
+
+
+def test_empty_clusters_keep_valid_parameters():
+    X = np.random.default_rng(12).normal(size=(40, 2))
+    gmm = GibbsGMM(10, n_sweeps=20, random_state=0).fit(X)
+    assert np.all(np.isfinite(gmm.means_)) and np.all(np.isfinite(gmm.precisions_))
+    assert np.all(np.linalg.eigvalsh(gmm.precisions_) > 0)
+    assert gmm.weights_.sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"n_components": 50}, "at least as many data points as clusters"),
+        ({"wishart_dof": 1.0}, "wishart_dof must exceed"),
+        ({"alpha": 0.0}, "alpha"),
+        ({"beta": -1.0}, "beta"),
+        ({"wishart_scale": 0.0}, "wishart_scale"),
+        ({"init": "random"}, "init"),
+    ],
+)
+def test_bad_hyperparameters_are_refused(params, match):
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    with pytest.raises(ValueError, match=match):
+        GibbsGMM(**{"n_components": 3, "n_sweeps": 2, **params}).fit(X)
+
+
+def test_predict_before_fit_and_nan_data_are_refused():
+    with pytest.raises(RuntimeError, match="not fitted"):
+        GibbsGMM(2).predict(np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="NaN"):
+        GibbsGMM(2).fit(np.array([[0.0, np.nan], [1.0, 1.0], [2.0, 2.0]]))
