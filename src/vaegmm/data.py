@@ -28,7 +28,8 @@ _IDX_DTYPES = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
-_IDX_IMAGES = re.compile(r"-idx3-ubyte(\.gz)?$")
+# "train-images-idx3-ubyte" (MNIST, torchvision) or "train-images.idx3-ubyte" (Kaggle copies).
+_IDX_IMAGES = re.compile(r"([-.])idx3-ubyte(\.gz)?$")
 
 
 class DataError(ValueError):
@@ -104,12 +105,12 @@ def read_idx(path):
 
 def _label_file_for(image_path):
     """The matching ``*-idx1-ubyte[.gz]`` labels file of an images file, or None."""
-    name = image_path.name
-    stem = _IDX_IMAGES.sub("", name)
-    candidates = {stem.replace("images", "labels")}
-    candidates.add(stem)
-    for base in candidates:
-        for suffix in ("-idx1-ubyte", "-idx1-ubyte.gz"):
+    match = _IDX_IMAGES.search(image_path.name)
+    if match is None:
+        return None
+    stem, separator = image_path.name[: match.start()], match.group(1)
+    for base in (stem.replace("images", "labels"), stem):
+        for suffix in (f"{separator}idx1-ubyte", f"{separator}idx1-ubyte.gz"):
             label_path = image_path.with_name(base + suffix)
             if label_path.exists():
                 return label_path

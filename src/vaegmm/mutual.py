@@ -200,6 +200,7 @@ def fit_mutual(
     run_dir=None,
     shuffle=True,
     progress=True,
+    overwrite=False,
     log: Optional[Callable[[str], None]] = print,
 ):
     """Run ``config.mutual_iterations`` rounds of VAE + GMM mutual learning on ``dataset``.
@@ -210,6 +211,8 @@ def fit_mutual(
     config : TrainConfig
     run_dir : path, default=None
         Where to write the run directory (see :mod:`vaegmm.rundir`); nothing is written if None.
+        A directory holding a different run is refused unless ``overwrite``, which deletes
+        that run's files first.
     shuffle : bool
         Shuffle the VAE's minibatches every epoch.
     progress : bool
@@ -232,7 +235,7 @@ def fit_mutual(
     n_samples, input_dim = images.shape
     run = RunDirectory(run_dir) if run_dir is not None else None
     if run is not None:
-        run.save_config(config)
+        run.start(config, overwrite=overwrite)
         if labels is not None:
             run.save_labels(labels)
 

@@ -24,6 +24,7 @@ import io
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,36 @@ class RunDirectory:
         return sorted(done)
 
     # -- writing -------------------------------------------------------------------------------
+    def check_replaceable(self, config, overwrite=False):
+        """Refuse to write ``config``'s run over a different run unless ``overwrite``."""
+        existing = self.path / "config.json"
+        if existing.exists() and not overwrite:
+            try:
+                same = json.loads(existing.read_text()) == config.to_dict()
+            except (OSError, ValueError):
+                same = False
+            if not same:
+                raise RunError(
+                    f"{self.path} already holds a different run; choose another output directory "
+                    "or pass --overwrite (overwrite=True) to replace it."
+                )
+
+    def start(self, config, overwrite=False):
+        """Begin a run here: check, remove an earlier run's files, write config.json."""
+        self.check_replaceable(config, overwrite)
+        self.clear()
+        self.save_config(config)
+
+    def clear(self):
+        """Delete the files a run writes (and nothing else a user may keep here)."""
+        if not self.path.is_dir():
+            return
+        for child in self.path.iterdir():
+            if child.is_dir() and (_ROUND.match(child.name) or child.name == "figures"):
+                shutil.rmtree(child)
+            elif child.name in ("config.json", "metrics.json", "labels.npy", "report.html", "report.md"):
+                child.unlink()
+
     def save_config(self, config):
         self.path.mkdir(parents=True, exist_ok=True)
         write_json(self.path / "config.json", config.to_dict())
