@@ -407,8 +407,6 @@ def test_second_train_into_same_out(run_dir, tmp_path, capsys):
     assert main(["train", *TINY_ARGS, "--out", str(out)]) == 0
 
 
-@pytest.mark.xfail(reason="--overwrite keeps iteration_<i>/ and labels.npy of the replaced run (nothing in "
-                          "cli._cmd_train or mutual.fit_mutual clears them), so stale rounds stay loadable")
 def test_overwrite_removes_files_of_the_replaced_run(run_dir, tmp_path):
     """After --overwrite with fewer rounds and unlabelled data, nothing of the old run may be left:
     no round (decode/plot-gmm/figures default to the last round) and no labels (figures colour by them)."""

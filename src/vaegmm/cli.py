@@ -1,4 +1,4 @@
-"""Command-line interface: ``vaegmm train | decode | plot-gmm | figures``.
+"""Command-line interface: ``vaegmm train | decode | plot-gmm | figures | report``.
 
 Errors a user can cause are printed as one sentence on stderr with exit status 2 (``--debug``
 shows the traceback instead).
@@ -7,7 +7,6 @@ shows the traceback instead).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -52,7 +51,7 @@ def _parser():
     train.add_argument("--out", default="runs/default", help="run directory to write (default: %(default)s)")
     train.add_argument("--config", help="config.json of an earlier run to reproduce; flags given override it")
     train.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
-    train.add_argument("--no-figures", action="store_true", help="skip the figures at the end")
+    train.add_argument("--no-figures", action="store_true", help="skip the figures and the report at the end")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     group = train.add_argument_group("data")
@@ -95,6 +94,12 @@ def _parser():
 
     figures = commands.add_parser("figures", help="(re)write every figure of a run into RUN/figures")
     figures.add_argument("--run", required=True, help="run directory")
+
+    report = commands.add_parser(
+        "report", help="write RUN/report.html (self-contained) and RUN/report.md: config, metrics, captioned figures")
+    report.add_argument("--run", required=True, help="run directory")
+    report.add_argument("--refresh-figures", action="store_true",
+                        help="rewrite every figure first (default: only when RUN/figures has none)")
     return parser
 
 
@@ -121,23 +126,14 @@ def _train_config(args):
     return config.replace(**overrides)
 
 
-def _check_output_directory(out, config, overwrite):
-    """Refuse to mix a new run into a directory that holds a different one."""
-    existing = Path(out) / "config.json"
-    if existing.exists() and not overwrite:
-        previous = json.loads(existing.read_text())
-        if previous != config.to_dict():
-            raise ValueError(
-                f"{out} already holds a different run; choose another --out or pass --overwrite to replace it."
-            )
-
-
 def _cmd_train(args):
     import torch
 
     from .api import write_figures
     from .data import load_dataset
     from .mutual import fit_mutual, resolve_device
+    from .report import write_report
+    from .rundir import RunDirectory
 
     config = _train_config(args)
     resolve_device(config.device)  # fail now, not after loading the data
@@ -145,15 +141,17 @@ def _cmd_train(args):
         if args.threads < 1:
             raise ValueError(f"--threads must be positive, got {args.threads}.")
         torch.set_num_threads(args.threads)
-    _check_output_directory(args.out, config, args.overwrite)
+    RunDirectory(args.out).check_replaceable(config, args.overwrite)  # before loading any data
     dataset = load_dataset(config.data, max_samples=config.max_samples, seed=config.seed)
     labels = "with labels" if dataset.labels is not None else "no labels"
     print(f"data: {dataset.name}, {len(dataset)} images of {dataset.image_shape[0]}x{dataset.image_shape[1]} ({labels})")
-    result = fit_mutual(dataset, config, run_dir=args.out, progress=not args.quiet)
+    result = fit_mutual(dataset, config, run_dir=args.out, progress=not args.quiet, overwrite=args.overwrite)
     if not args.no_figures:
         write_figures(args.out)
+        write_report(args.out)
     first, last = result.rounds[0].metrics, result.rounds[-1].metrics
-    print(f"wrote {args.out} (config.json, metrics.json, iteration_*/{'' if args.no_figures else ', figures/'})")
+    written = "" if args.no_figures else ", figures/, report.html, report.md"
+    print(f"wrote {args.out} (config.json, metrics.json, iteration_*/{written})")
     if first["accuracy"] is not None and len(result.rounds) > 1:
         print(f"accuracy: round 0 {first['accuracy']:.4f} -> round {last['iteration']} {last['accuracy']:.4f}")
     return 0
@@ -199,9 +197,18 @@ def _cmd_figures(args):
     return 0
 
 
+def _cmd_report(args):
+    from .report import write_report
+
+    for path in write_report(args.run, refresh_figures=args.refresh_figures):
+        print(f"wrote {path}")
+    return 0
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
-    command = {"train": _cmd_train, "decode": _cmd_decode, "plot-gmm": _cmd_plot_gmm, "figures": _cmd_figures}
+    command = {"train": _cmd_train, "decode": _cmd_decode, "plot-gmm": _cmd_plot_gmm, "figures": _cmd_figures,
+               "report": _cmd_report}
     try:
         return command[args.command](args)
     except KeyboardInterrupt:

@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 
 __all__ = [
     "image_grid", "save_image_grid", "plot_elbo", "plot_sweep_metrics", "plot_latent_space",
-    "plot_gmm_cluster", "pca_projection",
+    "plot_gmm_cluster", "pca_projection", "tsne_embedding", "plot_reconstructions",
 ]
 
 _FIRST_ROUND_COLOR = "tab:red"  # the reference: red before mutual learning, blue after
@@ -32,7 +32,8 @@ def _save(fig, path):
 
 def _round_colors(n_rounds):
     """Round 0 red; later rounds shades of blue, darker for later rounds."""
-    blues = plt.get_cmap("Blues")(np.linspace(0.45, 0.95, max(n_rounds - 1, 1)))
+    shades = np.linspace(0.5, 0.95, n_rounds - 1) if n_rounds > 2 else [0.8]
+    blues = plt.get_cmap("Blues")(shades)
     return [_FIRST_ROUND_COLOR] + [tuple(c) for c in blues[: n_rounds - 1]]
 
 
@@ -72,6 +73,23 @@ def save_image_grid(path, images, n_cols=None, title=None, row_labels=None):
     return _save(fig, path)
 
 
+def plot_reconstructions(inputs, reconstructions, path, title=None):
+    """Input images in the top row and, under them, one row of reconstructions per model.
+
+    Parameters
+    ----------
+    inputs : ndarray of shape (n, height, width) in [0, 1]
+    reconstructions : list of (row label, ndarray of shape (n, height, width)) pairs
+    """
+    inputs = np.asarray(inputs)
+    rows = [("input", inputs)] + [(label, np.asarray(images)) for label, images in reconstructions]
+    for label, images in rows:
+        if images.shape != inputs.shape:
+            raise ValueError(f"Row {label!r} has shape {images.shape}; the inputs have {inputs.shape}.")
+    return save_image_grid(path, np.concatenate([images for _, images in rows]), n_cols=len(inputs),
+                           title=title, row_labels=[label for label, _ in rows])
+
+
 def plot_elbo(elbo_per_round, path):
     """ELBO per epoch of every round on one axis; round 0 red, later rounds blue.
 
@@ -79,15 +97,27 @@ def plot_elbo(elbo_per_round, path):
     ----------
     elbo_per_round : list of sequences, one per round, of per-datum ELBO per epoch.
     """
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for iteration, (elbo, color) in enumerate(zip(elbo_per_round, _round_colors(len(elbo_per_round)))):
+    fig, ax = plt.subplots(figsize=(7.0, 4.6))
+    colors = _round_colors(len(elbo_per_round))
+    for iteration, (elbo, color) in enumerate(zip(elbo_per_round, colors)):
         label = "round 0 (N(0, I) prior, no mutual learning)" if iteration == 0 else f"round {iteration} (GMM prior)"
         ax.plot(np.arange(1, len(elbo) + 1), elbo, color=color, label=label, lw=1.8)
     ax.set_xlabel("VAE epoch")
     ax.set_ylabel("ELBO per image (nats, higher is better)")
     ax.set_title("ELBO of the VAE in each round")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="lower right")
+    n_epochs = max(len(elbo) for elbo in elbo_per_round)
+    if n_epochs >= 10:
+        # The first epochs span most of the y range; an inset shows the second half, where rounds differ.
+        start = n_epochs // 2
+        inset = ax.inset_axes([0.40, 0.30, 0.56, 0.40])
+        for elbo, color in zip(elbo_per_round, colors):
+            if len(elbo) > start:
+                inset.plot(np.arange(start + 1, len(elbo) + 1), elbo[start:], color=color, lw=1.6)
+        inset.set_title(f"epochs {start + 1}–{n_epochs}", fontsize=9)
+        inset.tick_params(labelsize=8)
+        inset.grid(alpha=0.3)
     return _save(fig, path)
 
 
@@ -119,40 +149,96 @@ def plot_sweep_metrics(sweeps_per_round, path, metrics=("accuracy", "ari")):
 
 
 def pca_projection(points, n_components=2):
-    """Rows of the top principal axes of ``points`` (n, L): array (n_components, L), and the mean."""
+    """Top principal axes of ``points`` of shape (n, L).
+
+    Returns
+    -------
+    axes : ndarray of shape (n_components, L), one unit vector per row; rows beyond the rank of
+        the data (e.g. when L < n_components) are zero, so a 1-D latent plots on a line.
+    center : ndarray of shape (L,), the mean of ``points``
+    """
+    points = np.asarray(points, dtype=np.float64)
     center = points.mean(axis=0)
     _, _, vt = np.linalg.svd(points - center, full_matrices=False)
-    return vt[:n_components], center
+    axes = np.zeros((n_components, points.shape[1]))
+    kept = min(n_components, len(vt))
+    axes[:kept] = vt[:kept]
+    return axes, center
 
 
-def plot_latent_space(panels, path, suptitle="Latent space", max_points=None, seed=0):
-    """Scatter 2-D embeddings side by side, coloured by a label per point.
+def tsne_embedding(points, *, seed=0, perplexity=30.0, max_iter=500):
+    """2-D t-SNE (van der Maaten & Hinton 2008) of ``points`` of shape (n, L): array (n, 2).
+
+    scikit-learn's Barnes-Hut t-SNE, O(n log n) per iteration, PCA initialisation (random for
+    L < 2), learning rate "auto", ``max_iter`` iterations (250 of them early exaggeration).
+    The perplexity is lowered to (n - 1) / 3 when n is small. Subsample large ``points``
+    before calling: 2,000 points take seconds on one core.
+    """
+    import inspect
+
+    from sklearn.manifold import TSNE
+
+    points = np.asarray(points, dtype=np.float32)
+    n_points, latent_dim = points.shape
+    if n_points < 4:
+        raise ValueError(f"t-SNE needs at least 4 points, got {n_points}.")
+    # scikit-learn renamed n_iter to max_iter in 1.5.
+    iterations = "max_iter" if "max_iter" in inspect.signature(TSNE).parameters else "n_iter"
+    tsne = TSNE(
+        n_components=2, perplexity=min(perplexity, (n_points - 1) / 3.0), init="pca" if latent_dim >= 2 else "random",
+        learning_rate="auto", random_state=seed, **{iterations: max_iter},
+    )
+    return tsne.fit_transform(points).astype(np.float64)
+
+
+def plot_latent_space(panels, path, suptitle="Latent space", max_points=None, seed=0, axis_labels=None):
+    """Scatter 2-D embeddings side by side, coloured and marked by a label per point.
 
     Parameters
     ----------
     panels : list of (title, embedding (n, 2), colour labels (n,), legend title) tuples
     max_points : int, default=None
         Plot a random subset of this size (same subset in every panel).
+    axis_labels : list of (x label, y label), one per panel, default=None
     """
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 5.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels) + 1.2, 5.4), squeeze=False)
     n = len(panels[0][1])
     keep = np.arange(n)
     if max_points is not None and n > max_points:
         keep = np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False))
-    for ax, (title, embedding, colours, legend_title) in zip(axes[0], panels):
+    size = 10 if len(keep) <= 2500 else 5
+    markers = "o^sDv<>pP*Xh"
+    # One style per value across panels (a cluster empty in one round keeps the others' colours).
+    all_values = list(np.unique(np.concatenate([np.asarray(panel[2])[keep] for panel in panels])))
+    cmap = plt.get_cmap("tab10" if len(all_values) <= 10 else "tab20")
+    for index, (ax, (title, embedding, colours, legend_title)) in enumerate(zip(axes[0], panels)):
+        embedding = np.asarray(embedding)[keep]
         colours = np.asarray(colours)[keep]
         values = np.unique(colours)
-        cmap = plt.get_cmap("tab10" if len(values) <= 10 else "tab20")
-        markers = "o^sDv<>pP*X"
-        for i, value in enumerate(values):
+        # Colour and marker both change with the value, so classes stay apart in greyscale print.
+        for value in values:
+            i = all_values.index(value)
             mask = colours == value
-            ax.scatter(*embedding[keep][mask].T, s=6, alpha=0.7, color=cmap(i % cmap.N),
-                       marker=markers[(i // cmap.N) % len(markers)], label=str(value), linewidths=0)
-        ax.set_title(title)
+            ax.scatter(*embedding[mask].T, s=size, alpha=0.6, color=cmap(i % cmap.N),
+                       marker=markers[i % len(markers)], label=str(value), linewidths=0)
+        for value in values:  # the value written at the median of its points
+            ax.annotate(str(value), np.median(embedding[colours == value], axis=0), ha="center", va="center",
+                        fontsize=11, fontweight="bold",
+                        bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none", alpha=0.7))
+        ax.set_title(title, fontsize=11)
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.legend(title=legend_title, markerscale=2.5, fontsize=8, loc="best", ncol=1 + len(values) // 11)
-    fig.suptitle(suptitle)
+        if axis_labels is not None:
+            ax.set_xlabel(axis_labels[index][0])
+            ax.set_ylabel(axis_labels[index][1])
+    # One legend for every panel, outside the axes, with every value seen in any panel.
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], linestyle="none", marker=markers[i % len(markers)], color=cmap(i % cmap.N),
+                      markersize=6, alpha=0.8) for i in range(len(all_values))]
+    axes[0][-1].legend(handles, [str(v) for v in all_values], title=panels[-1][3], fontsize=9, loc="upper left",
+                       bbox_to_anchor=(1.02, 1.0), ncol=1 + len(all_values) // 16, frameon=False)
+    fig.suptitle(suptitle, fontsize=12)
     return _save(fig, path)
 
 
@@ -166,18 +252,24 @@ def plot_gmm_cluster(means, covariances, cluster, samples, path, projection, axi
     cluster : int
     samples : ndarray of shape (S, L), drawn from cluster ``cluster``
     projection : ndarray of shape (2, L), rows spanning the plotted plane (unit vectors of two
-        latent dimensions, or two principal axes)
+        latent dimensions, or two principal axes). A zero second row (a 1-D latent space, see
+        :func:`pca_projection`) draws the density along one axis instead.
     axis_labels : (str, str)
     points : ndarray of shape (n, L), optional latents drawn faintly behind
     """
+    if not np.any(projection[1]):
+        return _plot_gmm_cluster_on_line(means, covariances, cluster, samples, path, projection[0],
+                                         axis_labels[0], title, points)
     mean2 = projection @ means[cluster]  # (2,)
     cov2 = projection @ covariances[cluster] @ projection.T  # (2, 2)
     means2 = means @ projection.T  # (K, 2)
     samples2 = samples @ projection.T  # (S, 2)
     spread = 3.5 * np.sqrt(np.diag(cov2))
     stack = [means2, samples2, (mean2 - spread)[None], (mean2 + spread)[None]]
+    if points is not None:  # the bulk of the latents (1st to 99th percentile) stays in view
+        stack.append(np.percentile(points @ projection.T, [1, 99], axis=0))
     low, high = np.min(np.vstack(stack), axis=0), np.max(np.vstack(stack), axis=0)
-    margin = 0.08 * (high - low) + 1e-9
+    margin = np.maximum(0.08 * (high - low), 0.04 * np.max(high - low)) + 1e-9
     low, high = low - margin, high + margin
     gx, gy = np.meshgrid(np.linspace(low[0], high[0], 200), np.linspace(low[1], high[1], 200))
     grid = np.stack([gx.ravel(), gy.ravel()], axis=1) - mean2
@@ -185,20 +277,62 @@ def plot_gmm_cluster(means, covariances, cluster, samples, path, projection, axi
     density = np.exp(-0.5 * np.einsum("ni,ij,nj->n", grid, precision2, grid))
     density /= 2 * np.pi * np.sqrt(np.linalg.det(cov2))
 
-    fig, ax = plt.subplots(figsize=(6.0, 5.2))
+    fig, ax = plt.subplots(figsize=(6.4, 6.0))
     if points is not None:
-        ax.scatter(*(points @ projection.T).T, s=2, color="0.75", alpha=0.5, label="latents", linewidths=0)
-    contour = ax.contourf(gx, gy, density.reshape(gx.shape), levels=12, cmap="Blues", alpha=0.75)
-    fig.colorbar(contour, ax=ax, label=f"density of cluster {cluster}")
-    ax.scatter(*samples2.T, s=14, color="tab:orange", edgecolors="k", linewidths=0.3,
+        ax.scatter(*(points @ projection.T).T, s=3, color="0.55", alpha=0.35, label="latents of the data",
+                   linewidths=0, zorder=1)
+    # Contours from 2% of the peak up: the tails stay unfilled, so the latents show around them.
+    peak = density.max()
+    contour = ax.contourf(gx, gy, density.reshape(gx.shape), levels=np.linspace(0.02 * peak, peak, 11),
+                          cmap="Blues", alpha=0.7, zorder=2)
+    fig.colorbar(contour, ax=ax, label=f"density of cluster {cluster} in this plane", shrink=0.85, format="%.2g")
+    ax.scatter(*samples2.T, s=16, color="tab:orange", edgecolors="k", linewidths=0.3, zorder=3,
                label=f"{len(samples)} samples from cluster {cluster}")
-    ax.scatter(*means2.T, marker="x", s=60, color="k", linewidths=1.8, label="cluster means")
+    ax.scatter(*means2.T, marker="x", s=70, color="k", linewidths=2.0, label="cluster means", zorder=4)
     for k, (x, y) in enumerate(means2):
-        ax.annotate(str(k), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.annotate(str(k), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=10, zorder=5,
+                    fontweight="bold" if k == cluster else "normal")
     ax.set_xlim(low[0], high[0])
     ax.set_ylim(low[1], high[1])
     ax.set_xlabel(axis_labels[0])
     ax.set_ylabel(axis_labels[1])
     ax.set_title(title or f"GMM cluster {cluster}")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=3, fontsize=9, frameon=False,
+              markerscale=1.5)
+    return _save(fig, path)
+
+
+def _plot_gmm_cluster_on_line(means, covariances, cluster, samples, path, direction, axis_label, title, points):
+    """The GMM plot along one direction ``direction`` of shape (L,): the cluster's 1-D density,
+    a histogram of the latents, the samples as ticks and every cluster mean as "x"."""
+    means1 = means @ direction  # (K,)
+    sd = np.sqrt(direction @ covariances[cluster] @ direction)
+    samples1 = samples @ direction  # (S,)
+    stack = [means1, samples1, [means1[cluster] - 4 * sd, means1[cluster] + 4 * sd]]
+    points1 = None if points is None else points @ direction
+    if points1 is not None:
+        stack.append(np.percentile(points1, [1, 99]))
+    low, high = np.min(np.concatenate(stack)), np.max(np.concatenate(stack))
+    low, high = low - 0.05 * (high - low) - 1e-9, high + 0.05 * (high - low) + 1e-9
+    grid = np.linspace(low, high, 400)
+    density = np.exp(-0.5 * ((grid - means1[cluster]) / sd) ** 2) / (sd * np.sqrt(2 * np.pi))
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    if points1 is not None:
+        ax.hist(points1, bins=60, range=(low, high), density=True, color="0.6", alpha=0.45,
+                label="latents of the data (histogram)")
+    ax.fill_between(grid, density, color="tab:blue", alpha=0.45, label=f"density of cluster {cluster}")
+    base = -0.04 * density.max()
+    ax.plot(samples1, np.full_like(samples1, base), "|", color="tab:orange", markersize=14, mew=1.5,
+            label=f"{len(samples)} samples from cluster {cluster}")
+    ax.scatter(means1, np.full_like(means1, 2 * base), marker="x", s=70, color="k", linewidths=2.0,
+               label="cluster means", zorder=4)
+    for k, x in enumerate(means1):
+        ax.annotate(str(k), (x, 2 * base), textcoords="offset points", xytext=(4, -12), fontsize=10,
+                    fontweight="bold" if k == cluster else "normal")
+    ax.set_xlim(low, high)
+    ax.set_xlabel(axis_label)
+    ax.set_ylabel("density")
+    ax.set_title(title or f"GMM cluster {cluster}")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=9, frameon=False)
     return _save(fig, path)

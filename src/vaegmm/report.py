@@ -1,0 +1,385 @@
+"""The run report: ``report.html`` and ``report.md`` in a run directory.
+
+Both hold the config, the metrics of every round and every figure of ``RUN/figures`` with a
+caption saying what it shows. ``report.html`` is self-contained (figures embedded as base64
+PNG); ``report.md`` links the figures by relative path (``figures/<name>.png``). Captions are
+built from the figure's file name and the run's own config, metrics and GMM, so they hold for
+any K and latent dimension.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, api
+from .rundir import RunDirectory, RunError, _atomic_write_bytes
+
+__all__ = ["Figure", "collect_figures", "write_report", "REPORT_HTML", "REPORT_MD"]
+
+REPORT_HTML = "report.html"
+REPORT_MD = "report.md"
+
+# Figure file names in report order; the groups of the last three are (iteration[, cluster]).
+_ORDER = [
+    re.compile(r"^elbo\.png$"),
+    re.compile(r"^sweep_metrics\.png$"),
+    re.compile(r"^latent_pca\.png$"),
+    re.compile(r"^latent_tsne\.png$"),
+    re.compile(r"^reconstructions\.png$"),
+    re.compile(r"^clusters_iteration(\d+)\.png$"),
+    re.compile(r"^gmm_iteration(\d+)_cluster(\d+)\.png$"),
+    re.compile(r"^decode_iteration(\d+)_cluster(\d+)\.png$"),
+]
+
+
+@dataclass
+class Figure:
+    """One figure of the report: its PNG, a short title and a caption saying what it shows."""
+
+    path: Path
+    title: str
+    caption: str
+
+
+class _RunFacts:
+    """What the captions need to know about a run, read once."""
+
+    def __init__(self, run):
+        self.run = run
+        self.config = run.load_config()
+        self.iterations = run.iterations()
+        self.first, self.last = self.iterations[0], self.iterations[-1]
+        self.n_samples = len(run.load_array(self.first, "latents"))
+        self.has_labels = run.load_labels() is not None
+        self.n_clusters = self.config.n_clusters
+        self.latent_dim = self.config.latent_dim
+        self._counts = {}
+
+    def counts(self, iteration):
+        """Images assigned to each cluster in a round: array of shape (K,)."""
+        if iteration not in self._counts:
+            n_clusters = self.run.load_gmm(iteration).means_.shape[0]
+            self._counts[iteration] = np.bincount(self.run.load_array(iteration, "assignments"), minlength=n_clusters)
+        return self._counts[iteration]
+
+    def round_name(self, iteration):
+        return "without mutual learning" if iteration == 0 else "with mutual learning"
+
+    def colouring(self):
+        return ("the true label (used for this plot only)" if self.has_labels
+                else "the GMM cluster of each round (the data have no labels)")
+
+
+def _caption(match, index, facts):
+    """(title, caption) of a figure file, or None for a figure of a round the run lacks."""
+    first, last, n = facts.first, facts.last, facts.n_samples
+    latent_kind = "reparameterised samples" if facts.config.send == "sample" else "encoder means"
+    if index == 0:
+        later = (f"; rounds 1–{last} (blue, darker for later rounds) train" if last > 1 else
+                 "; round 1 (blue) trains" if last == 1 else "")
+        if later:
+            later += (" with each image's prior N(μ_z, Λ_z⁻¹) sent by the GMM, so the curves bound log p(o) "
+                      "under different priors")
+        return ("ELBO per epoch",
+                "The VAE's ELBO per image (nats; higher is better) after each training epoch, one curve per "
+                "round on one axis. Round 0 (red) trains with the standard normal prior N(0, I), i.e. without "
+                f"mutual learning{later}. The ELBO is computed with KL weight 1"
+                + (" (as in training)." if facts.config.kl_weight == 1 else
+                   f" (training used {facts.config.kl_weight:g}; its loss is in history.json)."))
+    if index == 1:
+        return ("Clustering per Gibbs sweep",
+                "Accuracy (clusters matched to labels by the Hungarian algorithm) and adjusted Rand index of the "
+                f"GMM's sampled assignments after each of the {facts.config.gmm_sweeps} Gibbs sweeps, one line per "
+                "round; round 0 (red) clusters the latents of the VAE trained without mutual learning. Labels are "
+                "used for scoring only; the metrics table reports the final sweep.")
+    if index == 2:
+        return ("Latent space (PCA)",
+                f"The latents sent to the GMM ({latent_kind}) of all {n:,} images in round {first} (left, "
+                f"{facts.round_name(first)}) and round {last} (right, {facts.round_name(last)}), projected "
+                f"on each round's top two principal axes of the {facts.latent_dim}-dimensional latent space. "
+                f"Colour and marker give {facts.colouring()}; each number sits at the median of its points.")
+    if index == 3:
+        shown = min(n, api.TSNE_MAX_POINTS)
+        subset = (f"a random subset of {shown:,} of the {n:,} images (seed {api.FIGURE_SEED}), the same in both panels"
+                  if shown < n else f"all {n:,} images")
+        perplexity = min(30.0, (shown - 1) / 3.0)
+        return ("Latent space (t-SNE)",
+                f"The same {facts.latent_dim}-dimensional latents embedded in 2-D by t-SNE (scikit-learn, "
+                f"Barnes–Hut, perplexity {perplexity:g}, PCA initialisation, 500 iterations) on {subset}: "
+                f"round {first} (left, {facts.round_name(first)}) and round {last} (right, "
+                f"{facts.round_name(last)}). Colour and marker give {facts.colouring()}; each number sits at the "
+                "median of its points. t-SNE distances between groups are not to scale.")
+    if index == 4:
+        chosen = "one random image of each class in turn" if facts.has_labels else "random images"
+        rows = " and ".join(f"round {i}" for i in sorted({first, last}))
+        return ("Reconstructions",
+                f"Top row: {min(api.RECONSTRUCTION_EXAMPLES, n)} training images ({chosen}, seed {api.FIGURE_SEED}); "
+                f"below them, their reconstructions by the VAE of {rows}: the decoder's pixel means at the "
+                "encoder's mean latent.")
+    iteration = int(match.group(1))
+    if iteration not in facts.iterations:
+        return None
+    counts = facts.counts(iteration)
+    n_clusters = len(counts)
+    if index == 5:
+        return (f"What each cluster learned, round {iteration}",
+                f"Round {iteration} ({facts.round_name(iteration)}): one row per cluster k = 0..{n_clusters - 1}, "
+                "labelled with the share of the images assigned to it in the last Gibbs sweep; the left image "
+                "decodes the cluster mean μ_k, the others decode latents sampled from N(μ_k, Λ_k⁻¹).")
+    cluster = int(match.group(2))
+    if cluster >= n_clusters:
+        return None
+    assigned = f"{counts[cluster]:,} of {n:,} images assigned"
+    if cluster == api.largest_cluster(facts.run.path, iteration):
+        assigned += ", the largest cluster"
+    if index == 6:
+        return (f"The GMM plot, round {iteration}, cluster {cluster}",
+                f"Round {iteration}'s GMM (plot_dist): the density of cluster {cluster}'s Gaussian (blue contours; "
+                f"{assigned}) in the plane named on the axes (two latent dimensions, or the top two principal "
+                "axes of the round's latents as `vaegmm train` draws it), points sampled from it (orange), "
+                f"every cluster mean (x, numbered 0..{n_clusters - 1}) and the latents (grey).")
+    return (f"Decoded samples, round {iteration}, cluster {cluster}",
+            f"A grid of images decoded from latents sampled from cluster {cluster}'s Gaussian "
+            f"N(μ_{cluster}, Λ_{cluster}⁻¹) of round {iteration} ({assigned}; decode_from_gmm_param): what the "
+            "cluster generates, and how much its members vary.")
+
+
+def collect_figures(run_dir):
+    """The PNGs of ``run_dir/figures`` in report order, captioned.
+
+    Returns
+    -------
+    figures : list of Figure
+    left_out : list of str, one sentence per PNG left out (a round or cluster the run lacks)
+    """
+    run = RunDirectory(run_dir)
+    if not run.iterations():
+        raise RunError(f"{run_dir} holds no completed round to report on.")
+    return _collect(_RunFacts(run))
+
+
+def _collect(facts):
+    folder = facts.run.path / "figures"
+    ranked, left_out = [], []
+    for path in sorted(folder.glob("*.png")) if folder.is_dir() else []:
+        for index, pattern in enumerate(_ORDER):
+            match = pattern.match(path.name)
+            if match:
+                break
+        else:
+            ranked.append(((len(_ORDER), path.name), Figure(
+                path, path.stem.replace("_", " "), "A figure saved in this run's figures folder by hand; "
+                "`vaegmm train` does not write one of this name.")))
+            continue
+        title_caption = _caption(match, index, facts)
+        if title_caption is None:
+            left_out.append(f"figures/{path.name} refers to a round or cluster this run does not have; left out.")
+            continue
+        groups = tuple(int(g) for g in match.groups())
+        ranked.append(((index, *groups), Figure(path, *title_caption)))
+    return [figure for _, figure in sorted(ranked, key=lambda pair: pair[0])], left_out
+
+
+def write_report(run_dir, *, refresh_figures=False, device="cpu"):
+    """Write ``report.html`` and ``report.md`` into a run directory.
+
+    Parameters
+    ----------
+    run_dir : path
+        Run directory written by ``vaegmm train`` or ``train_model``.
+    refresh_figures : bool, default=False
+        Rewrite every figure first (:func:`vaegmm.api.write_figures`). Figures are also written
+        when ``figures/elbo.png`` is missing (a run trained with ``--no-figures``).
+
+    Returns
+    -------
+    (path of report.html, path of report.md)
+    """
+    run = RunDirectory(run_dir)
+    run.load_config()  # a clear error for a folder that is not a run directory
+    if not run.iterations():
+        raise RunError(f"{run_dir} holds no completed round to report on.")
+    if refresh_figures or not (run.path / "figures" / "elbo.png").exists():
+        api.write_figures(run_dir, device=device)
+    facts = _RunFacts(run)
+    figures, notes = _collect(facts)
+    names = {figure.path.name for figure in figures}
+    if "reconstructions.png" not in names:
+        if facts.config.data == "dataloader":
+            notes.insert(0, "No reconstruction figure: this run was trained from DataLoaders (train_model), "
+                            "and a run directory does not store the images to reconstruct.")
+        else:
+            notes.insert(0, f"No reconstruction figure: the training images could not be reloaded from "
+                            f"{facts.config.data!r} (moved or changed since the run).")
+    if not facts.has_labels:
+        notes.insert(0, "The data have no labels: accuracy, ARI and NMI are n/a, there is no figure of "
+                        "clustering per sweep, and the latent space is coloured by GMM cluster.")
+    _, image_shape = run.load_vae(facts.last)
+    summary = _summary(facts, image_shape)
+    rows = _metric_rows(run.load_metrics())
+    html_path, md_path = run.path / REPORT_HTML, run.path / REPORT_MD
+    _atomic_write_bytes(html_path, _html(run, facts, summary, rows, figures, notes).encode("utf-8"))
+    _atomic_write_bytes(md_path, _markdown(run, facts, summary, rows, figures, notes).encode("utf-8"))
+    return html_path, md_path
+
+
+# ---------------------------------------------------------------------------------------------
+# Content shared by both formats
+# ---------------------------------------------------------------------------------------------
+_METRIC_COLUMNS = [  # (metrics.json key, heading, format)
+    ("iteration", "round", "{:d}"),
+    ("elbo", "ELBO (nats/image)", "{:.2f}"),
+    ("accuracy", "accuracy", "{:.4f}"),
+    ("ari", "ARI", "{:.4f}"),
+    ("nmi", "NMI", "{:.4f}"),
+    ("seconds", "time (s)", "{:.1f}"),
+    ("vae_seconds", "VAE (s)", "{:.1f}"),
+    ("gmm_seconds", "GMM (s)", "{:.1f}"),
+]
+
+
+def _metric_rows(metrics):
+    """Headings and one row of strings per round ("n/a" where a value is null)."""
+    headings = [heading for _, heading, _ in _METRIC_COLUMNS[:1]] + ["prior"] + [h for _, h, _ in _METRIC_COLUMNS[1:]]
+    rows = []
+    for row in metrics:
+        cells = [fmt.format(row[key]) if row.get(key) is not None else "n/a" for key, _, fmt in _METRIC_COLUMNS]
+        cells.insert(1, "N(0, I)" if row["iteration"] == 0 else "GMM")
+        rows.append(cells)
+    return headings, rows
+
+
+def _summary(facts, image_shape):
+    config = facts.config
+    labels = "with labels" if facts.has_labels else "without labels"
+    size = "×".join(str(s) for s in image_shape)
+    return (f"{facts.n_samples:,} images of {size} pixels from {config.data!r} ({labels}); "
+            f"{len(facts.iterations)} rounds of mutual learning (round 0 without, the others with the GMM's "
+            f"prior), each {config.vae_epochs} VAE epochs and {config.gmm_sweeps} Gibbs sweeps; "
+            f"K = {facts.n_clusters} clusters, latent dimension L = {facts.latent_dim}.")
+
+
+_METRICS_NOTE = ("ELBO of the last epoch (KL weight 1). Accuracy (Hungarian matching), ARI and NMI of the final "
+                 "Gibbs sweep; labels are used for scoring only. Time: VAE training plus Gibbs sampling.")
+
+
+def _generated():
+    return f"vaegmm {__version__}, {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"
+
+
+def _config_items(config):
+    return [(key, "None" if value is None else ", ".join(map(str, value)) if isinstance(value, list) else str(value))
+            for key, value in config.to_dict().items()]
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+# ---------------------------------------------------------------------------------------------
+def _md_table(headings, rows):
+    lines = ["| " + " | ".join(headings) + " |", "|" + "|".join(" --- " for _ in headings) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _markdown(run, facts, summary, rows, figures, notes):
+    parts = [
+        f"# Run report: {run.path.resolve().name}",
+        "",
+        summary,
+        "",
+        f"Generated by {_generated()} from `{run.path}`. Figures are in `figures/`; "
+        f"`{REPORT_HTML}` holds the same report with the figures embedded.",
+        "",
+        "## Metrics per round",
+        "",
+        _md_table(*rows),
+        "",
+        _METRICS_NOTE,
+        "",
+        "## Figures",
+        "",
+    ]
+    for number, figure in enumerate(figures, start=1):
+        parts += [f"### Figure {number}. {figure.title}", "",
+                  f"![Figure {number}: {figure.title}](figures/{figure.path.name})", "",
+                  f"*Figure {number}.* {figure.caption} (`figures/{figure.path.name}`)", ""]
+    if notes:
+        parts += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
+    parts += ["## Configuration", "",
+              f"`config.json`; rerun with `vaegmm train --config {run.path / 'config.json'}`.", "",
+              _md_table(["field", "value"], _config_items(facts.config)), ""]
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML
+# ---------------------------------------------------------------------------------------------
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1100px;
+       margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.95em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.7em; text-align: right; }
+th { background: #f3f3f3; } td.key, th.key { text-align: left; font-family: monospace; }
+table.config td, table.config th { text-align: left; }
+figure { margin: 1.6em 0; padding: 0.8em; border: 1px solid #e4e4e4; border-radius: 4px; }
+figure img { display: block; max-width: 100%; height: auto; margin: 0 auto; }
+figcaption { margin-top: 0.6em; font-size: 0.95em; }
+.meta, .note { color: #555; font-size: 0.9em; } code { background: #f5f5f5; padding: 0 0.2em; }
+"""
+
+
+def _code_spans(escaped):
+    """`text` -> <code>text</code> in already escaped text (captions use Markdown's code spans)."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+
+
+def _html_table(headings, rows, key_column=False):
+    cls = ' class="key"'
+    head = "".join(f"<th{cls if key_column and i == 0 else ''}>{html.escape(h)}</th>" for i, h in enumerate(headings))
+    body = "".join(
+        "<tr>" + "".join(f"<td{cls if key_column and i == 0 else ''}>{html.escape(c)}</td>" for i, c in enumerate(row))
+        + "</tr>" for row in rows)
+    table = '<table class="config">' if key_column else "<table>"
+    return f"{table}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html(run, facts, summary, rows, figures, notes):
+    esc = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>Run report: {esc(run.path.resolve().name)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>Run report: {esc(run.path.resolve().name)}</h1>",
+        f"<p>{esc(summary)}</p>",
+        f'<p class="meta">Generated by {esc(_generated())} from <code>{esc(str(run.path))}</code>. '
+        "Self-contained: every figure is embedded.</p>",
+        "<h2>Metrics per round</h2>",
+        _html_table(*rows),
+        f'<p class="note">{esc(_METRICS_NOTE)}</p>',
+        "<h2>Figures</h2>",
+    ]
+    for number, figure in enumerate(figures, start=1):
+        encoded = base64.b64encode(figure.path.read_bytes()).decode("ascii")
+        parts.append(
+            f'<figure id="{esc(figure.path.stem)}"><img src="data:image/png;base64,{encoded}" '
+            f'alt="Figure {number}: {esc(figure.title)}">'
+            f"<figcaption><b>Figure {number}. {esc(figure.title)}.</b> {_code_spans(esc(figure.caption))} "
+            f'<span class="meta">(<code>figures/{esc(figure.path.name)}</code>)</span></figcaption></figure>'
+        )
+    if notes:
+        parts += ["<h2>Notes</h2>", "<ul>"] + [f"<li>{_code_spans(esc(note))}</li>" for note in notes] + ["</ul>"]
+    parts += ["<h2>Configuration</h2>",
+              f'<p class="note"><code>config.json</code>; rerun with '
+              f"<code>vaegmm train --config {esc(str(run.path / 'config.json'))}</code>.</p>",
+              _html_table(["field", "value"], _config_items(facts.config), key_column=True),
+              "</body></html>", ""]
+    return "\n".join(parts)
