@@ -51,6 +51,11 @@ def _parser():
     train.add_argument("--out", default="runs/default", help="run directory to write (default: %(default)s)")
     train.add_argument("--config", help="config.json of an earlier run to reproduce; flags given override it")
     train.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
+    train.add_argument("--resume", metavar="DIR",
+                       help="continue the interrupted run in DIR from its checkpoint (its saved config; "
+                            "flags that change it are refused)")
+    train.add_argument("--checkpoint-every", type=int, default=10,
+                       help="write a checkpoint every this many VAE epochs (default: %(default)s)")
     train.add_argument("--no-figures", action="store_true", help="skip the figures and the report at the end")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -119,7 +124,14 @@ def _int_list(text):
 
 
 def _train_config(args):
-    config = TrainConfig.from_json(args.config) if args.config else TrainConfig()
+    if args.resume:
+        from .rundir import RunDirectory
+
+        if args.config:
+            raise ValueError("--resume continues the run's own config.json; drop --config.")
+        config = RunDirectory(args.resume).load_config()
+    else:
+        config = TrainConfig.from_json(args.config) if args.config else TrainConfig()
     overrides = {field: getattr(args, flag) for flag, field in _TRAIN_FLAGS.items() if getattr(args, flag) is not None}
     if args.no_cuda:
         overrides["device"] = "cpu"
@@ -141,11 +153,16 @@ def _cmd_train(args):
         if args.threads < 1:
             raise ValueError(f"--threads must be positive, got {args.threads}.")
         torch.set_num_threads(args.threads)
-    RunDirectory(args.out).check_replaceable(config, args.overwrite)  # before loading any data
+    if args.resume:
+        args.out = args.resume
+        RunDirectory(args.out).load_checkpoint(config)  # refuses a changed config before loading data
+    else:
+        RunDirectory(args.out).check_replaceable(config, args.overwrite)  # before loading any data
     dataset = load_dataset(config.data, max_samples=config.max_samples, seed=config.seed)
     labels = "with labels" if dataset.labels is not None else "no labels"
     print(f"data: {dataset.name}, {len(dataset)} images of {dataset.image_shape[0]}x{dataset.image_shape[1]} ({labels})")
-    result = fit_mutual(dataset, config, run_dir=args.out, progress=not args.quiet, overwrite=args.overwrite)
+    result = fit_mutual(dataset, config, run_dir=args.out, progress=not args.quiet, overwrite=args.overwrite,
+                        resume=bool(args.resume), checkpoint_every=args.checkpoint_every)
     if not args.no_figures:
         write_figures(args.out)
         write_report(args.out)
@@ -212,7 +229,9 @@ def main(argv=None):
     try:
         return command[args.command](args)
     except KeyboardInterrupt:
-        print("vaegmm: interrupted; completed rounds are saved in the run directory.", file=sys.stderr)
+        run = getattr(args, "resume", None) or getattr(args, "out", None)
+        hint = f"; continue with `vaegmm train --resume {run}`" if args.command == "train" else ""
+        print(f"vaegmm: interrupted; the last checkpoint is saved{hint}.", file=sys.stderr)
         return 130
     except (ValueError, OSError, FloatingPointError, RuntimeError) as exc:
         if args.debug:

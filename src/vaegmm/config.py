@@ -108,6 +108,11 @@ class TrainConfig:
             raise ConfigError(f"Cannot read config {path}: {exc}.") from None
         return cls.from_dict(values)
 
+    def differences(self, other):
+        """Keys whose values differ from ``other``'s, as "key (mine -> other's)" strings."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [f"{key} ({mine[key]!r} -> {theirs[key]!r})" for key in mine if mine[key] != theirs[key]]
+
     def replace(self, **changes):
         return self.from_dict({**self.to_dict(), **changes})
 

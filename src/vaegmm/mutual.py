@@ -16,6 +16,8 @@ the GMM gets an array of latents.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
@@ -114,24 +116,35 @@ def resolve_device(name):
 
 
 def fit_vae(vae, optimizer, images, prior, *, epochs, batch_size, kl_weight=1.0, shuffle=True,
-            generator=None, noise_generator=None, progress=True, desc="VAE"):
-    """Train ``vae`` for ``epochs`` epochs against a per-datum prior.
+            generator=None, noise_generator=None, start_epoch=0, on_epoch_end=None, progress=True, desc="VAE"):
+    """Train ``vae`` for epochs ``start_epoch + 1 .. epochs`` against a per-datum prior.
 
     Parameters
     ----------
     images : Tensor of shape (n_samples, input_dim) on the VAE's device
     prior : PriorMessage with n_samples rows
     generator : torch.Generator (CPU) for shuffling; noise_generator for the reparameterisation
+    start_epoch : int, default=0
+        Epochs already done (when resuming).
+    on_epoch_end : callable, default=None
+        Called as ``on_epoch_end(epoch, elbo, loss)`` after each epoch (``epoch`` counts the
+        epochs done), only once the epoch's loss is known to be finite.
 
     Returns
     -------
-    elbo, loss : lists of length ``epochs``, per-datum means over each epoch
+    elbo, loss : lists with one per-datum mean per epoch trained here
+
+    Raises
+    ------
+    FloatingPointError
+        If an epoch's loss is NaN or infinite (before ``on_epoch_end`` sees it).
     """
     n_samples = images.shape[0]
     elbo_per_epoch, loss_per_epoch = [], []
-    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress, leave=False)
+    bar = tqdm(range(start_epoch, epochs), desc=desc, unit="epoch", disable=not progress, leave=False,
+               initial=start_epoch, total=epochs)
     vae.train()
-    for _ in bar:
+    for epoch in bar:
         order = torch.randperm(n_samples, generator=generator) if shuffle else torch.arange(n_samples)
         order = order.to(images.device)
         elbo_sum = loss_sum = 0.0
@@ -148,11 +161,16 @@ def fit_vae(vae, optimizer, images, prior, *, epochs, batch_size, kl_weight=1.0,
             with torch.no_grad():
                 elbo_sum -= float((reconstruction + kl).sum())
                 loss_sum += float(loss) * indices.numel()
+        if not (np.isfinite(elbo_sum) and np.isfinite(loss_sum)):
+            raise FloatingPointError(
+                f"{desc}: the VAE loss became NaN or infinite in epoch {epoch + 1}; lower the learning "
+                "rate (--lr) or check the data. The last checkpoint is kept."
+            )
         elbo_per_epoch.append(elbo_sum / n_samples)
         loss_per_epoch.append(loss_sum / n_samples)
         bar.set_postfix(elbo=f"{elbo_per_epoch[-1]:.2f}")
-    if not np.isfinite(loss_per_epoch[-1]):
-        raise FloatingPointError(f"{desc}: the VAE loss became NaN/inf; lower the learning rate (--lr).")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, elbo_per_epoch[-1], loss_per_epoch[-1])
     return elbo_per_epoch, loss_per_epoch
 
 
@@ -201,6 +219,8 @@ def fit_mutual(
     shuffle=True,
     progress=True,
     overwrite=False,
+    resume=False,
+    checkpoint_every=10,
     log: Optional[Callable[[str], None]] = print,
 ):
     """Run ``config.mutual_iterations`` rounds of VAE + GMM mutual learning on ``dataset``.
@@ -217,6 +237,12 @@ def fit_mutual(
         Shuffle the VAE's minibatches every epoch.
     progress : bool
         tqdm bars over epochs and sweeps.
+    resume : bool
+        Continue the interrupted run in ``run_dir`` from its checkpoint; ``config`` must equal
+        the run's saved config. On CPU the result equals that of an uninterrupted run.
+    checkpoint_every : int
+        Write ``run_dir/checkpoint.pt`` every this many VAE epochs (and after the last epoch
+        and every round). A Ctrl-C (SIGINT) is honoured at the next epoch end, after a checkpoint.
     log : callable or None
         Receives the one-line summary of each round.
 
@@ -233,66 +259,166 @@ def fit_mutual(
     images = torch.as_tensor(dataset.flat(), device=device)  # (N, D)
     labels = dataset.labels
     n_samples, input_dim = images.shape
+    if not (isinstance(checkpoint_every, int) and checkpoint_every >= 1):
+        raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}.")
     run = RunDirectory(run_dir) if run_dir is not None else None
-    if run is not None:
+    checkpoint = None
+    if resume:
+        if run is None:
+            raise ValueError("resume=True needs the run_dir of the run to continue.")
+        checkpoint = run.load_checkpoint(config)  # refuses a different config; None: nothing done yet
+    elif run is not None:
         run.start(config, overwrite=overwrite)
-        if labels is not None:
-            run.save_labels(labels)
+    if run is not None and labels is not None:
+        run.save_labels(labels)
 
     result = MutualResult(config=config, vae=None)
     prior = PriorMessage.standard_normal(n_samples, config.latent_dim, device)
     vae = optimizer = None
-    for iteration, (torch_seed, numpy_seed) in enumerate(_round_seeds(config.seed, config.mutual_iterations)):
-        started = time.perf_counter()
-        torch.manual_seed(torch_seed)  # weight initialisation
-        shuffle_generator = torch.Generator().manual_seed(torch_seed)
-        noise_generator = torch.Generator(device=device).manual_seed(torch_seed)
-        if vae is None or config.vae_init == "retrain":
-            vae = VAE(input_dim, config.latent_dim, config.hidden_dims).to(device)
-            optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)
+    first_round = 0 if checkpoint is None else checkpoint["iteration"]
+    if first_round > 0:  # completed rounds come from the run directory
+        result.rounds = [_load_round(run, i) for i in range(first_round)]
+        last = result.rounds[-1]
+        prior = PriorMessage.from_gmm(last.gmm, last.assignments, config.prior_covariance, device)
+        result.vae, _ = run.load_vae(first_round - 1, device)
+    if checkpoint is not None and log is not None:
+        where = ("all rounds are done" if first_round == config.mutual_iterations
+                 else f"round {first_round}, epoch {checkpoint['epoch']}")
+        log(f"resuming {run.path}: {where}")
 
-        # 1. VAE step against this round's per-datum prior.
-        elbo, loss = fit_vae(
-            vae, optimizer, images, prior, epochs=config.vae_epochs, batch_size=config.batch_size,
-            kl_weight=config.kl_weight, shuffle=shuffle, generator=shuffle_generator,
-            noise_generator=noise_generator, progress=progress, desc=f"round {iteration} VAE",
-        )
-        vae_seconds = time.perf_counter() - started
+    seeds = _round_seeds(config.seed, config.mutual_iterations)
+    with _deferred_interrupt() as interrupt:
+        for iteration in range(first_round, config.mutual_iterations):
+            torch_seed, numpy_seed = seeds[iteration]
+            started = time.perf_counter()
+            torch.manual_seed(torch_seed)  # weight initialisation
+            shuffle_generator = torch.Generator().manual_seed(torch_seed)
+            noise_generator = torch.Generator(device=device).manual_seed(torch_seed)
+            if vae is None or config.vae_init == "retrain":
+                vae = VAE(input_dim, config.latent_dim, config.hidden_dims).to(device)
+                optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)
+            elbo, loss, start_epoch = [], [], 0
+            if checkpoint is not None and checkpoint["iteration"] == iteration:
+                start_epoch = _restore(checkpoint, vae, optimizer, shuffle_generator, noise_generator, elbo, loss)
+                started -= checkpoint["vae_seconds"]
+                checkpoint = None
 
-        # 2. VAE -> GMM.
-        latents = encode(vae, images, sample=config.send == "sample", generator=noise_generator)
+            def save_checkpoint(epoch):
+                run.save_checkpoint({
+                    "config": config.to_dict(), "iteration": iteration, "epoch": epoch,
+                    "vae": vae.state_dict(), "optimizer": optimizer.state_dict(),
+                    "shuffle_rng": shuffle_generator.get_state(), "noise_rng": noise_generator.get_state(),
+                    "elbo": list(elbo), "loss": list(loss), "vae_seconds": time.perf_counter() - started,
+                })
 
-        # 3. GMM step.
-        sweeps = {}
-        gmm = GibbsGMM(
-            config.n_clusters, n_sweeps=config.gmm_sweeps, alpha=config.alpha, beta=config.beta,
-            wishart_scale=config.wishart_scale, wishart_dof=config.wishart_dof, init=config.gmm_init,
-            random_state=np.random.default_rng(numpy_seed), callback=_sweep_recorder(labels, sweeps),
-            progress=progress,
-        ).fit(latents)
-        sweeps["log_likelihood"] = gmm.log_likelihood_.tolist()
-        assignments = gmm.labels_
+            def on_epoch_end(epoch, epoch_elbo, epoch_loss):
+                elbo.append(epoch_elbo)
+                loss.append(epoch_loss)
+                if run is not None and (epoch % checkpoint_every == 0 or epoch == config.vae_epochs or interrupt.requested):
+                    save_checkpoint(epoch)
+                if interrupt.requested:
+                    raise KeyboardInterrupt
 
-        # 4. GMM -> VAE: the prior of the next round.
-        prior = PriorMessage.from_gmm(gmm, assignments, config.prior_covariance, device)
-
-        seconds = time.perf_counter() - started
-        final = clustering_metrics(labels, assignments) if labels is not None else dict.fromkeys(("accuracy", "ari", "nmi"))
-        metrics = {"iteration": iteration, **final, "elbo": elbo[-1], "seconds": seconds,
-                   "vae_seconds": vae_seconds, "gmm_seconds": seconds - vae_seconds}
-        round_result = RoundResult(iteration, elbo, loss, gmm, latents, assignments, sweeps, metrics)
-        result.rounds.append(round_result)
-        result.vae = vae
-        if run is not None:
-            run.save_round(
-                iteration, vae=vae, optimizer=optimizer, image_shape=dataset.image_shape, gmm=gmm,
-                latents=latents, assignments=assignments,
-                history={"elbo": elbo, "loss": loss, "sweeps": sweeps},
+            # 1. VAE step against this round's per-datum prior.
+            fit_vae(
+                vae, optimizer, images, prior, epochs=config.vae_epochs, batch_size=config.batch_size,
+                kl_weight=config.kl_weight, shuffle=shuffle, generator=shuffle_generator,
+                noise_generator=noise_generator, start_epoch=start_epoch, on_epoch_end=on_epoch_end,
+                progress=progress, desc=f"round {iteration} VAE",
             )
-            run.save_metrics(result.metrics())
-        if log is not None:
-            log(format_round(metrics))
+            vae_seconds = time.perf_counter() - started
+
+            # 2. VAE -> GMM.
+            latents = encode(vae, images, sample=config.send == "sample", generator=noise_generator)
+
+            # 3. GMM step.
+            sweeps = {}
+            gmm = GibbsGMM(
+                config.n_clusters, n_sweeps=config.gmm_sweeps, alpha=config.alpha, beta=config.beta,
+                wishart_scale=config.wishart_scale, wishart_dof=config.wishart_dof, init=config.gmm_init,
+                random_state=np.random.default_rng(numpy_seed), callback=_sweep_recorder(labels, sweeps),
+                progress=progress,
+            ).fit(latents)
+            sweeps["log_likelihood"] = gmm.log_likelihood_.tolist()
+            assignments = gmm.labels_
+
+            # 4. GMM -> VAE: the prior of the next round.
+            prior = PriorMessage.from_gmm(gmm, assignments, config.prior_covariance, device)
+
+            seconds = time.perf_counter() - started
+            final = clustering_metrics(labels, assignments) if labels is not None else dict.fromkeys(("accuracy", "ari", "nmi"))
+            metrics = {"iteration": iteration, **final, "elbo": elbo[-1], "seconds": seconds,
+                       "vae_seconds": vae_seconds, "gmm_seconds": seconds - vae_seconds}
+            round_result = RoundResult(iteration, elbo, loss, gmm, latents, assignments, sweeps, metrics)
+            result.rounds.append(round_result)
+            result.vae = vae
+            if run is not None:
+                run.save_round(
+                    iteration, vae=vae, optimizer=optimizer, image_shape=dataset.image_shape, gmm=gmm,
+                    latents=latents, assignments=assignments,
+                    history={"elbo": elbo, "loss": loss, "sweeps": sweeps},
+                )
+                run.save_metrics(result.metrics())
+                # The next round starts from its own seeds; only a warm-started VAE carries over.
+                warm = config.vae_init == "warm"
+                run.save_checkpoint({
+                    "config": config.to_dict(), "iteration": iteration + 1, "epoch": 0,
+                    "vae": vae.state_dict() if warm else None, "optimizer": optimizer.state_dict() if warm else None,
+                    "elbo": [], "loss": [], "vae_seconds": 0.0,
+                })
+            if log is not None:
+                log(format_round(metrics))
+            if interrupt.requested:
+                raise KeyboardInterrupt
     return result
+
+
+def _restore(checkpoint, vae, optimizer, shuffle_generator, noise_generator, elbo, loss):
+    """Load a mid-round checkpoint into the round's objects; returns the epochs already done."""
+    if checkpoint["vae"] is not None:
+        vae.load_state_dict(checkpoint["vae"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+    if checkpoint["epoch"] > 0:
+        shuffle_generator.set_state(checkpoint["shuffle_rng"])
+        noise_generator.set_state(checkpoint["noise_rng"])
+        elbo.extend(checkpoint["elbo"])
+        loss.extend(checkpoint["loss"])
+    return checkpoint["epoch"]
+
+
+def _load_round(run, iteration):
+    """A completed round of a run directory as a RoundResult."""
+    history = run.load_history(iteration)
+    gmm = run.load_gmm(iteration)
+    gmm.labels_ = run.load_array(iteration, "assignments")
+    return RoundResult(
+        iteration, history["elbo"], history["loss"], gmm, run.load_array(iteration, "latents"),
+        gmm.labels_, history["sweeps"], run.load_metrics()[iteration],
+    )
+
+
+class _deferred_interrupt:
+    """Context in which a first Ctrl-C (SIGINT) only sets ``requested``; the loop then saves a
+    checkpoint at the next epoch end and raises KeyboardInterrupt. A second Ctrl-C interrupts
+    at once. Outside the main thread it does nothing."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)  # a second Ctrl-C interrupts at once
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
 
 
 def format_round(metrics):

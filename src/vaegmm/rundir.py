@@ -12,6 +12,7 @@ Layout::
         latents.npy            (N, L) latents sent to the GMM
         assignments.npy        (N,) cluster of each datum in the last sweep
         history.json           ELBO per epoch, clustering metrics per sweep
+      checkpoint.pt            state to continue an interrupted run (`vaegmm train --resume RUN`)
       figures/                 PNG figures
 
 Every file is written to a temporary name and renamed, so an interrupted write never leaves
@@ -37,6 +38,7 @@ from .vae import VAE
 __all__ = ["RunError", "RunDirectory"]
 
 _ROUND = re.compile(r"^iteration_(\d+)$")
+CHECKPOINT_FORMAT = 1  # bump when the checkpoint's contents change
 
 
 class RunError(ValueError):
@@ -119,7 +121,7 @@ class RunDirectory:
         for child in self.path.iterdir():
             if child.is_dir() and (_ROUND.match(child.name) or child.name == "figures"):
                 shutil.rmtree(child)
-            elif child.name in ("config.json", "metrics.json", "labels.npy", "report.html", "report.md"):
+            elif child.name in ("config.json", "metrics.json", "labels.npy", "checkpoint.pt", "report.html", "report.md"):
                 child.unlink()
 
     def save_config(self, config):
@@ -152,7 +154,36 @@ class RunDirectory:
         # history.json last: its presence marks the round complete (see iterations()).
         write_json(folder / "history.json", history)
 
+    def save_checkpoint(self, state):
+        """Write ``checkpoint.pt``: everything needed to continue the run (see fit_mutual)."""
+        state = {"format": CHECKPOINT_FORMAT, **state}
+        _atomic_write_bytes(self.path / "checkpoint.pt", _to_bytes(lambda f: torch.save(state, f)))
+
     # -- reading -------------------------------------------------------------------------------
+    def load_checkpoint(self, config):
+        """The checkpoint of an interrupted run of ``config`` (None if it saved none yet).
+
+        Raises RunError if the directory holds no run, a run of another config (naming the
+        differing keys), or a checkpoint this version cannot read.
+        """
+        saved = self.load_config()
+        differences = saved.differences(config)
+        if differences:
+            raise RunError(
+                f"Cannot resume {self.path} with a different config: {', '.join(differences)}; "
+                "resume with the saved settings or start a new run in another directory."
+            )
+        path = self.path / "checkpoint.pt"
+        if not path.exists():
+            return None
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises several types for a damaged file
+            raise RunError(f"Cannot read the checkpoint {path}: {exc}.") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise RunError(f"{path} was written by an incompatible version of vaegmm; start a new run.")
+        return state
+
     def _require_round(self, iteration):
         available = self.iterations()
         if not available:
