@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -71,11 +72,14 @@ class TrainConfig:
         if any(h < 1 for h in self.hidden_dims):
             raise ConfigError(f"hidden_dims must be positive widths, got {self.hidden_dims}.")
         for name in ("lr", "alpha", "beta", "wishart_scale"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}.")
-        if not self.kl_weight >= 0:
-            raise ConfigError(f"kl_weight must be non-negative, got {self.kl_weight!r}.")
-        if self.wishart_dof is not None and not self.wishart_dof > self.latent_dim - 1:
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 < value < math.inf):
+                raise ConfigError(f"{name} must be a positive finite number, got {value!r}.")
+        if not (isinstance(self.kl_weight, (int, float)) and 0 <= self.kl_weight < math.inf):
+            raise ConfigError(f"kl_weight must be a non-negative finite number, got {self.kl_weight!r}.")
+        if self.lr >= 1.0:
+            raise ConfigError(f"lr = {self.lr!r} is far above any useful Adam learning rate; use e.g. 1e-3.")
+        if self.wishart_dof is not None and not self.latent_dim - 1 < self.wishart_dof < math.inf:
             raise ConfigError(
                 f"wishart_dof must exceed latent_dim - 1 = {self.latent_dim - 1}, got {self.wishart_dof!r}."
             )

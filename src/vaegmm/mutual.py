@@ -255,6 +255,11 @@ def fit_mutual(
             f"The data hold {len(dataset)} images but {config.n_clusters} clusters were asked for; "
             "use fewer clusters (--clusters) or more data."
         )
+    if config.latent_dim >= dataset.flat().shape[1]:
+        raise ValueError(
+            f"latent_dim = {config.latent_dim} is not below the {dataset.flat().shape[1]} pixels of an image; "
+            "an autoencoder needs a smaller latent dimension (--latent-dim)."
+        )
     device = resolve_device(config.device)
     images = torch.as_tensor(dataset.flat(), device=device)  # (N, D)
     labels = dataset.labels

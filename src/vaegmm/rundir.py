@@ -176,10 +176,7 @@ class RunDirectory:
         path = self.path / "checkpoint.pt"
         if not path.exists():
             return None
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises several types for a damaged file
-            raise RunError(f"Cannot read the checkpoint {path}: {exc}.") from None
+        state = _read(path, lambda p: torch.load(p, map_location="cpu", weights_only=True))
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise RunError(f"{path} was written by an incompatible version of vaegmm; start a new run.")
         return state
@@ -206,27 +203,45 @@ class RunDirectory:
         path = self.path / "metrics.json"
         if not path.exists():
             return []
-        return json.loads(path.read_text())["iterations"]
+        return _read(path, lambda p: json.loads(p.read_text())["iterations"])
 
     def load_labels(self):
         path = self.path / "labels.npy"
-        return np.load(path) if path.exists() else None
+        return _read(path, np.load) if path.exists() else None
 
     def load_vae(self, iteration, device="cpu"):
         """(VAE in eval mode, image_shape) of a round."""
-        checkpoint = torch.load(self._require_round(iteration) / "vae.pt", map_location=device, weights_only=True)
-        vae = VAE(**checkpoint["vae_config"]).to(device)
-        vae.load_state_dict(checkpoint["state_dict"])
-        return vae.eval(), tuple(checkpoint["image_shape"])
+
+        def read(path):
+            checkpoint = torch.load(path, map_location=device, weights_only=True)
+            vae = VAE(**checkpoint["vae_config"]).to(device)
+            vae.load_state_dict(checkpoint["state_dict"])
+            return vae.eval(), tuple(checkpoint["image_shape"])
+
+        return _read(self._require_round(iteration) / "vae.pt", read)
 
     def load_gmm(self, iteration):
         """A GibbsGMM holding a round's final parameters (for predict / sample)."""
-        with np.load(self._require_round(iteration) / "gmm.npz") as params:
-            return GibbsGMM.from_parameters(params["mu"], params["Lambda"], params["pi"])
+
+        def read(path):
+            with np.load(path) as params:
+                return GibbsGMM.from_parameters(params["mu"], params["Lambda"], params["pi"])
+
+        return _read(self._require_round(iteration) / "gmm.npz", read)
 
     def load_array(self, iteration, name):
         """``latents`` or ``assignments`` of a round."""
-        return np.load(self._require_round(iteration) / f"{name}.npy")
+        return _read(self._require_round(iteration) / f"{name}.npy", np.load)
 
     def load_history(self, iteration):
-        return json.loads((self._require_round(iteration) / "history.json").read_text())
+        return _read(self._require_round(iteration) / "history.json", lambda p: json.loads(p.read_text()))
+
+
+def _read(path, reader):
+    """``reader(path)``, with any failure to read or parse turned into one RunError sentence."""
+    try:
+        return reader(path)
+    except Exception as exc:  # torch, numpy and json raise many types for a damaged file
+        raise RunError(
+            f"Cannot read {path}: it is damaged or was written by an incompatible version of vaegmm ({exc})."
+        ) from None
