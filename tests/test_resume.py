@@ -149,3 +149,26 @@ def test_cli_resume_with_changed_flags_is_refused(tmp_path, capsys):
     assert err.startswith("vaegmm: error: Cannot resume") and "n_clusters (3 -> 4)" in err
     assert main(["train", "--resume", str(tmp_path / "nowhere"), "--quiet"]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(digits, tmp_path, monkeypatch):
+    import vaegmm.mutual as mutual
+
+    config = _config()
+    original = mutual.negative_elbo_terms
+    calls = []
+
+    def poisoned(*args, **kwargs):  # NaN from the third epoch of round 0 on (5 batches an epoch)
+        reconstruction, kl = original(*args, **kwargs)
+        calls.append(1)
+        return (reconstruction * float("nan"), kl) if len(calls) > 10 else (reconstruction, kl)
+
+    monkeypatch.setattr(mutual, "negative_elbo_terms", poisoned)
+    with pytest.raises(FloatingPointError, match="NaN or infinite in epoch 3"):
+        fit_mutual(digits, config, run_dir=tmp_path, progress=False, log=None, checkpoint_every=1)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert (state["iteration"], state["epoch"]) == (0, 2)
+    assert all(torch.isfinite(v).all() for v in state["vae"].values())
+    monkeypatch.setattr(mutual, "negative_elbo_terms", original)
+    resumed = fit_mutual(digits, config, run_dir=tmp_path, progress=False, log=None, resume=True)
+    _assert_same_rounds(fit_mutual(digits, config, progress=False, log=None), resumed)
