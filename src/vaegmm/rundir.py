@@ -182,6 +182,8 @@ class RunDirectory:
         return state
 
     def _require_round(self, iteration):
+        if not self.path.is_dir():
+            raise RunError(f"Run directory {self.path} does not exist.")
         available = self.iterations()
         if not available:
             raise RunError(
