@@ -1,4 +1,4 @@
-"""Command-line interface: ``vaegmm train | decode | plot-gmm | figures | report``.
+"""Command-line interface: ``vaegmm train | decode | plot-gmm | figures | report | evaluate | predict``.
 
 Errors a user can cause are printed as one sentence on stderr with exit status 2 (``--debug``
 shows the traceback instead).
@@ -39,7 +39,6 @@ _TRAIN_FLAGS = {
 
 
 def _parser():
-    defaults = TrainConfig()
     parser = argparse.ArgumentParser(
         prog="vaegmm",
         description="Mutual learning between a VAE and a Bayesian GMM (Neuro-SERKET style).",
@@ -59,34 +58,24 @@ def _parser():
     train.add_argument("--no-figures", action="store_true", help="skip the figures and the report at the end")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    group = train.add_argument_group("data")
-    group.add_argument("--data", help=f"mnist5k, digits, or a path to IDX files / .npz / .npy (default: {defaults.data})")
-    group.add_argument("--max-samples", type=int, help="train on a random subset of this size")
-    group = train.add_argument_group("mutual learning")
-    group.add_argument("--mutual-iterations", type=int,
-                       help=f"rounds in all, round 0 included (default: {defaults.mutual_iterations})")
-    group.add_argument("--vae-iter", type=int, help=f"VAE epochs per round (default: {defaults.vae_epochs})")
-    group.add_argument("--gmm-iter", type=int, help=f"Gibbs sweeps per round (default: {defaults.gmm_sweeps})")
-    group.add_argument("--send", choices=("mean", "sample"), help="latent sent to the GMM (default: mean)")
-    group.add_argument("--prior-covariance", choices=("diag", "full"), help="prior sent to the VAE (default: diag)")
-    group.add_argument("--vae-init", choices=("retrain", "warm"), help="fresh VAE each round or warm start (default: retrain)")
-    group = train.add_argument_group("VAE")
-    group.add_argument("--latent-dim", type=int, help=f"latent dimension L (default: {defaults.latent_dim})")
-    group.add_argument("--hidden-dims", type=_int_list, help="encoder widths, comma-separated (default: 256)")
-    group.add_argument("--batch-size", type=int, help=f"VAE minibatch size (default: {defaults.batch_size})")
-    group.add_argument("--lr", type=float, help=f"Adam learning rate (default: {defaults.lr})")
-    group.add_argument("--kl-weight", type=float, help=f"weight of the KL term (default: {defaults.kl_weight})")
-    group = train.add_argument_group("GMM")
-    group.add_argument("--clusters", type=int, help=f"number of clusters K (default: {defaults.n_clusters})")
-    group.add_argument("--alpha", type=float, help=f"Dirichlet concentration (default: {defaults.alpha})")
-    group.add_argument("--beta", type=float, help=f"mean precision scale (default: {defaults.beta})")
-    group.add_argument("--wishart-scale", type=float, help=f"W = c * I (default: {defaults.wishart_scale})")
-    group.add_argument("--wishart-dof", type=float, help="Wishart degrees of freedom nu (default: latent dim)")
-    group.add_argument("--gmm-init", choices=("prior", "kmeans++"), help=f"chain start (default: {defaults.gmm_init})")
-    group = train.add_argument_group("run")
-    group.add_argument("--seed", type=int, help=f"random seed (default: {defaults.seed})")
-    group.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
-    group.add_argument("--no-cuda", action="store_true", help="same as --device cpu (the reference's flag)")
+    _add_config_arguments(train)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="train several seeds; score round 0, VAE-then-GMM apart, and mutual learning")
+    evaluate.add_argument("--out", default="runs/evaluation", help="folder for evaluation.json/png (default: %(default)s)")
+    evaluate.add_argument("--config", help="config.json whose settings to evaluate; flags given override it")
+    evaluate.add_argument("--seeds", type=_int_list, default=(0, 1, 2, 3, 4),
+                          help="comma-separated seeds (default: 0,1,2,3,4)")
+    evaluate.add_argument("--jobs", type=int, default=1, help="seeds trained in parallel processes (default: %(default)s)")
+    evaluate.add_argument("--threads", type=int, help="torch CPU threads with --jobs 1 (default: torch's choice)")
+    _add_config_arguments(evaluate)
+
+    predict = commands.add_parser("predict", help="cluster new images with a trained run's encoder and GMM")
+    predict.add_argument("--run", required=True, help="run directory written by `vaegmm train`")
+    predict.add_argument("--data", required=True, help="images to cluster (as train's --data)")
+    predict.add_argument("--iteration", type=int, help="round to use (default: the last)")
+    predict.add_argument("--out", help="folder for predictions.csv, assignments.npy, probabilities.npy "
+                                       "(default: RUN/predictions)")
 
     decode = commands.add_parser("decode", help="decode latents sampled from one GMM cluster into a PNG grid")
     _add_run_arguments(decode)
@@ -108,6 +97,40 @@ def _parser():
     return parser
 
 
+def _add_config_arguments(parser):
+    """The TrainConfig flags, shared by train and evaluate (None: keep the config's value)."""
+    defaults = TrainConfig()
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", help=f"mnist5k, digits, or a path to IDX files / .npz / .npy (default: {defaults.data})")
+    group.add_argument("--max-samples", type=int, help="train on a random subset of this size")
+    group = parser.add_argument_group("mutual learning")
+    group.add_argument("--mutual-iterations", type=int,
+                       help=f"rounds in all, round 0 included (default: {defaults.mutual_iterations})")
+    group.add_argument("--vae-iter", type=int, help=f"VAE epochs per round (default: {defaults.vae_epochs})")
+    group.add_argument("--gmm-iter", type=int, help=f"Gibbs sweeps per round (default: {defaults.gmm_sweeps})")
+    group.add_argument("--send", choices=("mean", "sample"), help="latent sent to the GMM (default: mean)")
+    group.add_argument("--prior-covariance", choices=("diag", "full"), help="prior sent to the VAE (default: diag)")
+    group.add_argument("--vae-init", choices=("retrain", "warm"), help="fresh VAE each round or warm start (default: retrain)")
+    group = parser.add_argument_group("VAE")
+    group.add_argument("--latent-dim", type=int, help=f"latent dimension L (default: {defaults.latent_dim})")
+    group.add_argument("--hidden-dims", type=_int_list, help="encoder widths, comma-separated (default: 256)")
+    group.add_argument("--batch-size", type=int, help=f"VAE minibatch size (default: {defaults.batch_size})")
+    group.add_argument("--lr", type=float, help=f"Adam learning rate (default: {defaults.lr})")
+    group.add_argument("--kl-weight", type=float, help=f"weight of the KL term (default: {defaults.kl_weight})")
+    group = parser.add_argument_group("GMM")
+    group.add_argument("--clusters", type=int, help=f"number of clusters K (default: {defaults.n_clusters})")
+    group.add_argument("--alpha", type=float, help=f"Dirichlet concentration (default: {defaults.alpha})")
+    group.add_argument("--beta", type=float, help=f"mean precision scale (default: {defaults.beta})")
+    group.add_argument("--wishart-scale", type=float, help=f"W = c * I (default: {defaults.wishart_scale})")
+    group.add_argument("--wishart-dof", type=float, help="Wishart degrees of freedom nu (default: latent dim)")
+    group.add_argument("--gmm-init", choices=("prior", "kmeans++"), help=f"chain start (default: {defaults.gmm_init})")
+    group = parser.add_argument_group("run")
+    group.add_argument("--seed", type=int, help=f"random seed (default: {defaults.seed})")
+    group.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
+    group.add_argument("--no-cuda", action="store_true", help="same as --device cpu (the reference's flag)")
+
+
+
 def _add_run_arguments(parser):
     parser.add_argument("--run", required=True, help="run directory written by `vaegmm train`")
     parser.add_argument("--iteration", type=int, help="round to load (default: the last)")
@@ -124,7 +147,7 @@ def _int_list(text):
 
 
 def _train_config(args):
-    if args.resume:
+    if getattr(args, "resume", None):
         from .rundir import RunDirectory
 
         if args.config:
@@ -222,10 +245,41 @@ def _cmd_report(args):
     return 0
 
 
+def _cmd_evaluate(args):
+    import torch
+
+    from .evaluate import evaluate, format_summary
+
+    config = _train_config(args)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be positive, got {args.threads}.")
+        torch.set_num_threads(args.threads)
+    print(f"evaluating {len(args.seeds)} seeds on {config.data} (labels used for scoring only)")
+    evaluation = evaluate(config, args.seeds, jobs=args.jobs, out=args.out)
+    for line in format_summary(evaluation):
+        print(line)
+    print(f"wrote {Path(args.out) / 'evaluation.json'} and {Path(args.out) / 'evaluation.png'}")
+    return 0
+
+
+def _cmd_predict(args):
+    from .evaluate import predict, save_predictions
+
+    prediction = predict(args.run, args.data, iteration=args.iteration)
+    out = Path(args.out) if args.out else Path(args.run) / "predictions"
+    for path in save_predictions(prediction, out):
+        print(f"wrote {path}")
+    if prediction["metrics"] is not None:
+        scores = "  ".join(f"{k} {v:.4f}" if v is not None else f"{k} n/a" for k, v in prediction["metrics"].items())
+        print(f"iteration {prediction['iteration']}: {scores}")
+    return 0
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
     command = {"train": _cmd_train, "decode": _cmd_decode, "plot-gmm": _cmd_plot_gmm, "figures": _cmd_figures,
-               "report": _cmd_report}
+               "report": _cmd_report, "evaluate": _cmd_evaluate, "predict": _cmd_predict}
     try:
         return command[args.command](args)
     except KeyboardInterrupt:

@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 
 __all__ = [
     "image_grid", "save_image_grid", "plot_elbo", "plot_sweep_metrics", "plot_latent_space",
-    "plot_gmm_cluster", "pca_projection", "tsne_embedding", "plot_reconstructions",
+    "plot_gmm_cluster", "pca_projection", "tsne_embedding", "plot_reconstructions", "plot_evaluation",
 ]
 
 _FIRST_ROUND_COLOR = "tab:red"  # the reference: red before mutual learning, blue after
@@ -335,4 +335,35 @@ def _plot_gmm_cluster_on_line(means, covariances, cluster, samples, path, direct
     ax.set_ylabel("density")
     ax.set_title(title or f"GMM cluster {cluster}")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=9, frameon=False)
+    return _save(fig, path)
+
+
+def plot_evaluation(summary, per_seed, path):
+    """Metrics against the round, mean ± std over seeds, with the "apart" baseline as a band.
+
+    Parameters
+    ----------
+    summary : dict from :func:`vaegmm.evaluate.summarise`
+    per_seed : list of per-seed dicts (their "rounds" are drawn faintly)
+    """
+    metrics = (("accuracy", "accuracy (Hungarian)"), ("ari", "ARI"), ("nmi", "NMI"))
+    n_rounds = len(summary["rounds"])
+    rounds = np.arange(n_rounds)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.0 * len(metrics), 4.0), squeeze=False)
+    for ax, (metric, label) in zip(axes[0], metrics):
+        for seed in per_seed:
+            ax.plot(rounds, [r[metric] for r in seed["rounds"]], color="tab:blue", alpha=0.25, lw=1)
+        means = np.array([r[metric]["mean"] for r in summary["rounds"]])
+        stds = np.array([r[metric]["std"] for r in summary["rounds"]])
+        ax.errorbar(rounds, means, yerr=stds, color="tab:blue", marker="o", capsize=4, lw=2,
+                    label=f"mutual learning ({len(per_seed)} seeds, mean ± std)")
+        apart = summary["apart"][metric]
+        ax.axhline(apart["mean"], color="tab:gray", ls="--", label="VAE then GMM, apart (as many epochs)")
+        ax.axhspan(apart["mean"] - apart["std"], apart["mean"] + apart["std"], color="tab:gray", alpha=0.15)
+        ax.set_xticks(rounds)
+        ax.set_xlabel("round (0: no mutual learning)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(loc="lower right", fontsize=8)
+    fig.suptitle("Clustering per round of mutual learning (final sweep; labels used for scoring only)")
     return _save(fig, path)
