@@ -206,3 +206,72 @@ def test_predict_before_fit_and_nan_data_are_refused():
         GibbsGMM(2).predict(np.zeros((3, 2)))
     with pytest.raises(ValueError, match="NaN"):
         GibbsGMM(2).fit(np.array([[0.0, np.nan], [1.0, 1.0], [2.0, 2.0]]))
+
+
+# -- the fast sweep kernels (monomial features, transposed categorical draw) --------------------
+from vaegmm import gmm as gmm_module
+from vaegmm.gmm import (
+    _log_gaussian_coefficients,
+    _quadratic_features,
+    _sample_categorical_columns,
+    _sufficient_statistics_from_features,
+)
+
+
+def test_log_density_from_monomials_matches_scipy():
+    rng = np.random.default_rng(20)
+    X = rng.normal(size=(60, 4)) * 3.0 + 5.0  # off-centre, as raw latents may be
+    means = rng.normal(size=(3, 4)) + 5.0
+    precisions = _random_spd(rng, 4, 3)
+    log_weights = np.log([0.2, 0.3, 0.5])
+    coefficients = _log_gaussian_coefficients(means, np.linalg.cholesky(precisions), log_weights)
+    got = coefficients @ _quadratic_features(X)  # (K, N)
+    for k in range(3):
+        expected = stats.multivariate_normal(means[k], np.linalg.inv(precisions[k])).logpdf(X) + log_weights[k]
+        np.testing.assert_allclose(got[k], expected, rtol=1e-9)
+
+
+def test_sufficient_statistics_from_monomials_match_direct_sums():
+    rng = np.random.default_rng(21)
+    X = rng.normal(size=(50, 3))
+    labels = rng.integers(4, size=50)
+    labels[labels == 1] = 0  # cluster 1 empty
+    got = _sufficient_statistics_from_features(_quadratic_features(X), labels, 4, 3)
+    for value, expected in zip(got, _sufficient_statistics(X, labels, 4)):
+        np.testing.assert_allclose(value, expected, atol=1e-12)
+    assert got[0][1] == 0.0
+
+
+def test_categorical_columns_normalise_and_follow_probabilities():
+    rng = np.random.default_rng(22)
+    probs = np.array([0.1, 0.0, 0.6, 0.3])
+    with np.errstate(divide="ignore"):
+        weighted = np.repeat(np.log(probs)[:, None] + 7.0, 50000, axis=1)  # unnormalised by e^7
+    labels, log_norm = _sample_categorical_columns(weighted.copy(), rng)
+    np.testing.assert_allclose(log_norm, 7.0, atol=1e-12)
+    np.testing.assert_allclose(np.bincount(labels, minlength=4) / 50000, probs, atol=0.01)
+    # Huge log weights (far from every cluster) neither overflow nor underflow.
+    labels, log_norm = _sample_categorical_columns(np.array([[-1e5, -2e5], [-1e5 - np.log(3), -2e5]]), rng)
+    np.testing.assert_allclose(log_norm, [-1e5 + np.log(4 / 3), -2e5 + np.log(2)])
+
+
+def test_monomial_and_cholesky_forms_give_the_same_chain(monkeypatch):
+    rng = np.random.default_rng(23)
+    X, _, _, _ = _mixture(rng, n=300)
+    fast = GibbsGMM(3, n_sweeps=8, random_state=5).fit(X)
+    monkeypatch.setattr(gmm_module, "_use_quadratic_features", lambda n_features, n_components: False)
+    slow = GibbsGMM(3, n_sweeps=8, random_state=5).fit(X)
+    np.testing.assert_array_equal(fast.labels_, slow.labels_)
+    np.testing.assert_allclose(fast.means_, slow.means_, rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(fast.log_likelihood_, slow.log_likelihood_, rtol=1e-10)
+
+
+def test_shifting_the_data_and_prior_shifts_the_means_only():
+    rng = np.random.default_rng(24)
+    X, _, _, _ = _mixture(rng, n=300)
+    shift = np.array([100.0, -50.0])
+    a = GibbsGMM(3, n_sweeps=10, random_state=3, init="kmeans++").fit(X)
+    b = GibbsGMM(3, n_sweeps=10, random_state=3, init="kmeans++", mean_prior=shift).fit(X + shift)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    np.testing.assert_allclose(b.means_, a.means_ + shift, atol=1e-8)
+    np.testing.assert_allclose(b.precisions_, a.precisions_, rtol=1e-8)

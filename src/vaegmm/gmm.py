@@ -14,12 +14,25 @@ log-domain responsibilities), then ``pi | z`` and ``(mu_k, Lambda_k) | x, z`` fo
 The estimator knows nothing about the VAE: it takes an array of shape (n_samples, n_features)
 and returns cluster parameters and assignments. Numerical kernels are private module-level
 functions; every one is vectorised over data and clusters (no Python loop per datum, no
-N x N array). Time per sweep is O(N K L^2), memory O(N K + N L + K L^2).
+N x N array). Time per sweep is O(N K L^2), memory O(N K + N L + K L^2), or O(N K + N L^2)
+with the monomial form below (chosen only where L^2 / 2 is at most about K L).
+
+Speed. Where it is cheaper (L (L + 3) / 2 + 1 <= K L, e.g. K = 10, L = 12), :meth:`GibbsGMM.fit`
+computes the monomials of degree <= 2 of every (centred) datum once, shape (P, N) with
+P = L (L + 1) / 2 + L + 1; then every sweep needs only two matrix products with them: the log
+densities of all data under all clusters, (K, P) @ (P, N), and the clusters' sufficient
+statistics (counts, sums, scatter matrices), (P, N) @ (N, K). Otherwise it uses the Cholesky
+form of the Mahalanobis term and per-cluster slices of the data sorted by label. Per-datum
+arrays are laid out (K, N), so reductions over clusters are element-wise operations on rows.
+The data are centred once (the posterior is translation-equivariant), which keeps the expanded
+quadratic form accurate in float64. Every array is float64, as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import numbers
+import warnings
 
 import numpy as np
 from scipy.special import logsumexp
@@ -31,17 +44,26 @@ _LOG_2PI = np.log(2.0 * np.pi)
 # per retry up to _MAX_JITTER_TRIES times (so at most 1e-8 * 10^5 = 1e-3 of the mean diagonal).
 _JITTER = 1e-8
 _MAX_JITTER_TRIES = 6
+# Below this many multiply-adds per matrix product of a sweep (N * P * K), BLAS threads cost
+# more in synchronisation than they save (and collapse when another process holds a core):
+# such sweeps run their products on one BLAS thread. Measured on a 2-core machine, where
+# N = 10k, K = 10, L = 12 (9e6) took 3.1 ms single-threaded and 2.2-16 ms with two threads.
+_SINGLE_THREAD_WORK = 2e7
 
 
 # ---------------------------------------------------------------------------------------------
 # Numerical kernels
 # ---------------------------------------------------------------------------------------------
-def _cholesky(matrices):
+def _cholesky(matrices, jitter_log=None):
     """Lower Cholesky factors of a stack of SPD matrices, with bounded jitter on failure.
+
+    On failure, ``c * mean(diag) * I`` is added with c = 1e-8, 1e-7, ..., 1e-3 until the
+    factorisation succeeds; each c used is appended to ``jitter_log`` (a list) when given.
 
     Parameters
     ----------
     matrices : ndarray of shape (K, L, L)
+    jitter_log : list, default=None
 
     Returns
     -------
@@ -56,10 +78,14 @@ def _cholesky(matrices):
     scale = np.where(scale > 0, scale, 1.0)
     eye = np.eye(dim)
     for attempt in range(_MAX_JITTER_TRIES):
+        relative = _JITTER * 10**attempt
         try:
-            return np.linalg.cholesky(matrices + (_JITTER * 10**attempt) * scale * eye)
+            chol = np.linalg.cholesky(matrices + relative * scale * eye)
         except np.linalg.LinAlgError:
             continue
+        if jitter_log is not None:
+            jitter_log.append(relative)
+        return chol
     raise ValueError(
         "A cluster's precision matrix is not positive definite even with jitter; "
         "the latents are degenerate (constant or NaN): check the data, or increase the "
@@ -89,8 +115,9 @@ def _estimate_log_gaussian_prob(X, means, precisions_chol):
     # y[n, k] = U_k^T x_n - U_k^T mu_k, as one (N, L) @ (L, K*L) product.
     factors = precisions_chol.transpose(1, 0, 2).reshape(n_features, n_components * n_features)
     projected = (X @ factors).reshape(n_samples, n_components, n_features)  # (N, K, L)
-    projected -= np.einsum("kl,klm->km", means, precisions_chol)[None]  # (N, K, L)
-    mahalanobis = np.einsum("nkl,nkl->nk", projected, projected)  # (N, K)
+    projected -= (means[:, None, :] @ precisions_chol)[None, :, 0, :]  # (N, K, L)
+    np.square(projected, out=projected)
+    mahalanobis = projected.sum(axis=2)  # (N, K)
     log_det = np.sum(np.log(np.diagonal(precisions_chol, axis1=1, axis2=2)), axis=1)  # (K,)
     return -0.5 * (n_features * _LOG_2PI + mahalanobis) + log_det
 
@@ -113,10 +140,42 @@ def _sample_categorical(log_prob, rng):
     -------
     labels : ndarray of shape (n_samples,), int64
     """
-    cdf = np.cumsum(np.exp(log_prob), axis=1)  # (N, K)
-    uniform = rng.random(log_prob.shape[0]) * cdf[:, -1]  # scale by the row total (~1)
-    labels = np.sum(cdf < uniform[:, None], axis=1)
-    return np.minimum(labels, log_prob.shape[1] - 1)
+    log_prob_t = np.ascontiguousarray(np.asarray(log_prob, dtype=np.float64).T)  # (K, N), a copy
+    labels, _ = _sample_categorical_columns(log_prob_t, rng)
+    return labels
+
+
+def _sample_categorical_columns(weighted, rng):
+    """One draw per column from unnormalised log probabilities, by inverse CDF; in place.
+
+    The same draw as :func:`_sample_categorical` (one uniform per datum, counted against the
+    cumulative sums), on the transposed layout the sampler keeps, with the log normaliser
+    (log-sum-exp) of each column computed on the way rather than a second time.
+
+    Parameters
+    ----------
+    weighted : ndarray of shape (n_components, n_samples), C-contiguous float64
+        log pi_k + log N(x_n | ...), or any log weights; overwritten by the cumulative sums.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    labels : ndarray of shape (n_samples,), int64
+    log_norm : ndarray of shape (n_samples,), log sum_k exp(weighted[k, n])
+    """
+    n_components, n_samples = weighted.shape
+    column_max = weighted.max(axis=0)  # (N,)
+    weighted -= column_max
+    np.exp(weighted, out=weighted)
+    for k in range(1, n_components):  # cumulative sum over rows, one vector add each
+        np.add(weighted[k - 1], weighted[k], out=weighted[k])
+    total = weighted[-1].copy()  # (N,), >= 1 (the maximum contributes exp(0))
+    uniform = rng.random(n_samples) * total  # scale by the column total
+    labels = np.less(weighted, uniform).sum(axis=0)  # (N,)
+    np.minimum(labels, n_components - 1, out=labels)
+    log_norm = np.log(total)
+    log_norm += column_max
+    return labels.astype(np.int64, copy=False), log_norm
 
 
 def _sufficient_statistics(X, labels, n_components):
@@ -129,14 +188,112 @@ def _sufficient_statistics(X, labels, n_components):
     outer_sums : ndarray of shape (K, L, L), sum_{n in k} x_n x_n^T
     """
     n_samples, n_features = X.shape
+    counts = np.bincount(labels, minlength=n_components).astype(np.float64)
+    # Sort the data by label once; each cluster is then one contiguous slice, and its scatter
+    # one (L, N_k) @ (N_k, L) product (a loop over clusters, none over data).
+    order = np.argsort(labels, kind="stable")
+    sorted_X = X[order]
+    bounds = np.concatenate(([0], np.cumsum(counts.astype(np.int64))))
+    sums = np.zeros((n_components, n_features))
+    outer_sums = np.zeros((n_components, n_features, n_features))
+    for k in range(n_components):
+        members = sorted_X[bounds[k] : bounds[k + 1]]  # (N_k, L)
+        if len(members):
+            sums[k] = members.sum(axis=0)
+            outer_sums[k] = members.T @ members
+    return counts, sums, outer_sums
+
+
+def _quadratic_features(X):
+    """Monomials of degree <= 2 of every datum, one row per monomial.
+
+    Rows are x_i x_j for i <= j (in ``np.triu_indices`` order), then x_i, then 1; so a quadratic
+    form in x for every cluster is one (K, P) @ (P, N) product (:func:`_log_gaussian_coefficients`),
+    and the clusters' counts, sums and scatter matrices one (P, N) @ (N, K) product
+    (:func:`_sufficient_statistics_from_features`).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+
+    Returns
+    -------
+    features : ndarray of shape (L (L + 1) / 2 + L + 1, n_samples), C-contiguous
+    """
+    n_samples, n_features = X.shape
+    n_pairs = n_features * (n_features + 1) // 2
+    features = np.empty((n_pairs + n_features + 1, n_samples))
+    columns = np.ascontiguousarray(X.T)  # (L, N)
+    row = 0
+    for i in range(n_features):
+        np.multiply(columns[i], columns[i:], out=features[row : row + n_features - i])
+        row += n_features - i
+    features[n_pairs : n_pairs + n_features] = columns
+    features[-1] = 1.0
+    return features
+
+
+def _use_quadratic_features(n_features, n_components):
+    """Whether the monomial form is cheaper than the Cholesky form (P <= K L), in time and memory."""
+    return n_features * (n_features + 3) // 2 + 1 <= n_components * n_features
+
+
+def _log_gaussian_coefficients(means, precisions_chol, log_weights):
+    """Coefficients of log pi_k + log N(x | mu_k, Lambda_k^-1) on the monomials of x.
+
+    With Lambda_k = U_k U_k^T,
+    ``log N = -1/2 (L log 2 pi + x^T Lambda x - 2 mu^T Lambda x + mu^T Lambda mu) + sum log diag U``;
+    the coefficient of x_i x_j (i < j) is -Lambda_ij (the pair appears twice in x^T Lambda x),
+    that of x_i^2 is -Lambda_ii / 2, that of x_i is (Lambda mu)_i.
+
+    Parameters
+    ----------
+    means : ndarray of shape (n_components, n_features)
+    precisions_chol : ndarray of shape (n_components, n_features, n_features)
+    log_weights : ndarray of shape (n_components,)
+
+    Returns
+    -------
+    coefficients : ndarray of shape (n_components, L (L + 1) / 2 + L + 1), rows ordered as the
+        rows of :func:`_quadratic_features`.
+    """
+    n_components, n_features = means.shape
+    precisions = precisions_chol @ precisions_chol.transpose(0, 2, 1)  # (K, L, L), as factored
+    rows, cols = np.triu_indices(n_features)
+    quadratic = -precisions[:, rows, cols]  # (K, P2)
+    quadratic[:, rows == cols] *= 0.5
+    linear = (precisions @ means[:, :, None])[:, :, 0]  # (K, L), Lambda mu
+    log_det = np.sum(np.log(np.diagonal(precisions_chol, axis1=1, axis2=2)), axis=1)  # (K,)
+    constant = -0.5 * (n_features * _LOG_2PI + np.sum(means * linear, axis=1)) + log_det + log_weights
+    return np.concatenate([quadratic, linear, constant[:, None]], axis=1)
+
+
+def _sufficient_statistics_from_features(features, labels, n_components, n_features):
+    """:func:`_sufficient_statistics` from the monomials of the data, in one matrix product.
+
+    Parameters
+    ----------
+    features : ndarray of shape (P, n_samples), from :func:`_quadratic_features`
+    labels : ndarray of shape (n_samples,)
+
+    Returns
+    -------
+    counts : ndarray of shape (K,)
+    sums : ndarray of shape (K, L)
+    outer_sums : ndarray of shape (K, L, L)
+    """
+    n_samples = features.shape[1]
     one_hot = np.zeros((n_samples, n_components))
     one_hot[np.arange(n_samples), labels] = 1.0
-    counts = one_hot.sum(axis=0)
-    sums = one_hot.T @ X
-    # sum_n [z_n = k] x_n x_n^T as one (K*L, N) @ (N, L) product.
-    weighted = (one_hot[:, :, None] * X[:, None, :]).reshape(n_samples, -1)  # (N, K*L)
-    outer_sums = (weighted.T @ X).reshape(n_components, n_features, n_features)
-    return counts, sums, outer_sums
+    moments = features @ one_hot  # (P, K): sum over each cluster of every monomial
+    n_pairs = n_features * (n_features + 1) // 2
+    rows, cols = np.triu_indices(n_features)
+    outer_sums = np.empty((n_components, n_features, n_features))
+    outer_sums[:, rows, cols] = moments[:n_pairs].T
+    outer_sums[:, cols, rows] = moments[:n_pairs].T
+    sums = moments[n_pairs : n_pairs + n_features].T.copy()
+    # Counts are sums of ones: exact integers in float64 below 2^53.
+    return moments[-1].copy(), sums, outer_sums
 
 
 def _posterior_gauss_wishart(counts, sums, outer_sums, beta, mean_prior, wishart_scale_inv, dof):
@@ -212,7 +369,53 @@ def _sample_log_dirichlet(concentration, rng):
         log_gammas = np.log(gammas)
     # A Gamma draw with a tiny shape can underflow to 0; floor it far below any real weight.
     log_gammas = np.maximum(log_gammas, -700.0)
-    return log_gammas - logsumexp(log_gammas)
+    # log-sum-exp by hand: scipy's is ~100x slower on a vector of K numbers.
+    largest = log_gammas.max()
+    return log_gammas - (largest + np.log(np.sum(np.exp(log_gammas - largest))))
+
+
+class _NumpySweepData:
+    """The per-datum half of a sweep in NumPy: the data, and the two O(N K L^2) steps on them.
+
+    Holds the (centred) data as monomials (:func:`_quadratic_features`) where that form is
+    cheaper, else as they are. The K x L x L parameter algebra stays in :class:`GibbsGMM`.
+    ``gmm_torch.TorchSweepData`` has the same two methods.
+    """
+
+    def __init__(self, X, n_components):
+        self.n_samples, self.n_features = X.shape
+        self.n_components = n_components
+        if _use_quadratic_features(self.n_features, n_components):
+            self.X, self.features = None, _quadratic_features(X)  # (P, N), once for every sweep
+        else:
+            self.X, self.features = X, None
+
+    def sample_labels(self, means, precisions_chol, log_weights, rng):
+        """Draw z; return labels of shape (N,) and log p(X | parameters) (a float)."""
+        if self.features is not None:
+            weighted = _log_gaussian_coefficients(means, precisions_chol, log_weights) @ self.features  # (K, N)
+        else:
+            weighted = _estimate_log_gaussian_prob(self.X, means, precisions_chol).T + log_weights[:, None]
+            weighted = np.ascontiguousarray(weighted)  # (K, N)
+        labels, log_norm = _sample_categorical_columns(weighted, rng)
+        return labels, float(log_norm.sum())
+
+    def sufficient_statistics(self, labels):
+        """counts (K,), sums (K, L), outer_sums (K, L, L) of the data in each cluster."""
+        if self.features is not None:
+            return _sufficient_statistics_from_features(self.features, labels, self.n_components, self.n_features)
+        return _sufficient_statistics(self.X, labels, self.n_components)
+
+
+def _blas_threads(limit):
+    """Context limiting the BLAS thread pool to ``limit`` threads (no-op for None or without threadpoolctl)."""
+    if limit is None:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=limit, user_api="blas")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,6 +453,12 @@ class GibbsGMM:
         with that sweep's parameters set. Used to record metrics per sweep.
     progress : bool, default=False
         Show a tqdm progress bar over sweeps.
+    device : None, str or torch.device, default=None
+        None: the NumPy sampler. A torch device ("cuda", "cuda:1", "cpu"): the per-datum work of
+        every sweep (log densities, the draw of z, sufficient statistics) runs in torch on that
+        device (:mod:`vaegmm.gmm_torch`), the K x L x L parameter algebra stays in NumPy; the
+        chain has the same distribution, but not the same numbers as the NumPy sampler's for
+        one seed. Attributes are NumPy arrays either way.
 
     Attributes
     ----------
@@ -265,6 +474,11 @@ class GibbsGMM:
         Mixture weights pi of the last sweep.
     labels_ : ndarray of shape (n_samples,)
         Assignments z drawn in the last sweep.
+    n_jitter_ : int
+        How many Cholesky factorisations of the fit needed jitter (0 normally); a
+        RuntimeWarning says so when it is not 0.
+    max_jitter_ : float
+        The largest jitter used, relative to the mean diagonal (at most 1e-3).
     log_likelihood_ : ndarray of shape (n_sweeps,)
         log p(X | mu, Lambda, pi) under the parameters each sweep started from.
     n_features_in_ : int
@@ -284,6 +498,7 @@ class GibbsGMM:
         random_state=None,
         callback=None,
         progress=False,
+        device=None,
     ):
         self.n_components = n_components
         self.n_sweeps = n_sweeps
@@ -296,6 +511,7 @@ class GibbsGMM:
         self.random_state = random_state
         self.callback = callback
         self.progress = progress
+        self.device = device
 
     # -- input checks --------------------------------------------------------------------------
     def _validate_data(self, X, *, fitting):
@@ -368,7 +584,7 @@ class GibbsGMM:
             precisions = _sample_wishart(scale_inv_chol, np.full(K, dof), rng)
             means = _sample_means(
                 np.broadcast_to(mean_prior, (K, n_features)), np.full(K, self.beta),
-                _cholesky(precisions), rng,
+                _cholesky(precisions, self._jitter_log), rng,
             )
         else:  # k-means++ seeding (Arthur & Vassilvitskii 2007) for the means
             precisions = np.broadcast_to(dof * np.linalg.inv(scale_inv), (K, n_features, n_features)).copy()
@@ -413,8 +629,45 @@ class GibbsGMM:
         alpha = np.broadcast_to(np.asarray(self.alpha, dtype=float), (K,))
         self.n_features_in_ = n_features
 
-        log_weights, means, precisions = self._initialize(X, rng, mean_prior, scale_inv, dof)
-        precisions_chol = _cholesky(precisions)
+        self._jitter_log = []
+        start = self._initialize(X, rng, mean_prior, scale_inv, dof)
+        n_monomials = n_features * (n_features + 3) // 2 + 1
+        with _blas_threads(1 if n_samples * n_monomials * K < _SINGLE_THREAD_WORK else None):
+            self.log_likelihood_ = self._run_sweeps(X, rng, start, alpha, mean_prior, scale_inv, dof)
+        self.n_iter_ = self.n_sweeps
+        self.n_jitter_ = len(self._jitter_log)
+        self.max_jitter_ = max(self._jitter_log, default=0.0)
+        del self._jitter_log
+        if self.n_jitter_:
+            warnings.warn(
+                f"GibbsGMM: {self.n_jitter_} Cholesky factorisations needed jitter (at most "
+                f"{self.max_jitter_:.0e} of the mean diagonal); the data are close to degenerate.",
+                RuntimeWarning, stacklevel=2,
+            )
+        return self
+
+    def _run_sweeps(self, X, rng, start, alpha, mean_prior, scale_inv, dof):
+        """The Gibbs sweeps of :meth:`fit` from ``start = (log_weights, means, precisions)``.
+
+        Returns
+        -------
+        log_likelihood : ndarray of shape (n_sweeps,)
+        """
+        n_samples, n_features = X.shape
+        K = self.n_components
+        log_weights, means, precisions = start
+        precisions_chol = _cholesky(precisions, self._jitter_log)
+        # Work in coordinates centred on the data mean: the Gauss-Wishart posterior is
+        # translation-equivariant (m_hat shifts, W_hat and nu_hat do not change), and centring
+        # keeps the sufficient statistics and the expanded quadratic form accurate.
+        shift = X.mean(axis=0)  # (L,)
+        centred_mean_prior = mean_prior - shift
+        if self.device is None:
+            data = _NumpySweepData(X - shift, K)
+        else:
+            from .gmm_torch import TorchSweepData
+
+            data = TorchSweepData(X - shift, K, self.device, seed=int(rng.integers(2**63 - 1)))
         log_likelihood = np.empty(self.n_sweeps)
         sweeps = range(self.n_sweeps)
         if self.progress:
@@ -422,28 +675,23 @@ class GibbsGMM:
 
             sweeps = tqdm(sweeps, desc="Gibbs sweeps", unit="sweep", leave=False)
         for sweep in sweeps:
-            # z | x, mu, Lambda, pi
-            weighted = _estimate_log_gaussian_prob(X, means, precisions_chol) + log_weights
-            norm = logsumexp(weighted, axis=1, keepdims=True)
-            log_likelihood[sweep] = norm.sum()
-            labels = _sample_categorical(weighted - norm, rng)
+            # z | x, mu, Lambda, pi: the O(N K L^2) work, on the data's backend.
+            labels, log_likelihood[sweep] = data.sample_labels(means - shift, precisions_chol, log_weights, rng)
             # pi | z
-            counts, sums, outer_sums = _sufficient_statistics(X, labels, K)
+            counts, sums, outer_sums = data.sufficient_statistics(labels)
             log_weights = _sample_log_dirichlet(alpha + counts, rng)
             # Lambda_k | x, z and mu_k | Lambda_k, x, z
             beta_hat, m_hat, scale_inv_hat, dof_hat = _posterior_gauss_wishart(
-                counts, sums, outer_sums, self.beta, mean_prior, scale_inv, dof
+                counts, sums, outer_sums, self.beta, centred_mean_prior, scale_inv, dof
             )
-            precisions = _sample_wishart(_cholesky(scale_inv_hat), dof_hat, rng)
-            precisions_chol = _cholesky(precisions)
-            means = _sample_means(m_hat, beta_hat, precisions_chol, rng)
+            precisions = _sample_wishart(_cholesky(scale_inv_hat, self._jitter_log), dof_hat, rng)
+            precisions_chol = _cholesky(precisions, self._jitter_log)
+            means = _sample_means(m_hat + shift, beta_hat, precisions_chol, rng)
             self.labels_ = labels
             self._set_parameters(log_weights, means, precisions, precisions_chol)
             if self.callback is not None:
                 self.callback(sweep, labels, self)
-        self.log_likelihood_ = log_likelihood
-        self.n_iter_ = self.n_sweeps
-        return self
+        return log_likelihood
 
     def fit_predict(self, X, y=None):
         """Fit and return the assignments drawn in the last sweep (``labels_``)."""

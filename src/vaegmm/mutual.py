@@ -342,7 +342,7 @@ def fit_mutual(
                 config.n_clusters, n_sweeps=config.gmm_sweeps, alpha=config.alpha, beta=config.beta,
                 wishart_scale=config.wishart_scale, wishart_dof=config.wishart_dof, init=config.gmm_init,
                 random_state=np.random.default_rng(numpy_seed), callback=_sweep_recorder(labels, sweeps),
-                progress=progress,
+                progress=progress, device=device if device.type == "cuda" else None,  # torch sampler on CUDA
             ).fit(latents)
             sweeps["log_likelihood"] = gmm.log_likelihood_.tolist()
             assignments = gmm.labels_
