@@ -1,0 +1,18 @@
+"""The benchmark suite runs (a smoke run: it checks the table's shape, never a timing)."""
+
+import json
+
+from benchmarks.__main__ import main
+
+
+def test_quick_benchmark_writes_every_column(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["--quick", "--repeats", "1", "--reference-max-n", "1000", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["machine"]["cpu_count"] >= 1
+    rows = {row["n_samples"]: row for row in report["gibbs"]}
+    assert set(rows) == {1000, 10000}
+    for row in rows.values():
+        assert row["sweep_ms"] > 0 and row["peak_mib"] > 0 and row["sklearn_ms"] > 0
+    assert rows[1000]["reference_ms"] > 0 and "reference_ms" not in rows[10000]
+    assert "| N | K | L |" in capsys.readouterr().out
