@@ -285,7 +285,13 @@ def _sufficient_statistics_from_features(features, labels, n_components, n_featu
     n_samples = features.shape[1]
     one_hot = np.zeros((n_samples, n_components))
     one_hot[np.arange(n_samples), labels] = 1.0
-    moments = features @ one_hot  # (P, K): sum over each cluster of every monomial
+    return _statistics_from_moments(features @ one_hot, n_features)  # (P, K) moments
+
+
+def _statistics_from_moments(moments, n_features):
+    """Counts (K,), sums (K, L) and scatter matrices (K, L, L) from the per-cluster sums of the
+    monomials of :func:`_quadratic_features`, ``moments`` of shape (P, K)."""
+    n_components = moments.shape[1]
     n_pairs = n_features * (n_features + 1) // 2
     rows, cols = np.triu_indices(n_features)
     outer_sums = np.empty((n_components, n_features, n_features))

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .gmm import _log_gaussian_coefficients, _quadratic_features
+from .gmm import _log_gaussian_coefficients, _quadratic_features, _statistics_from_moments
 
 __all__ = ["TorchSweepData"]
 
@@ -47,19 +47,7 @@ class TorchSweepData:
             raise ValueError("GibbsGMM(device='cuda') was asked for but CUDA is not available; use device=None.")
         self.n_samples, self.n_features = X.shape
         self.n_components = n_components
-        n_pairs = self.n_features * (self.n_features + 1) // 2
-        self._pairs = n_pairs
-        self._upper = np.triu_indices(self.n_features)
-        # Monomials built on the device, in the row order of _quadratic_features.
-        columns = torch.as_tensor(np.ascontiguousarray(X.T), dtype=torch.float64, device=self.device)  # (L, N)
-        self.features = torch.empty((n_pairs + self.n_features + 1, self.n_samples), dtype=torch.float64,
-                                    device=self.device)  # (P, N)
-        row = 0
-        for i in range(self.n_features):
-            torch.mul(columns[i], columns[i:], out=self.features[row : row + self.n_features - i])
-            row += self.n_features - i
-        self.features[n_pairs : n_pairs + self.n_features] = columns
-        self.features[-1] = 1.0
+        self.features = torch.as_tensor(_quadratic_features(X), device=self.device)  # (P, N), float64
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self._labels = self._labels_host = None  # the last draw, on the device and in NumPy
 
@@ -83,13 +71,7 @@ class TorchSweepData:
         else:
             labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64, device=self.device)
         one_hot = torch.nn.functional.one_hot(labels, self.n_components).to(torch.float64)  # (N, K)
-        moments = (self.features @ one_hot).cpu().numpy()  # (P, K)
-        n_pairs, L, K = self._pairs, self.n_features, self.n_components
-        rows, cols = self._upper
-        outer_sums = np.empty((K, L, L))
-        outer_sums[:, rows, cols] = moments[:n_pairs].T
-        outer_sums[:, cols, rows] = moments[:n_pairs].T
-        return moments[-1].copy(), moments[n_pairs : n_pairs + L].T.copy(), outer_sums
+        return _statistics_from_moments((self.features @ one_hot).cpu().numpy(), self.n_features)  # (P, K)
 
 
 def _sample_categorical_columns(weighted, generator):
