@@ -365,5 +365,6 @@ def plot_evaluation(summary, per_seed, path):
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0][0].legend(loc="lower right", fontsize=8)
+    fig.subplots_adjust(wspace=0.3)
     fig.suptitle("Clustering per round of mutual learning (final sweep; labels used for scoring only)")
     return _save(fig, path)
