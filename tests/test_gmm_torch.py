@@ -14,18 +14,7 @@ from vaegmm.gmm import GibbsGMM, _log_gaussian_coefficients, _quadratic_features
 from vaegmm.gmm_torch import TorchSweepData, _sample_categorical_columns
 from vaegmm.metrics import match_clusters
 
-
-def _random_spd(rng, dim, n):
-    a = rng.normal(size=(n, dim, dim))
-    return a @ a.transpose(0, 2, 1) + dim * np.eye(dim)
-
-
-def _mixture(rng, n=900, separation=8.0):
-    means = np.array([[0.0, 0.0], [separation, 0.0], [0.0, separation]])
-    covs = np.array([[[1.0, 0.5], [0.5, 1.0]], [[0.5, 0.0], [0.0, 2.0]], [[1.5, -0.4], [-0.4, 0.6]]])
-    labels = rng.integers(3, size=n)
-    X = np.stack([rng.multivariate_normal(means[k], covs[k]) for k in labels])
-    return X, labels, means, covs
+from test_gmm import _mixture, _random_spd  # the same synthetic data as the NumPy sampler's tests
 
 
 def test_monomials_on_the_device_match_numpy():
