@@ -178,7 +178,7 @@ def _cmd_train(args):
         torch.set_num_threads(args.threads)
     if args.resume:
         args.out = args.resume
-        RunDirectory(args.out).load_checkpoint(config)  # refuses a changed config before loading data
+        RunDirectory(args.out).check_resumable(config)  # refuses a changed config before loading data
     else:
         RunDirectory(args.out).check_replaceable(config, args.overwrite)  # before loading any data
     dataset = load_dataset(config.data, max_samples=config.max_samples, seed=config.seed)

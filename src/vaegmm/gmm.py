@@ -72,7 +72,11 @@ def _cholesky(matrices, jitter_log=None):
     try:
         return np.linalg.cholesky(matrices)
     except np.linalg.LinAlgError:
-        pass
+        return _cholesky_with_jitter(matrices, jitter_log)
+
+
+def _cholesky_with_jitter(matrices, jitter_log):
+    """The retries of :func:`_cholesky` with growing jitter, for matrices that failed without."""
     dim = matrices.shape[-1]
     scale = np.abs(np.trace(matrices, axis1=-2, axis2=-1))[..., None, None] / dim
     scale = np.where(scale > 0, scale, 1.0)

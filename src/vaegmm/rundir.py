@@ -160,19 +160,23 @@ class RunDirectory:
         _atomic_write_bytes(self.path / "checkpoint.pt", _to_bytes(lambda f: torch.save(state, f)))
 
     # -- reading -------------------------------------------------------------------------------
+    def check_resumable(self, config):
+        """Raise RunError unless this directory holds a run of exactly ``config`` (naming the
+        keys that differ)."""
+        differences = self.load_config().differences(config)
+        if differences:
+            raise RunError(
+                f"Cannot resume {self.path} with a different config: {', '.join(differences)}; "
+                "resume with the saved settings or start a new run in another directory."
+            )
+
     def load_checkpoint(self, config):
         """The checkpoint of an interrupted run of ``config`` (None if it saved none yet).
 
         Raises RunError if the directory holds no run, a run of another config (naming the
         differing keys), or a checkpoint this version cannot read.
         """
-        saved = self.load_config()
-        differences = saved.differences(config)
-        if differences:
-            raise RunError(
-                f"Cannot resume {self.path} with a different config: {', '.join(differences)}; "
-                "resume with the saved settings or start a new run in another directory."
-            )
+        self.check_resumable(config)
         path = self.path / "checkpoint.pt"
         if not path.exists():
             return None
