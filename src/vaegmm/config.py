@@ -31,9 +31,15 @@ class TrainConfig:
     send: str = "mean"  # latent sent to the GMM: "mean" of q(x|o) or a reparameterised "sample"
     prior_covariance: str = "diag"  # prior sent to the VAE: "diag" of Lambda^-1 or "full" Lambda
     vae_init: str = "retrain"  # each round: "retrain" a fresh VAE (reference) or "warm"-start it
+    prior_from: str = "last"  # prior per datum from the chain's "last" sweep (reference), its "average"
+    #   over the last prior_sweeps sweeps, or the "responsibilities"-weighted mixture of the last sweep
+    prior_sweeps: int = 10  # sweeps averaged by prior_from="average"
+    chain_init: str = "fresh"  # each round's Gibbs chain: "fresh" (gmm_init) or from the "previous" assignments
     # --- VAE ---
     latent_dim: int = 12  # L
-    hidden_dims: Tuple[int, ...] = (256,)  # encoder widths (decoder reversed)
+    architecture: str = "mlp"  # encoder/decoder: "mlp", or "conv" (two stride-2 convolutions, then hidden_dims)
+    hidden_dims: Tuple[int, ...] = (256,)  # fully connected encoder widths (decoder reversed)
+    conv_channels: Tuple[int, int] = (32, 64)  # channels of the two convolutions of "conv"
     batch_size: int = 256  # minibatch size of the VAE (chosen by a 3-seed study, see README)
     lr: float = 1e-3  # Adam learning rate
     kl_weight: float = 1.0  # weight of the KL term in the VAE loss (1: the ELBO)
@@ -44,6 +50,8 @@ class TrainConfig:
     wishart_scale: float = 0.55  # W = wishart_scale * I
     wishart_dof: Optional[float] = None  # nu; None means latent_dim
     gmm_init: str = "prior"  # chain start: "prior" draw (reference) or "kmeans++"
+    gmm_chains: int = 1  # independent Gibbs chains per round; the highest mean log-likelihood over
+    #   its last 10 sweeps is kept (unsupervised: labels never choose)
     # --- run ---
     seed: int = 0  # seeds torch and NumPy; the same seed gives the same run on one device
     device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda" or "cuda:N"
@@ -54,15 +62,20 @@ class TrainConfig:
         "prior_covariance": ("diag", "full"),
         "vae_init": ("retrain", "warm"),
         "gmm_init": ("prior", "kmeans++"),
+        "prior_from": ("last", "average", "responsibilities"),
+        "chain_init": ("fresh", "previous"),
+        "architecture": ("mlp", "conv"),
     }
 
     def __post_init__(self):
         self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
+        self.conv_channels = tuple(int(c) for c in self.conv_channels)
         self.validate()
 
     def validate(self):
         """Raise ConfigError naming the first unusable value."""
-        positive_ints = ("mutual_iterations", "vae_epochs", "gmm_sweeps", "latent_dim", "batch_size", "n_clusters")
+        positive_ints = ("mutual_iterations", "vae_epochs", "gmm_sweeps", "latent_dim", "batch_size", "n_clusters",
+                         "prior_sweeps", "gmm_chains")
         for name in positive_ints:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -71,6 +84,11 @@ class TrainConfig:
             raise ConfigError(f"max_samples must be a positive integer or None, got {self.max_samples!r}.")
         if any(h < 1 for h in self.hidden_dims):
             raise ConfigError(f"hidden_dims must be positive widths, got {self.hidden_dims}.")
+        if len(self.conv_channels) != 2 or any(c < 1 for c in self.conv_channels):
+            raise ConfigError(f"conv_channels must be two positive channel counts, got {self.conv_channels}.")
+        if self.prior_from == "average" and self.prior_sweeps > self.gmm_sweeps:
+            raise ConfigError(f"prior_sweeps = {self.prior_sweeps} exceeds gmm_sweeps = {self.gmm_sweeps}; "
+                              "average over at most all sweeps.")
         for name in ("lr", "alpha", "beta", "wishart_scale"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 < value < math.inf):
@@ -90,6 +108,7 @@ class TrainConfig:
     def to_dict(self):
         values = dataclasses.asdict(self)
         values["hidden_dims"] = list(self.hidden_dims)
+        values["conv_channels"] = list(self.conv_channels)
         return values
 
     @classmethod

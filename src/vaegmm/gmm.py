@@ -608,6 +608,24 @@ class GibbsGMM:
                 closest = np.minimum(closest, np.sum((X - means[k]) ** 2, axis=1))
         return log_weights, means, precisions
 
+    def _initialize_from_labels(self, X, labels, rng, alpha, mean_prior, scale_inv, dof):
+        """Starting (log_weights, means, precisions) drawn from their posterior given ``labels``."""
+        labels = np.asarray(labels)
+        if labels.shape != (X.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"init_labels must be {X.shape[0]} integers, one per data point; got shape "
+                             f"{labels.shape} of {labels.dtype}.")
+        if labels.min() < 0 or labels.max() >= self.n_components:
+            raise ValueError(f"init_labels must lie in 0..{self.n_components - 1}; got {labels.min()}..{labels.max()}.")
+        shift = X.mean(axis=0)  # centred, as in the sweeps
+        counts, sums, outer_sums = _sufficient_statistics(X - shift, labels, self.n_components)
+        log_weights = _sample_log_dirichlet(alpha + counts, rng)
+        beta_hat, m_hat, scale_inv_hat, dof_hat = _posterior_gauss_wishart(
+            counts, sums, outer_sums, self.beta, mean_prior - shift, scale_inv, dof
+        )
+        precisions = _sample_wishart(_cholesky(scale_inv_hat, self._jitter_log), dof_hat, rng)
+        means = _sample_means(m_hat + shift, beta_hat, _cholesky(precisions, self._jitter_log), rng)
+        return log_weights, means, precisions
+
     def _set_parameters(self, log_weights, means, precisions, precisions_chol):
         self.weights_ = np.exp(log_weights)
         self.means_ = means
@@ -619,13 +637,16 @@ class GibbsGMM:
         self._check_fitted()
         return np.linalg.inv(self.precisions_)
 
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, *, init_labels=None):
         """Run ``n_sweeps`` Gibbs sweeps on X.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
         y : ignored
+        init_labels : array-like of int of shape (n_samples,), default=None
+            Start the chain from these assignments (e.g. the previous round's), drawing the
+            first (pi, mu, Lambda) from their posterior given them; ``init`` is then unused.
 
         Returns
         -------
@@ -640,7 +661,10 @@ class GibbsGMM:
         self.n_features_in_ = n_features
 
         self._jitter_log = []
-        start = self._initialize(X, rng, mean_prior, scale_inv, dof)
+        if init_labels is None:
+            start = self._initialize(X, rng, mean_prior, scale_inv, dof)
+        else:
+            start = self._initialize_from_labels(X, init_labels, rng, alpha, mean_prior, scale_inv, dof)
         n_monomials = n_features * (n_features + 3) // 2 + 1
         with _blas_threads(1 if n_samples * n_monomials * K < _SINGLE_THREAD_WORK else None):
             self.log_likelihood_ = self._run_sweeps(X, rng, start, alpha, mean_prior, scale_inv, dof)

@@ -8,7 +8,9 @@ One round = a VAE step, then a GMM step:
    every datum through shuffling.
 2. VAE -> GMM: encode every datum (encoder mean, or a reparameterised sample).
 3. GMM step: ``gmm_sweeps`` blocked Gibbs sweeps.
-4. GMM -> VAE: (mu_{z_n}, Lambda_{z_n}^-1) of each datum's last-sweep assignment.
+4. GMM -> VAE: (mu_{z_n}, Lambda_{z_n}^-1) of each datum's last-sweep assignment (the
+   reference), or a Gaussian moment-matched to the chain's last sweeps or to the datum's
+   responsibilities (``prior_from``).
 
 Neither module sees the other's internals: the VAE gets arrays of prior means/(co)variances,
 the GMM gets an array of latents.
@@ -66,6 +68,28 @@ class PriorMessage:
             return cls(mean, precision=precision[torch.as_tensor(assignments, device=device)])
         variances = np.diagonal(gmm.covariances_, axis1=1, axis2=2)  # (K, L): diag of Lambda^-1
         return cls(mean, var=torch.as_tensor(variances[assignments], dtype=torch.float32, device=device))
+
+    @classmethod
+    def from_moments(cls, mean, covariance_matrices, covariance, device):
+        """Per-datum Gaussians from means (N, L) and covariance matrices (N, L, L): their
+        diagonal (``covariance="diag"``) or their inverse (``"full"``)."""
+        mean_t = torch.as_tensor(mean, dtype=torch.float32, device=device)
+        if covariance == "full":
+            precision = np.linalg.inv(covariance_matrices)
+            precision = 0.5 * (precision + precision.transpose(0, 2, 1))
+            return cls(mean_t, precision=torch.as_tensor(precision, dtype=torch.float32, device=device))
+        variances = np.diagonal(covariance_matrices, axis1=1, axis2=2).copy()
+        return cls(mean_t, var=torch.as_tensor(variances, dtype=torch.float32, device=device))
+
+    def to_numpy(self):
+        """{"mean", and "var" or "precision"} as NumPy arrays (what a run directory saves)."""
+        arrays = {"mean": self.mean}
+        arrays.update({"var": self.var} if self.var is not None else {"precision": self.precision})
+        return {key: value.detach().cpu().numpy() for key, value in arrays.items()}
+
+    @classmethod
+    def from_numpy(cls, arrays, device):
+        return cls(**{key: torch.as_tensor(value, dtype=torch.float32, device=device) for key, value in arrays.items()})
 
     def batch(self, indices):
         """The prior of the data at ``indices``: (mean, var, precision), one of the last two None."""
@@ -211,6 +235,93 @@ def _sweep_recorder(labels, record):
     return callback
 
 
+class _SweepAverager:
+    """GibbsGMM callback that averages, over the sweeps from ``first`` on, each datum's
+    first and second moments under its assigned cluster: E[mu_z] and E[Sigma_z + mu_z mu_z^T]."""
+
+    def __init__(self, first):
+        self.first = first
+        self.count = 0
+        self.first_moment = self.second_moment = None
+
+    def __call__(self, sweep, labels, gmm):
+        if sweep < self.first:
+            return
+        means, covariances = gmm.means_, gmm.covariances_
+        second = covariances + np.einsum("ki,kj->kij", means, means)
+        if self.first_moment is None:
+            self.first_moment = np.zeros((len(labels), means.shape[1]))
+            self.second_moment = np.zeros((len(labels), means.shape[1], means.shape[1]))
+        self.first_moment += means[labels]
+        self.second_moment += second[labels]
+        self.count += 1
+
+    def moments(self):
+        """Per-datum mean (N, L) and covariance (N, L, L) of the averaged prior."""
+        mean = self.first_moment / self.count
+        covariance = self.second_moment / self.count - np.einsum("ni,nj->nij", mean, mean)
+        return mean, 0.5 * (covariance + covariance.transpose(0, 2, 1))
+
+
+def responsibility_moments(gmm, latents):
+    """Mean (N, L) and covariance (N, L, L) of each datum's mixture sum_k r_nk N(mu_k, Sigma_k),
+    r_nk = p(z_n = k | x_n) under the GMM's parameters."""
+    resp = gmm.predict_proba(latents)  # (N, K)
+    mean = resp @ gmm.means_
+    offsets = gmm.means_[None, :, :] - mean[:, None, :]  # (N, K, L)
+    covariance = np.einsum("nk,kij->nij", resp, gmm.covariances_) + np.einsum("nk,nki,nkj->nij", resp, offsets, offsets)
+    return mean, 0.5 * (covariance + covariance.transpose(0, 2, 1))
+
+
+def chain_prior(config, gmm, latents, averager, device):
+    """The GMM's message to the next round, as ``config.prior_from`` asks."""
+    if config.prior_from == "last":
+        return PriorMessage.from_gmm(gmm, gmm.labels_, config.prior_covariance, device)
+    if config.prior_from == "average":
+        mean, covariance = averager.moments()
+    else:
+        mean, covariance = responsibility_moments(gmm, latents)
+    return PriorMessage.from_moments(mean, covariance, config.prior_covariance, device)
+
+
+def _combine(*callbacks):
+    def callback(sweep, labels, gmm):
+        for function in callbacks:
+            function(sweep, labels, gmm)
+
+    return callback
+
+
+def _gmm_step(config, latents, labels, previous, numpy_seed, progress, device):
+    """Run ``config.gmm_chains`` Gibbs chains on the latents and keep the one whose mean
+    log-likelihood over its last 10 sweeps is highest (labels never choose).
+
+    Returns
+    -------
+    gmm : GibbsGMM of the kept chain
+    sweeps : its per-sweep records ("log_likelihood", and accuracy/ari/nmi with labels)
+    prior : PriorMessage for the next round, formed as ``config.prior_from`` asks
+    """
+    seeds = [numpy_seed] + list(numpy_seed.spawn(config.gmm_chains - 1))
+    best = None
+    for chain, seed in enumerate(seeds):
+        sweeps = {}
+        averager = _SweepAverager(config.gmm_sweeps - config.prior_sweeps)
+        callbacks = [_sweep_recorder(labels, sweeps)] + ([averager] if config.prior_from == "average" else [])
+        gmm = GibbsGMM(
+            config.n_clusters, n_sweeps=config.gmm_sweeps, alpha=config.alpha, beta=config.beta,
+            wishart_scale=config.wishart_scale, wishart_dof=config.wishart_dof, init=config.gmm_init,
+            random_state=np.random.default_rng(seed), callback=_combine(*callbacks),
+            progress=progress, device=device if device.type == "cuda" else None,  # torch sampler on CUDA
+        ).fit(latents, init_labels=previous)
+        sweeps["log_likelihood"] = gmm.log_likelihood_.tolist()
+        score = float(np.mean(gmm.log_likelihood_[-10:]))
+        if best is None or score > best[0]:
+            best = (score, gmm, sweeps, averager)
+    _, gmm, sweeps, averager = best
+    return gmm, sweeps, chain_prior(config, gmm, latents, averager, device)
+
+
 def fit_mutual(
     dataset: ImageDataset,
     config: TrainConfig,
@@ -284,7 +395,9 @@ def fit_mutual(
     if first_round > 0:  # completed rounds come from the run directory
         result.rounds = [_load_round(run, i) for i in range(first_round)]
         last = result.rounds[-1]
-        prior = PriorMessage.from_gmm(last.gmm, last.assignments, config.prior_covariance, device)
+        saved = run.load_prior(first_round - 1)
+        prior = (PriorMessage.from_numpy(saved, device) if saved is not None
+                 else PriorMessage.from_gmm(last.gmm, last.assignments, config.prior_covariance, device))
         result.vae, _ = run.load_vae(first_round - 1, device)
     if checkpoint is not None and log is not None:
         where = ("all rounds are done" if first_round == config.mutual_iterations
@@ -300,7 +413,8 @@ def fit_mutual(
             shuffle_generator = torch.Generator().manual_seed(torch_seed)
             noise_generator = torch.Generator(device=device).manual_seed(torch_seed)
             if vae is None or config.vae_init == "retrain":
-                vae = VAE(input_dim, config.latent_dim, config.hidden_dims).to(device)
+                vae = VAE(input_dim, config.latent_dim, config.hidden_dims, config.architecture,
+                          dataset.image_shape, config.conv_channels).to(device)
                 optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)
             elbo, loss, start_epoch = [], [], 0
             if checkpoint is not None and checkpoint["iteration"] == iteration:
@@ -336,19 +450,10 @@ def fit_mutual(
             # 2. VAE -> GMM.
             latents = encode(vae, images, sample=config.send == "sample", generator=noise_generator)
 
-            # 3. GMM step.
-            sweeps = {}
-            gmm = GibbsGMM(
-                config.n_clusters, n_sweeps=config.gmm_sweeps, alpha=config.alpha, beta=config.beta,
-                wishart_scale=config.wishart_scale, wishart_dof=config.wishart_dof, init=config.gmm_init,
-                random_state=np.random.default_rng(numpy_seed), callback=_sweep_recorder(labels, sweeps),
-                progress=progress, device=device if device.type == "cuda" else None,  # torch sampler on CUDA
-            ).fit(latents)
-            sweeps["log_likelihood"] = gmm.log_likelihood_.tolist()
+            # 3. GMM step; 4. GMM -> VAE: the prior of the next round.
+            previous = result.rounds[-1].assignments if config.chain_init == "previous" and result.rounds else None
+            gmm, sweeps, prior = _gmm_step(config, latents, labels, previous, numpy_seed, progress, device)
             assignments = gmm.labels_
-
-            # 4. GMM -> VAE: the prior of the next round.
-            prior = PriorMessage.from_gmm(gmm, assignments, config.prior_covariance, device)
 
             seconds = time.perf_counter() - started
             final = clustering_metrics(labels, assignments) if labels is not None else dict.fromkeys(("accuracy", "ari", "nmi"))
@@ -360,7 +465,7 @@ def fit_mutual(
             if run is not None:
                 run.save_round(
                     iteration, vae=vae, optimizer=optimizer, image_shape=dataset.image_shape, gmm=gmm,
-                    latents=latents, assignments=assignments,
+                    latents=latents, assignments=assignments, prior=prior.to_numpy(),
                     history={"elbo": elbo, "loss": loss, "sweeps": sweeps},
                 )
                 run.save_metrics(result.metrics())

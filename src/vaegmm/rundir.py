@@ -11,6 +11,7 @@ Layout::
         gmm.npz                mu (K, L), Lambda (K, L, L), pi (K,)
         latents.npy            (N, L) latents sent to the GMM
         assignments.npy        (N,) cluster of each datum in the last sweep
+        prior.npz              the prior sent to the next round: mean (N, L), var (N, L) or precision (N, L, L)
         history.json           ELBO per epoch, clustering metrics per sweep
       checkpoint.pt            state to continue an interrupted run (`vaegmm train --resume RUN`)
       figures/                 PNG figures
@@ -134,8 +135,9 @@ class RunDirectory:
     def save_metrics(self, rows):
         write_json(self.path / "metrics.json", {"iterations": rows})
 
-    def save_round(self, iteration, *, vae, optimizer, image_shape, gmm, latents, assignments, history):
-        """Write one round's VAE, GMM parameters, latents, assignments and history."""
+    def save_round(self, iteration, *, vae, optimizer, image_shape, gmm, latents, assignments, history, prior=None):
+        """Write one round's VAE, GMM parameters, latents, assignments, the prior it sends to
+        the next round (``prior``: dict of arrays "mean" and "var" or "precision") and history."""
         folder = self.round_path(iteration)
         folder.mkdir(parents=True, exist_ok=True)
         checkpoint = {
@@ -151,6 +153,8 @@ class RunDirectory:
         )
         _atomic_write_bytes(folder / "latents.npy", _to_bytes(lambda f: np.save(f, latents)))
         _atomic_write_bytes(folder / "assignments.npy", _to_bytes(lambda f: np.save(f, assignments)))
+        if prior is not None:
+            _atomic_write_bytes(folder / "prior.npz", _to_bytes(lambda f: np.savez(f, **prior)))
         # history.json last: its presence marks the round complete (see iterations()).
         write_json(folder / "history.json", history)
 
@@ -238,6 +242,14 @@ class RunDirectory:
     def load_array(self, iteration, name):
         """``latents`` or ``assignments`` of a round."""
         return _read(self._require_round(iteration) / f"{name}.npy", np.load)
+
+    def load_prior(self, iteration):
+        """The prior a round sent to the next one, as {"mean", "var" or "precision"}; None if
+        the run did not save it (runs of vaegmm before prior.npz existed)."""
+        path = self._require_round(iteration) / "prior.npz"
+        if not path.exists():
+            return None
+        return _read(path, lambda p: dict(np.load(p)))
 
     def load_history(self, iteration):
         return _read(self._require_round(iteration) / "history.json", lambda p: json.loads(p.read_text()))

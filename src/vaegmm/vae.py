@@ -22,7 +22,12 @@ LOGVAR_MIN, LOGVAR_MAX = -12.0, 8.0
 
 
 class VAE(nn.Module):
-    """MLP VAE: encoder ``input_dim -> hidden_dims -> 2 * latent_dim``, decoder mirrored.
+    """VAE with an MLP or a convolutional encoder/decoder and a Bernoulli decoder.
+
+    ``"mlp"``: encoder ``input_dim -> hidden_dims -> 2 * latent_dim``, decoder mirrored.
+    ``"conv"``: encoder of two 4x4 stride-2 convolutions (``conv_channels``), then
+    ``hidden_dims``, then ``2 * latent_dim``; the decoder mirrors it with transposed
+    convolutions. Images are padded to a multiple of 4 pixels and the logits cropped back.
 
     Parameters
     ----------
@@ -30,24 +35,63 @@ class VAE(nn.Module):
         Number of pixels per image.
     latent_dim : int, default=12
     hidden_dims : tuple of int, default=(256,)
-        Widths of the hidden layers of the encoder; the decoder uses them reversed.
+        Widths of the fully connected hidden layers of the encoder; the decoder uses them reversed.
+    architecture : {"mlp", "conv"}, default="mlp"
+    image_shape : (height, width), default=None
+        Needed by "conv"; ``height * width`` must equal ``input_dim``.
+    conv_channels : tuple of two ints, default=(32, 64)
+        Channels of the two convolutions ("conv" only).
     """
 
-    def __init__(self, input_dim=784, latent_dim=12, hidden_dims=(256,)):
+    def __init__(self, input_dim=784, latent_dim=12, hidden_dims=(256,), architecture="mlp", image_shape=None,
+                 conv_channels=(32, 64)):
         super().__init__()
         self.input_dim = int(input_dim)
         self.latent_dim = int(latent_dim)
         self.hidden_dims = tuple(int(h) for h in hidden_dims)
-        widths = (self.input_dim, *self.hidden_dims)
-        self.encoder = _mlp(widths)
+        self.architecture = architecture
+        self.image_shape = None if image_shape is None else tuple(int(s) for s in image_shape)
+        self.conv_channels = tuple(int(c) for c in conv_channels)
+        if architecture == "mlp":
+            widths = (self.input_dim, *self.hidden_dims)
+            self.encoder = _mlp(widths)
+            decoder_widths = (self.latent_dim, *reversed(self.hidden_dims))
+            self.decoder = nn.Sequential(_mlp(decoder_widths), nn.Linear(decoder_widths[-1], self.input_dim))
+        elif architecture == "conv":
+            if self.image_shape is None or self.image_shape[0] * self.image_shape[1] != self.input_dim:
+                raise ValueError(f"architecture='conv' needs the image_shape (height, width) of the "
+                                 f"{self.input_dim}-pixel images, got {image_shape!r}.")
+            height, width = self.image_shape
+            self._padded = (-(-height // 4) * 4, -(-width // 4) * 4)
+            c1, c2 = self.conv_channels
+            self._grid = (c2, self._padded[0] // 4, self._padded[1] // 4)
+            flat = c2 * self._grid[1] * self._grid[2]
+            widths = (flat, *self.hidden_dims)
+            self.encoder = nn.Sequential(
+                _Unflatten(self.image_shape, self._padded),
+                nn.Conv2d(1, c1, 4, stride=2, padding=1), nn.ReLU(),
+                nn.Conv2d(c1, c2, 4, stride=2, padding=1), nn.ReLU(),
+                nn.Flatten(), _mlp(widths),
+            )
+            decoder_widths = (self.latent_dim, *reversed(self.hidden_dims), flat)
+            self.decoder = nn.Sequential(
+                _mlp(decoder_widths), nn.Unflatten(1, self._grid),
+                nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1), nn.ReLU(),
+                nn.ConvTranspose2d(c1, 1, 4, stride=2, padding=1),
+                _Crop(self.image_shape),
+            )
+        else:
+            raise ValueError(f"architecture must be 'mlp' or 'conv', got {architecture!r}.")
         self.to_mean = nn.Linear(widths[-1], self.latent_dim)
         self.to_logvar = nn.Linear(widths[-1], self.latent_dim)
-        decoder_widths = (self.latent_dim, *reversed(self.hidden_dims))
-        self.decoder = nn.Sequential(_mlp(decoder_widths), nn.Linear(decoder_widths[-1], self.input_dim))
 
     def config(self):
         """Constructor arguments, enough to rebuild this architecture."""
-        return {"input_dim": self.input_dim, "latent_dim": self.latent_dim, "hidden_dims": list(self.hidden_dims)}
+        config = {"input_dim": self.input_dim, "latent_dim": self.latent_dim, "hidden_dims": list(self.hidden_dims)}
+        if self.architecture != "mlp":
+            config.update(architecture=self.architecture, image_shape=list(self.image_shape),
+                          conv_channels=list(self.conv_channels))
+        return config
 
     def encode(self, images):
         """(B, input_dim) in [0, 1] -> mean (B, L), logvar (B, L)."""
@@ -76,6 +120,29 @@ def _mlp(widths):
     for fan_in, fan_out in zip(widths[:-1], widths[1:]):
         layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
     return nn.Sequential(*layers)
+
+
+class _Unflatten(nn.Module):
+    """(B, H * W) -> (B, 1, H', W'), zero-padded at the bottom and right to (H', W')."""
+
+    def __init__(self, shape, padded):
+        super().__init__()
+        self.shape, self.padded = shape, padded
+
+    def forward(self, flat):
+        images = flat.reshape(flat.shape[0], 1, *self.shape)
+        return F.pad(images, (0, self.padded[1] - self.shape[1], 0, self.padded[0] - self.shape[0]))
+
+
+class _Crop(nn.Module):
+    """(B, 1, H', W') -> (B, H * W): the top-left H x W pixels, flattened."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, images):
+        return images[:, 0, : self.shape[0], : self.shape[1]].reshape(images.shape[0], -1)
 
 
 def kl_to_diagonal_prior(mean, logvar, prior_mean, prior_var):
