@@ -54,7 +54,13 @@ VARIANTS = {
     "W0.1": {"wishart_scale": 0.1},
     "W2": {"wishart_scale": 2.0},
     "nu20": {"wishart_dof": 20.0},
+    # how the prior is formed from the chain, and where each round's chain starts
+    "prior-average": {"prior_from": "average"},
+    "prior-resp": {"prior_from": "responsibilities"},
+    "chain-previous": {"chain_init": "previous"},
+    "chains5": {"gmm_chains": 5, "gmm_init": "kmeans++"},
     # VAE shape
+    "conv": {"architecture": "conv"},
     "latent10": {"latent_dim": 10},
     "latent16": {"latent_dim": 16},
     "hidden512-256": {"hidden_dims": [512, 256]},

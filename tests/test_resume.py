@@ -45,7 +45,11 @@ def _assert_same_rounds(expected, got):
         assert a.sweeps == b.sweeps
 
 
-@pytest.mark.parametrize("options", [{}, {"vae_init": "warm", "send": "sample", "prior_covariance": "full"}])
+@pytest.mark.parametrize("options", [
+    {},
+    {"vae_init": "warm", "send": "sample", "prior_covariance": "full"},
+    {"prior_from": "average", "prior_sweeps": 2, "chain_init": "previous", "gmm_chains": 2, "mutual_iterations": 3},
+])
 @pytest.mark.parametrize("die_at", ["save_checkpoint", "save_round", "save_metrics"])
 def test_resume_after_death_at_any_write_equals_uninterrupted(digits, tmp_path, monkeypatch, options, die_at):
     torch.set_num_threads(1)

@@ -22,6 +22,12 @@ _TRAIN_FLAGS = {
     "send": "send",
     "prior_covariance": "prior_covariance",
     "vae_init": "vae_init",
+    "prior_from": "prior_from",
+    "prior_sweeps": "prior_sweeps",
+    "chain_init": "chain_init",
+    "architecture": "architecture",
+    "conv_channels": "conv_channels",
+    "gmm_chains": "gmm_chains",
     "latent_dim": "latent_dim",
     "hidden_dims": "hidden_dims",
     "batch_size": "batch_size",
@@ -108,12 +114,24 @@ def _add_config_arguments(parser):
                        help=f"rounds in all, round 0 included (default: {defaults.mutual_iterations})")
     group.add_argument("--vae-iter", type=int, help=f"VAE epochs per round (default: {defaults.vae_epochs})")
     group.add_argument("--gmm-iter", type=int, help=f"Gibbs sweeps per round (default: {defaults.gmm_sweeps})")
-    group.add_argument("--send", choices=("mean", "sample"), help="latent sent to the GMM (default: mean)")
-    group.add_argument("--prior-covariance", choices=("diag", "full"), help="prior sent to the VAE (default: diag)")
-    group.add_argument("--vae-init", choices=("retrain", "warm"), help="fresh VAE each round or warm start (default: retrain)")
+    group.add_argument("--send", choices=("mean", "sample"), help=f"latent sent to the GMM (default: {defaults.send})")
+    group.add_argument("--prior-covariance", choices=("diag", "full"),
+                       help=f"prior covariance sent to the VAE (default: {defaults.prior_covariance})")
+    group.add_argument("--prior-from", choices=("last", "average", "responsibilities"),
+                       help="prior of each datum from the chain's last sweep, the average of its last "
+                            f"--prior-sweeps sweeps, or its responsibilities (default: {defaults.prior_from})")
+    group.add_argument("--prior-sweeps", type=int, help=f"sweeps averaged by --prior-from average (default: {defaults.prior_sweeps})")
+    group.add_argument("--chain-init", choices=("fresh", "previous"),
+                       help=f"each round's Gibbs chain starts afresh or from the previous assignments (default: {defaults.chain_init})")
+    group.add_argument("--vae-init", choices=("retrain", "warm"),
+                       help=f"fresh VAE each round or warm start (default: {defaults.vae_init})")
     group = parser.add_argument_group("VAE")
+    group.add_argument("--architecture", choices=("mlp", "conv"), help=f"encoder/decoder (default: {defaults.architecture})")
     group.add_argument("--latent-dim", type=int, help=f"latent dimension L (default: {defaults.latent_dim})")
-    group.add_argument("--hidden-dims", type=_int_list, help="encoder widths, comma-separated (default: 256)")
+    group.add_argument("--hidden-dims", type=_int_list,
+                       help=f"fully connected encoder widths, comma-separated (default: {','.join(map(str, defaults.hidden_dims))})")
+    group.add_argument("--conv-channels", type=_int_list,
+                       help=f"channels of the two convolutions of --architecture conv (default: {','.join(map(str, defaults.conv_channels))})")
     group.add_argument("--batch-size", type=int, help=f"VAE minibatch size (default: {defaults.batch_size})")
     group.add_argument("--lr", type=float, help=f"Adam learning rate (default: {defaults.lr})")
     group.add_argument("--kl-weight", type=float, help=f"weight of the KL term (default: {defaults.kl_weight})")
@@ -122,8 +140,12 @@ def _add_config_arguments(parser):
     group.add_argument("--alpha", type=float, help=f"Dirichlet concentration (default: {defaults.alpha})")
     group.add_argument("--beta", type=float, help=f"mean precision scale (default: {defaults.beta})")
     group.add_argument("--wishart-scale", type=float, help=f"W = c * I (default: {defaults.wishart_scale})")
-    group.add_argument("--wishart-dof", type=float, help="Wishart degrees of freedom nu (default: latent dim)")
+    group.add_argument("--wishart-dof", type=float,
+                       help=f"Wishart degrees of freedom nu (default: {defaults.wishart_dof or 'latent dim'})")
     group.add_argument("--gmm-init", choices=("prior", "kmeans++"), help=f"chain start (default: {defaults.gmm_init})")
+    group.add_argument("--gmm-chains", type=int,
+                       help="independent Gibbs chains per round, the most likely kept "
+                            f"(default: {defaults.gmm_chains})")
     group = parser.add_argument_group("run")
     group.add_argument("--seed", type=int, help=f"random seed (default: {defaults.seed})")
     group.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
