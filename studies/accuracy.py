@@ -59,6 +59,11 @@ VARIANTS = {
     "prior-resp": {"prior_from": "responsibilities"},
     "chain-previous": {"chain_init": "previous"},
     "chains5": {"gmm_chains": 5, "gmm_init": "kmeans++"},
+    # combinations
+    "kl2-resp": {"kl_weight": 2.0, "prior_from": "responsibilities"},
+    "kl2-prev-r3": {"kl_weight": 2.0, "chain_init": "previous", "mutual_iterations": 3},
+    "kl2-resp-prev-r3": {"kl_weight": 2.0, "prior_from": "responsibilities", "chain_init": "previous",
+                         "mutual_iterations": 3},
     # VAE shape
     "conv": {"architecture": "conv"},
     "latent10": {"latent_dim": 10},
@@ -129,16 +134,23 @@ def command_run(args):
                     jobs.append((variant, overrides, seed, baseline))
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     print(f"{len(jobs)} runs, {args.jobs} at a time, {threads} thread(s) each", flush=True)
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run_one, *job, threads) for job in jobs]
-        for future in futures:
-            row = future.result()
-            with RESULTS.open("a") as handle:
-                handle.write(json.dumps(row) + "\n")
-            last = row["rounds"][-1]
-            print(f"{row['variant']:<16} seed {row['seed']} {row['baseline']:<6} "
-                  + " ".join(f"r{i} {r['accuracy']:.3f}" for i, r in enumerate(row["rounds"]))
-                  + f"  ari {last['ari']:.3f} nmi {last['nmi']:.3f}  {row['seconds']:.0f} s", flush=True)
+    if args.jobs == 1:
+        _record(run_one(*job, threads) for job in jobs)
+    else:
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            futures = [pool.submit(run_one, *job, threads) for job in jobs]
+            _record(future.result() for future in futures)
+
+
+def _record(rows):
+    """Append each finished run to RESULTS and print its line."""
+    for row in rows:
+        with RESULTS.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        last = row["rounds"][-1]
+        print(f"{row['variant']:<16} seed {row['seed']} {row['baseline']:<6} "
+              + " ".join(f"r{i} {r['accuracy']:.3f}" for i, r in enumerate(row["rounds"]))
+              + f"  ari {last['ari']:.3f} nmi {last['nmi']:.3f}  {row['seconds']:.0f} s", flush=True)
 
 
 def _stats(values):
