@@ -6,7 +6,7 @@ by the mean minus the standard deviation (over seeds) of its last round's accura
 
     python studies/accuracy.py run default batch64 kl2 --seeds 0-4       # append results
     python studies/accuracy.py run default --apart                       # also the apart baseline
-    python studies/accuracy.py table                                     # markdown table
+    python studies/accuracy.py table --sort --seeds 0-4                  # markdown table
 
 Results are appended, one JSON line per (variant, seed, baseline), to studies/results.jsonl;
 a (variant, seed) already there is skipped, so an interrupted study continues where it stopped.
@@ -64,8 +64,18 @@ VARIANTS = {
     "kl2-prev-r3": {"kl_weight": 2.0, "chain_init": "previous", "mutual_iterations": 3},
     "kl2-resp-prev-r3": {"kl_weight": 2.0, "prior_from": "responsibilities", "chain_init": "previous",
                          "mutual_iterations": 3},
+    # on top of kl_weight=2: rounds, epochs, sweeps, batch size, GMM hyperparameters, latent size
+    "kl2-r3": {"kl_weight": 2.0, "mutual_iterations": 3},
+    "kl2-e50": {"kl_weight": 2.0, "vae_epochs": 50},
+    "kl2-sweeps300": {"kl_weight": 2.0, "gmm_sweeps": 300},
+    "kl2-batch64": {"kl_weight": 2.0, "batch_size": 64},
+    "kl2-alpha10": {"kl_weight": 2.0, "alpha": 10.0},
+    "kl2-W2": {"kl_weight": 2.0, "wishart_scale": 2.0},
+    "kl2-nu50": {"kl_weight": 2.0, "wishart_dof": 50.0, "wishart_scale": 0.132},  # same E[Lambda] = nu W
+    "kl2-latent10": {"kl_weight": 2.0, "latent_dim": 10},
     # VAE shape
     "conv": {"architecture": "conv"},
+    "conv-kl2-e50": {"architecture": "conv", "kl_weight": 2.0, "vae_epochs": 50},
     "latent10": {"latent_dim": 10},
     "latent16": {"latent_dim": 16},
     "hidden512-256": {"hidden_dims": [512, 256]},
@@ -161,6 +171,9 @@ def _stats(values):
 
 def command_table(args):
     rows = load_results()
+    if args.seeds:
+        seeds = set(parse_seeds(args.seeds))
+        rows = [r for r in rows if r["seed"] in seeds]
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     lines = ["| variant | overrides | seeds | round 0 acc | apart acc | mutual acc | mutual ARI | mutual NMI "
              "| mean − std | s / run |",
@@ -198,6 +211,7 @@ def main(argv=None):
     run.add_argument("--apart", action="store_true", help="also train the apart baseline")
     table = sub.add_parser("table", help="print the results as a markdown table")
     table.add_argument("--sort", action="store_true", help="rank by mean − std of the last round's accuracy")
+    table.add_argument("--seeds", help="only these seeds, e.g. 0-4 or 5,6,7 (default: all)")
     args = parser.parse_args(argv)
     {"run": command_run, "table": command_table}[args.command](args)
 

@@ -98,6 +98,10 @@ def test_same_seed_same_run(digits):
         {"vae_init": "warm"},
         {"gmm_init": "kmeans++", "kl_weight": 0.5},
         {"mutual_iterations": 3},
+        {"prior_from": "last"},
+        {"prior_from": "average", "prior_sweeps": 3, "prior_covariance": "full"},
+        {"chain_init": "previous", "gmm_chains": 2, "mutual_iterations": 3},
+        {"architecture": "conv", "conv_channels": (4, 8)},
     ],
 )
 def test_every_option_runs_and_reports_finite_metrics(digits, options):

@@ -31,15 +31,17 @@ class TrainConfig:
     send: str = "mean"  # latent sent to the GMM: "mean" of q(x|o) or a reparameterised "sample"
     prior_covariance: str = "diag"  # prior sent to the VAE: "diag" of Lambda^-1 or "full" Lambda
     vae_init: str = "retrain"  # each round: "retrain" a fresh VAE (reference) or "warm"-start it
-    prior_from: str = "last"  # prior per datum from the chain's "last" sweep (reference), its "average"
-    #   over the last prior_sweeps sweeps, or the "responsibilities"-weighted mixture of the last sweep
+    prior_from: str = "responsibilities"  # prior per datum: the Gaussian moment-matched to its
+    #   "responsibilities"-weighted mixture of the last sweep's clusters (chosen by the study in
+    #   docs/accuracy.md), the "last" sweep's cluster (reference), or the "average" over the last
+    #   prior_sweeps sweeps
     prior_sweeps: int = 10  # sweeps averaged by prior_from="average"
     chain_init: str = "fresh"  # each round's Gibbs chain: "fresh" (gmm_init) or from the "previous" assignments
     # --- VAE ---
     latent_dim: int = 12  # L
     architecture: str = "mlp"  # encoder/decoder: "mlp", or "conv" (two stride-2 convolutions, then hidden_dims)
     hidden_dims: Tuple[int, ...] = (256,)  # fully connected encoder widths (decoder reversed)
-    conv_channels: Tuple[int, int] = (32, 64)  # channels of the two convolutions of "conv"
+    conv_channels: Tuple[int, int] = (16, 32)  # channels of the two convolutions of "conv"
     batch_size: int = 256  # minibatch size of the VAE (chosen by a 3-seed study, see README)
     lr: float = 1e-3  # Adam learning rate
     kl_weight: float = 1.0  # weight of the KL term in the VAE loss (1: the ELBO)

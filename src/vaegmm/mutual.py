@@ -35,7 +35,8 @@ from .metrics import clustering_metrics
 from .rundir import RunDirectory
 from .vae import VAE, negative_elbo_terms
 
-__all__ = ["PriorMessage", "RoundResult", "MutualResult", "fit_mutual", "fit_vae", "encode", "resolve_device"]
+__all__ = ["PriorMessage", "RoundResult", "MutualResult", "fit_mutual", "fit_vae", "encode", "resolve_device",
+           "chain_prior", "responsibility_moments"]
 
 _ENCODE_BATCH = 4096
 

@@ -39,12 +39,12 @@ class VAE(nn.Module):
     architecture : {"mlp", "conv"}, default="mlp"
     image_shape : (height, width), default=None
         Needed by "conv"; ``height * width`` must equal ``input_dim``.
-    conv_channels : tuple of two ints, default=(32, 64)
+    conv_channels : tuple of two ints, default=(16, 32)
         Channels of the two convolutions ("conv" only).
     """
 
     def __init__(self, input_dim=784, latent_dim=12, hidden_dims=(256,), architecture="mlp", image_shape=None,
-                 conv_channels=(32, 64)):
+                 conv_channels=(16, 32)):
         super().__init__()
         self.input_dim = int(input_dim)
         self.latent_dim = int(latent_dim)
