@@ -1,6 +1,8 @@
 """The options of the accuracy study: how the prior is formed from the chain, where each
 round's chain starts, several chains, and the convolutional VAE."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -128,3 +130,12 @@ def test_study_options_are_validated():
         TrainConfig(conv_channels=(8,))
     with pytest.raises(ConfigError, match="gmm_chains"):
         TrainConfig(gmm_chains=0)
+
+
+def test_config_saved_before_prior_from_existed_reloads_as_the_last_sweep_prior(tmp_path):
+    values = TrainConfig().to_dict()
+    del values["prior_from"]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(values))
+    assert TrainConfig.from_json(path).prior_from == "last"
+    assert TrainConfig().prior_from == "responsibilities"

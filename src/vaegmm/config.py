@@ -15,6 +15,11 @@ from typing import Optional, Tuple
 __all__ = ["TrainConfig", "ConfigError"]
 
 
+# Values that runs saved by earlier versions (whose config.json lacks the key) were trained
+# with, where they differ from today's defaults.
+_BEFORE_KEY_EXISTED = {"prior_from": "last"}
+
+
 class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names it."""
 
@@ -131,7 +136,8 @@ class TrainConfig:
                 values = json.load(handle)
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"Cannot read config {path}: {exc}.") from None
-        return cls.from_dict(values)
+        # A config.json written before a key existed holds a run trained as that version did.
+        return cls.from_dict({**_BEFORE_KEY_EXISTED, **values})
 
     def differences(self, other):
         """Keys whose values differ from ``other``'s, as "key (mine -> other's)" strings."""
