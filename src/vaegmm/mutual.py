@@ -3,14 +3,15 @@
 One round = a VAE step, then a GMM step:
 
 1. Train the VAE on  E_q[log p(o_n | x_n)] - kl_weight * KL(q(x_n | o_n) || N(mu_hat_n, Sigma_hat_n)),
-   where round 0 uses N(0, I) and later rounds use the cluster the GMM assigned to datum n.
+   where round 0 uses N(0, I) and later rounds use the GMM's message for datum n (step 4).
    The prior is a per-datum array indexed by each minibatch's data indices, so it follows
    every datum through shuffling.
 2. VAE -> GMM: encode every datum (encoder mean, or a reparameterised sample).
 3. GMM step: ``gmm_sweeps`` blocked Gibbs sweeps.
-4. GMM -> VAE: (mu_{z_n}, Lambda_{z_n}^-1) of each datum's last-sweep assignment (the
-   reference), or a Gaussian moment-matched to the chain's last sweeps or to the datum's
-   responsibilities (``prior_from``).
+4. GMM -> VAE: for each datum, the Gaussian moment-matched to its responsibility-weighted
+   mixture sum_k r_nk N(mu_k, Lambda_k^-1) under the last sweep's parameters (the default),
+   (mu_{z_n}, Lambda_{z_n}^-1) of its last-sweep assignment (the reference), or the Gaussian
+   moment-matched to its clusters over the last sweeps (``prior_from``).
 
 Neither module sees the other's internals: the VAE gets arrays of prior means/(co)variances,
 the GMM gets an array of latents.
