@@ -306,7 +306,7 @@ def _gmm_step(config, latents, labels, previous, numpy_seed, progress, device):
     """
     seeds = [numpy_seed] + list(numpy_seed.spawn(config.gmm_chains - 1))
     best = None
-    for chain, seed in enumerate(seeds):
+    for seed in seeds:
         sweeps = {}
         averager = _SweepAverager(config.gmm_sweeps - config.prior_sweeps)
         callbacks = [_sweep_recorder(labels, sweeps)] + ([averager] if config.prior_from == "average" else [])
