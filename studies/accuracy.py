@@ -117,12 +117,13 @@ def run_one(variant, overrides, seed, baseline, threads):
 
     from vaegmm.config import TrainConfig
     from vaegmm.data import load_dataset
+    from vaegmm.evaluate import apart_config
     from vaegmm.mutual import fit_mutual
 
     torch.set_num_threads(threads)
     config = TrainConfig().replace(**{**BASE, **overrides}, seed=seed)
     if baseline == "apart":
-        config = config.replace(mutual_iterations=1, vae_epochs=config.vae_epochs * config.mutual_iterations)
+        config = apart_config(config)
     dataset = load_dataset(config.data, max_samples=config.max_samples, seed=config.seed)
     started = time.perf_counter()
     result = fit_mutual(dataset, config, progress=False, log=None)
@@ -169,9 +170,11 @@ def _record(rows):
 
 
 def _stats(values):
-    values = np.asarray(values, dtype=float)
-    std = values.std(ddof=1) if len(values) > 1 else 0.0
-    return values.mean(), std
+    """(mean, sample std) over seeds, as vaegmm evaluate computes them."""
+    from vaegmm.evaluate import mean_std
+
+    stats = mean_std(values)
+    return stats["mean"], stats["std"]
 
 
 def command_table(args):

@@ -7,41 +7,15 @@ shows the traceback instead).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from .config import TrainConfig
 
-# CLI flag -> TrainConfig field, for the flags that map one to one.
-_TRAIN_FLAGS = {
-    "data": "data",
-    "max_samples": "max_samples",
-    "mutual_iterations": "mutual_iterations",
-    "vae_iter": "vae_epochs",
-    "gmm_iter": "gmm_sweeps",
-    "send": "send",
-    "prior_covariance": "prior_covariance",
-    "vae_init": "vae_init",
-    "prior_from": "prior_from",
-    "prior_sweeps": "prior_sweeps",
-    "chain_init": "chain_init",
-    "architecture": "architecture",
-    "conv_channels": "conv_channels",
-    "gmm_chains": "gmm_chains",
-    "latent_dim": "latent_dim",
-    "hidden_dims": "hidden_dims",
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "kl_weight": "kl_weight",
-    "clusters": "n_clusters",
-    "alpha": "alpha",
-    "beta": "beta",
-    "wishart_scale": "wishart_scale",
-    "wishart_dof": "wishart_dof",
-    "gmm_init": "gmm_init",
-    "seed": "seed",
-    "device": "device",
-}
+# The flags named differently from their TrainConfig field (the reference's names); every other
+# field's flag is the field's name (``--kl-weight`` -> ``kl_weight``).
+_RENAMED_FLAGS = {"vae_epochs": "vae_iter", "gmm_sweeps": "gmm_iter", "n_clusters": "clusters"}
 
 
 def _parser():
@@ -177,7 +151,9 @@ def _train_config(args):
         config = RunDirectory(args.resume).load_config()
     else:
         config = TrainConfig.from_json(args.config) if args.config else TrainConfig()
-    overrides = {field: getattr(args, flag) for flag, field in _TRAIN_FLAGS.items() if getattr(args, flag) is not None}
+    given = {field.name: getattr(args, _RENAMED_FLAGS.get(field.name, field.name))
+             for field in dataclasses.fields(TrainConfig)}
+    overrides = {field: value for field, value in given.items() if value is not None}
     if args.no_cuda:
         overrides["device"] = "cpu"
     return config.replace(**overrides)

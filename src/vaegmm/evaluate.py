@@ -28,7 +28,7 @@ from .metrics import clustering_metrics, match_clusters
 from .mutual import encode, fit_mutual
 from .rundir import RunDirectory, write_json
 
-__all__ = ["evaluate", "predict", "summarise"]
+__all__ = ["evaluate", "predict", "summarise", "apart_config", "mean_std"]
 
 _METRICS = ("accuracy", "ari", "nmi")
 _SETTINGS = ("round0", "apart", "mutual")
@@ -36,6 +36,12 @@ _SETTINGS = ("round0", "apart", "mutual")
 
 def _scores(metrics):
     return {name: metrics[name] for name in _METRICS}
+
+
+def apart_config(config):
+    """The apart baseline of ``config``: one round (no feedback) of as many VAE epochs as all
+    of its rounds together, same everything else."""
+    return config.replace(mutual_iterations=1, vae_epochs=config.vae_epochs * config.mutual_iterations)
 
 
 def _evaluate_seed(config, seed, threads):
@@ -49,9 +55,8 @@ def _evaluate_seed(config, seed, threads):
     started = time.perf_counter()
     mutual = fit_mutual(dataset, seeded, progress=False, log=None)
     mutual_seconds = time.perf_counter() - started
-    apart_config = seeded.replace(mutual_iterations=1, vae_epochs=config.vae_epochs * config.mutual_iterations)
     started = time.perf_counter()
-    apart = fit_mutual(dataset, apart_config, progress=False, log=None)
+    apart = fit_mutual(dataset, apart_config(seeded), progress=False, log=None)
     apart_seconds = time.perf_counter() - started
     rounds = [_scores(r.metrics) for r in mutual.rounds]
     return {
@@ -65,18 +70,19 @@ def _evaluate_seed(config, seed, threads):
     }
 
 
+def mean_std(values):
+    """{"mean", "std"} of ``values``: the sample standard deviation (ddof=1), 0 for one value."""
+    values = np.asarray(values, dtype=float)
+    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+
+
 def summarise(per_seed):
     """Mean and (sample) standard deviation over seeds of every setting's metrics and times."""
-
-    def stats(values):
-        values = np.asarray(values, dtype=float)
-        return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
-
-    summary = {setting: {m: stats([s[setting][m] for s in per_seed]) for m in _METRICS} for setting in _SETTINGS}
+    summary = {setting: {m: mean_std([s[setting][m] for s in per_seed]) for m in _METRICS} for setting in _SETTINGS}
     n_rounds = len(per_seed[0]["rounds"])
-    summary["rounds"] = [{m: stats([s["rounds"][r][m] for s in per_seed]) for m in _METRICS} for r in range(n_rounds)]
-    summary["mutual_seconds"] = stats([s["mutual_seconds"] for s in per_seed])
-    summary["apart_seconds"] = stats([s["apart_seconds"] for s in per_seed])
+    summary["rounds"] = [{m: mean_std([s["rounds"][r][m] for s in per_seed]) for m in _METRICS} for r in range(n_rounds)]
+    summary["mutual_seconds"] = mean_std([s["mutual_seconds"] for s in per_seed])
+    summary["apart_seconds"] = mean_std([s["apart_seconds"] for s in per_seed])
     return summary
 
 

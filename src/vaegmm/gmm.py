@@ -617,14 +617,30 @@ class GibbsGMM:
         if labels.min() < 0 or labels.max() >= self.n_components:
             raise ValueError(f"init_labels must lie in 0..{self.n_components - 1}; got {labels.min()}..{labels.max()}.")
         shift = X.mean(axis=0)  # centred, as in the sweeps
-        counts, sums, outer_sums = _sufficient_statistics(X - shift, labels, self.n_components)
+        statistics = _sufficient_statistics(X - shift, labels, self.n_components)
+        log_weights, means, precisions, _ = self._sample_parameters(
+            statistics, alpha, mean_prior - shift, scale_inv, dof, shift, rng
+        )
+        return log_weights, means, precisions
+
+    def _sample_parameters(self, statistics, alpha, centred_mean_prior, scale_inv, dof, shift, rng):
+        """One draw of (pi, Lambda, mu) given the assignments' statistics of centred data.
+
+        pi | z ~ Dirichlet(alpha + N_k); Lambda_k | x, z ~ Wishart; mu_k | Lambda_k, x, z ~ Normal.
+
+        Returns
+        -------
+        log_weights (K,), means (K, L) (uncentred), precisions (K, L, L), their Cholesky factors
+        """
+        counts, sums, outer_sums = statistics
         log_weights = _sample_log_dirichlet(alpha + counts, rng)
         beta_hat, m_hat, scale_inv_hat, dof_hat = _posterior_gauss_wishart(
-            counts, sums, outer_sums, self.beta, mean_prior - shift, scale_inv, dof
+            counts, sums, outer_sums, self.beta, centred_mean_prior, scale_inv, dof
         )
         precisions = _sample_wishart(_cholesky(scale_inv_hat, self._jitter_log), dof_hat, rng)
-        means = _sample_means(m_hat + shift, beta_hat, _cholesky(precisions, self._jitter_log), rng)
-        return log_weights, means, precisions
+        precisions_chol = _cholesky(precisions, self._jitter_log)
+        means = _sample_means(m_hat + shift, beta_hat, precisions_chol, rng)
+        return log_weights, means, precisions, precisions_chol
 
     def _set_parameters(self, log_weights, means, precisions, precisions_chol):
         self.weights_ = np.exp(log_weights)
@@ -712,15 +728,10 @@ class GibbsGMM:
             # z | x, mu, Lambda, pi: the O(N K L^2) work, on the data's backend.
             labels, log_likelihood[sweep] = data.sample_labels(means - shift, precisions_chol, log_weights, rng)
             # pi | z
-            counts, sums, outer_sums = data.sufficient_statistics(labels)
-            log_weights = _sample_log_dirichlet(alpha + counts, rng)
-            # Lambda_k | x, z and mu_k | Lambda_k, x, z
-            beta_hat, m_hat, scale_inv_hat, dof_hat = _posterior_gauss_wishart(
-                counts, sums, outer_sums, self.beta, centred_mean_prior, scale_inv, dof
+            statistics = data.sufficient_statistics(labels)
+            log_weights, means, precisions, precisions_chol = self._sample_parameters(
+                statistics, alpha, centred_mean_prior, scale_inv, dof, shift, rng
             )
-            precisions = _sample_wishart(_cholesky(scale_inv_hat, self._jitter_log), dof_hat, rng)
-            precisions_chol = _cholesky(precisions, self._jitter_log)
-            means = _sample_means(m_hat + shift, beta_hat, precisions_chol, rng)
             self.labels_ = labels
             self._set_parameters(log_weights, means, precisions, precisions_chol)
             if self.callback is not None:

@@ -276,7 +276,8 @@ def responsibility_moments(gmm, latents):
 
 
 def chain_prior(config, gmm, latents, averager, device):
-    """The GMM's message to the next round, as ``config.prior_from`` asks."""
+    """The GMM's message to the next round, as ``config.prior_from`` asks (``averager``: the
+    chain's _SweepAverager, used by "average" only)."""
     if config.prior_from == "last":
         return PriorMessage.from_gmm(gmm, gmm.labels_, config.prior_covariance, device)
     if config.prior_from == "average":
@@ -308,8 +309,8 @@ def _gmm_step(config, latents, labels, previous, numpy_seed, progress, device):
     best = None
     for seed in seeds:
         sweeps = {}
-        averager = _SweepAverager(config.gmm_sweeps - config.prior_sweeps)
-        callbacks = [_sweep_recorder(labels, sweeps)] + ([averager] if config.prior_from == "average" else [])
+        averager = _SweepAverager(config.gmm_sweeps - config.prior_sweeps) if config.prior_from == "average" else None
+        callbacks = [_sweep_recorder(labels, sweeps)] + ([averager] if averager is not None else [])
         gmm = GibbsGMM(
             config.n_clusters, n_sweeps=config.gmm_sweeps, alpha=config.alpha, beta=config.beta,
             wishart_scale=config.wishart_scale, wishart_dof=config.wishart_dof, init=config.gmm_init,
