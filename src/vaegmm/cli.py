@@ -87,13 +87,16 @@ def _add_config_arguments(parser):
     group.add_argument("--mutual-iterations", type=int,
                        help=f"rounds in all, round 0 included (default: {defaults.mutual_iterations})")
     group.add_argument("--vae-iter", type=int, help=f"VAE epochs per round (default: {defaults.vae_epochs})")
+    group.add_argument("--round0-epochs", type=int,
+                       help=f"VAE epochs of round 0 (default: {defaults.round0_epochs or 'as --vae-iter'})")
     group.add_argument("--gmm-iter", type=int, help=f"Gibbs sweeps per round (default: {defaults.gmm_sweeps})")
     group.add_argument("--send", choices=("mean", "sample"), help=f"latent sent to the GMM (default: {defaults.send})")
     group.add_argument("--prior-covariance", choices=("diag", "full"),
                        help=f"prior covariance sent to the VAE (default: {defaults.prior_covariance})")
-    group.add_argument("--prior-from", choices=("last", "average", "responsibilities"),
+    group.add_argument("--prior-from", choices=TrainConfig._CHOICES["prior_from"],
                        help="prior of each datum from the chain's last sweep, the average of its last "
-                            f"--prior-sweeps sweeps, or its responsibilities (default: {defaults.prior_from})")
+                            "--prior-sweeps sweeps, its responsibilities, or the last sweep's whole mixture "
+                            f"(default: {defaults.prior_from})")
     group.add_argument("--prior-sweeps", type=int, help=f"sweeps averaged by --prior-from average (default: {defaults.prior_sweeps})")
     group.add_argument("--chain-init", choices=("fresh", "previous"),
                        help=f"each round's Gibbs chain starts afresh or from the previous assignments (default: {defaults.chain_init})")
@@ -106,6 +109,12 @@ def _add_config_arguments(parser):
                        help=f"fully connected encoder widths, comma-separated (default: {','.join(map(str, defaults.hidden_dims))})")
     group.add_argument("--conv-channels", type=_int_list,
                        help=f"channels of the two convolutions of --architecture conv (default: {','.join(map(str, defaults.conv_channels))})")
+    group.add_argument("--augment-rotation", type=float,
+                       help=f"train the VAE on random views rotated by up to this many degrees (default: {defaults.augment_rotation:g})")
+    group.add_argument("--augment-shift", type=float,
+                       help=f"... shifted by up to this fraction of the image size (default: {defaults.augment_shift:g})")
+    group.add_argument("--augment-scale", type=float,
+                       help=f"... zoomed by up to this fraction (default: {defaults.augment_scale:g})")
     group.add_argument("--batch-size", type=int, help=f"VAE minibatch size (default: {defaults.batch_size})")
     group.add_argument("--lr", type=float, help=f"Adam learning rate (default: {defaults.lr})")
     group.add_argument("--kl-weight", type=float, help=f"weight of the KL term (default: {defaults.kl_weight})")

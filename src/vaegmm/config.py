@@ -17,7 +17,8 @@ __all__ = ["TrainConfig", "ConfigError"]
 
 # Values that runs saved by earlier versions (whose config.json lacks the key) were trained
 # with, where they differ from today's defaults.
-_BEFORE_KEY_EXISTED = {"prior_from": "last"}
+_BEFORE_KEY_EXISTED = {"prior_from": "last", "round0_epochs": None, "augment_rotation": 0.0, "augment_shift": 0.0,
+                       "augment_scale": 0.0}
 
 
 class ConfigError(ValueError):
@@ -31,15 +32,17 @@ class TrainConfig:
     max_samples: Optional[int] = None  # train on a random subset of this size (None: all)
     # --- mutual learning ---
     mutual_iterations: int = 2  # rounds in all: round 0 (N(0, I) prior) + rounds with the GMM prior
-    vae_epochs: int = 100  # VAE epochs per round
+    vae_epochs: int = 100  # VAE epochs per round (after round 0, see round0_epochs)
+    round0_epochs: Optional[int] = None  # VAE epochs of round 0 (None: vae_epochs)
     gmm_sweeps: int = 100  # Gibbs sweeps per round
     send: str = "mean"  # latent sent to the GMM: "mean" of q(x|o) or a reparameterised "sample"
     prior_covariance: str = "diag"  # prior sent to the VAE: "diag" of Lambda^-1 or "full" Lambda
-    vae_init: str = "retrain"  # each round: "retrain" a fresh VAE (reference) or "warm"-start it
+    vae_init: str = "retrain"  # each round: "retrain" a fresh VAE (reference) or "warm"-start (fine-tune) it
     prior_from: str = "responsibilities"  # prior per datum: the Gaussian moment-matched to its
     #   "responsibilities"-weighted mixture of the last sweep's clusters (chosen by the study in
-    #   docs/accuracy.md), the "last" sweep's cluster (reference), or the "average" over the last
-    #   prior_sweeps sweeps
+    #   docs/accuracy.md), the "last" sweep's cluster (reference), the "average" over the last
+    #   prior_sweeps sweeps, or the last sweep's whole "mixture" (pi, mu, Sigma shared by every
+    #   datum; the VAE's KL recomputes each datum's responsibilities from its current latent)
     prior_sweeps: int = 10  # sweeps averaged by prior_from="average"
     chain_init: str = "fresh"  # each round's Gibbs chain: "fresh" (gmm_init) or from the "previous" assignments
     # --- VAE ---
@@ -47,6 +50,9 @@ class TrainConfig:
     architecture: str = "mlp"  # encoder/decoder: "mlp", or "conv" (two stride-2 convolutions, then hidden_dims)
     hidden_dims: Tuple[int, ...] = (256,)  # fully connected encoder widths (decoder reversed)
     conv_channels: Tuple[int, int] = (16, 32)  # channels of the two convolutions of "conv"
+    augment_rotation: float = 0.0  # the VAE trains on random views: rotations up to this many degrees,
+    augment_shift: float = 0.0  # shifts up to this fraction of the image size,
+    augment_scale: float = 0.0  # and zooms by up to this fraction (all 0: the images themselves)
     batch_size: int = 256  # minibatch size of the VAE (chosen by a 3-seed study, see README)
     lr: float = 1e-3  # Adam learning rate
     kl_weight: float = 1.0  # weight of the KL term in the VAE loss (1: the ELBO)
@@ -69,7 +75,7 @@ class TrainConfig:
         "prior_covariance": ("diag", "full"),
         "vae_init": ("retrain", "warm"),
         "gmm_init": ("prior", "kmeans++"),
-        "prior_from": ("last", "average", "responsibilities"),
+        "prior_from": ("last", "average", "responsibilities", "mixture"),
         "chain_init": ("fresh", "previous"),
         "architecture": ("mlp", "conv"),
     }
@@ -87,6 +93,13 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+        if self.round0_epochs is not None and (isinstance(self.round0_epochs, bool) or not isinstance(self.round0_epochs, int)
+                                               or self.round0_epochs < 1):
+            raise ConfigError(f"round0_epochs must be a positive integer or None, got {self.round0_epochs!r}.")
+        for name, upper in (("augment_rotation", 180.0), ("augment_shift", 1.0), ("augment_scale", 1.0)):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < upper):
+                raise ConfigError(f"{name} must be a number in [0, {upper:g}), got {value!r}.")
         if self.max_samples is not None and (not isinstance(self.max_samples, int) or self.max_samples < 1):
             raise ConfigError(f"max_samples must be a positive integer or None, got {self.max_samples!r}.")
         if any(h < 1 for h in self.hidden_dims):
@@ -111,6 +124,20 @@ class TrainConfig:
         for name, choices in self._CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}.")
+
+    @property
+    def first_round_epochs(self):
+        """VAE epochs of round 0."""
+        return self.vae_epochs if self.round0_epochs is None else self.round0_epochs
+
+    @property
+    def total_epochs(self):
+        """VAE epochs of all rounds together (what the apart baseline trains for)."""
+        return self.first_round_epochs + (self.mutual_iterations - 1) * self.vae_epochs
+
+    @property
+    def augments(self):
+        return bool(self.augment_rotation or self.augment_shift or self.augment_scale)
 
     def to_dict(self):
         values = dataclasses.asdict(self)

@@ -40,8 +40,8 @@ def _scores(metrics):
 
 def apart_config(config):
     """The apart baseline of ``config``: one round (no feedback) of as many VAE epochs as all
-    of its rounds together, same everything else."""
-    return config.replace(mutual_iterations=1, vae_epochs=config.vae_epochs * config.mutual_iterations)
+    of its rounds together, same everything else (augmentation and architecture included)."""
+    return config.replace(mutual_iterations=1, vae_epochs=config.total_epochs, round0_epochs=None)
 
 
 def _evaluate_seed(config, seed, threads):

@@ -19,6 +19,7 @@ the GMM gets an array of latents.
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
 import time
@@ -27,14 +28,16 @@ from typing import Callable, List, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .augment import random_affine
 from .config import TrainConfig
 from .data import ImageDataset
 from .gmm import GibbsGMM
 from .metrics import clustering_metrics
 from .rundir import RunDirectory
-from .vae import VAE, negative_elbo_terms
+from .vae import VAE, kl_to_diagonal_prior, kl_to_full_prior, kl_to_mixture_prior
 
 __all__ = ["PriorMessage", "RoundResult", "MutualResult", "fit_mutual", "fit_vae", "encode", "resolve_device",
            "chain_prior", "responsibility_moments"]
@@ -44,18 +47,29 @@ _ENCODE_BATCH = 4096
 
 @dataclass
 class PriorMessage:
-    """The GMM's message to the VAE: a Gaussian prior for every datum.
+    """The GMM's message to the VAE: the prior of every datum's latent.
+
+    Two forms:
+
+    - a **Gaussian per datum** (``log_weights`` None): ``mean`` (N, L) and ``var`` (N, L)
+      (diagonal) or ``precision`` (N, L, L); the VAE's KL is to datum n's own Gaussian;
+    - the **mixture** (``log_weights`` given): ``log_weights`` (K,), ``mean`` (K, L) and ``var``
+      (K, L) or ``precision`` (K, L, L), shared by every datum; the VAE's KL is
+      :func:`~vaegmm.vae.kl_to_mixture_prior`, which recomputes each datum's responsibilities
+      from its current latent in every batch (VaDE's closed form).
 
     Attributes
     ----------
-    mean : Tensor of shape (n_samples, latent_dim)
-    var : Tensor of shape (n_samples, latent_dim), diagonal variances, or None
-    precision : Tensor of shape (n_samples, latent_dim, latent_dim), or None
+    mean : Tensor of shape (N, L) or (K, L)
+    var : Tensor of shape (N, L) or (K, L), diagonal variances, or None
+    precision : Tensor of shape (N, L, L) or (K, L, L), or None
+    log_weights : Tensor of shape (K,), or None
     """
 
     mean: torch.Tensor
     var: Optional[torch.Tensor] = None
     precision: Optional[torch.Tensor] = None
+    log_weights: Optional[torch.Tensor] = None
 
     @classmethod
     def standard_normal(cls, n_samples, latent_dim, device):
@@ -72,6 +86,17 @@ class PriorMessage:
         return cls(mean, var=torch.as_tensor(variances[assignments], dtype=torch.float32, device=device))
 
     @classmethod
+    def mixture(cls, gmm, covariance, device):
+        """The GMM itself (its weights, means and covariances' diagonals or precisions) as
+        the prior shared by every datum."""
+        as_tensor = lambda array: torch.as_tensor(np.array(array), dtype=torch.float32, device=device)  # noqa: E731
+        log_weights = as_tensor(np.log(np.maximum(gmm.weights_, np.finfo(np.float64).tiny)))
+        if covariance == "full":
+            return cls(as_tensor(gmm.means_), precision=as_tensor(gmm.precisions_), log_weights=log_weights)
+        variances = np.diagonal(gmm.covariances_, axis1=1, axis2=2)
+        return cls(as_tensor(gmm.means_), var=as_tensor(variances), log_weights=log_weights)
+
+    @classmethod
     def from_moments(cls, mean, covariance_matrices, covariance, device):
         """Per-datum Gaussians from means (N, L) and covariance matrices (N, L, L): their
         diagonal (``covariance="diag"``) or their inverse (``"full"``)."""
@@ -83,10 +108,17 @@ class PriorMessage:
         variances = np.diagonal(covariance_matrices, axis1=1, axis2=2).copy()
         return cls(mean_t, var=torch.as_tensor(variances, dtype=torch.float32, device=device))
 
+    @property
+    def is_mixture(self):
+        return self.log_weights is not None
+
     def to_numpy(self):
-        """{"mean", and "var" or "precision"} as NumPy arrays (what a run directory saves)."""
+        """{"mean", "var" or "precision", and "log_weights" for the mixture} as NumPy arrays
+        (what a run directory saves)."""
         arrays = {"mean": self.mean}
         arrays.update({"var": self.var} if self.var is not None else {"precision": self.precision})
+        if self.log_weights is not None:
+            arrays["log_weights"] = self.log_weights
         return {key: value.detach().cpu().numpy() for key, value in arrays.items()}
 
     @classmethod
@@ -94,12 +126,24 @@ class PriorMessage:
         return cls(**{key: torch.as_tensor(value, dtype=torch.float32, device=device) for key, value in arrays.items()})
 
     def batch(self, indices):
-        """The prior of the data at ``indices``: (mean, var, precision), one of the last two None."""
+        """The per-datum prior of the data at ``indices``: (mean, var, precision), one of the
+        last two None."""
+        if self.is_mixture:
+            raise ValueError("A mixture prior is shared by every datum; use kl() instead of batch().")
         return (
             self.mean[indices],
             None if self.var is None else self.var[indices],
             None if self.precision is None else self.precision[indices],
         )
+
+    def kl(self, mean, logvar, indices):
+        """The KL term of the data at ``indices`` whose posteriors are N(mean, diag e^logvar): (B,)."""
+        if self.is_mixture:
+            return kl_to_mixture_prior(mean, logvar, self.log_weights, self.mean, self.var, self.precision)
+        prior_mean, prior_var, prior_precision = self.batch(indices)
+        if prior_precision is not None:
+            return kl_to_full_prior(mean, logvar, prior_mean, prior_precision)
+        return kl_to_diagonal_prior(mean, logvar, prior_mean, prior_var)
 
 
 @dataclass
@@ -142,14 +186,20 @@ def resolve_device(name):
 
 
 def fit_vae(vae, optimizer, images, prior, *, epochs, batch_size, kl_weight=1.0, shuffle=True,
-            generator=None, noise_generator=None, start_epoch=0, on_epoch_end=None, progress=True, desc="VAE"):
+            generator=None, noise_generator=None, augment=None, start_epoch=0, on_epoch_end=None, progress=True,
+            desc="VAE"):
     """Train ``vae`` for epochs ``start_epoch + 1 .. epochs`` against a per-datum prior.
 
     Parameters
     ----------
     images : Tensor of shape (n_samples, input_dim) on the VAE's device
     prior : PriorMessage with n_samples rows
-    generator : torch.Generator (CPU) for shuffling; noise_generator for the reparameterisation
+    generator : torch.Generator (CPU) for shuffling; noise_generator (on the images' device) for
+        the reparameterisation and the augmentation
+    augment : callable, default=None
+        ``augment(batch, generator=noise_generator)`` returns a random view of every image of the batch (e.g.
+        :func:`vaegmm.augment.random_affine`); the VAE reconstructs the view and its KL is to
+        the view's datum's prior. None: the images themselves.
     start_epoch : int, default=0
         Epochs already done (when resuming).
     on_epoch_end : callable, default=None
@@ -175,10 +225,12 @@ def fit_vae(vae, optimizer, images, prior, *, epochs, batch_size, kl_weight=1.0,
         order = order.to(images.device)
         elbo_sum = loss_sum = 0.0
         for indices in order.split(batch_size):
-            prior_mean, prior_var, prior_precision = prior.batch(indices)  # each datum's own prior
-            reconstruction, kl = negative_elbo_terms(
-                vae, images[indices], prior_mean, prior_var, prior_precision, generator=noise_generator
-            )
+            batch = images[indices]
+            if augment is not None:  # a random view of each datum, trained against its datum's prior
+                batch = augment(batch, generator=noise_generator)
+            logits, mean, logvar = vae(batch, noise_generator)
+            reconstruction = F.binary_cross_entropy_with_logits(logits, batch, reduction="none").sum(dim=-1)
+            kl = prior.kl(mean, logvar, indices)  # each datum's own prior, or the shared mixture
             # Both terms summed over pixels/latent dims, averaged over the batch: one scale.
             loss = (reconstruction + kl_weight * kl).mean()
             optimizer.zero_grad(set_to_none=True)
@@ -278,6 +330,8 @@ def responsibility_moments(gmm, latents):
 def chain_prior(config, gmm, latents, averager, device):
     """The GMM's message to the next round, as ``config.prior_from`` asks (``averager``: the
     chain's _SweepAverager, used by "average" only)."""
+    if config.prior_from == "mixture":
+        return PriorMessage.mixture(gmm, config.prior_covariance, device)
     if config.prior_from == "last":
         return PriorMessage.from_gmm(gmm, gmm.labels_, config.prior_covariance, device)
     if config.prior_from == "average":
@@ -408,9 +462,15 @@ def fit_mutual(
         log(f"resuming {run.path}: {where}")
 
     seeds = _round_seeds(config.seed, config.mutual_iterations)
+    augment = None
+    if config.augments:
+        augment = functools.partial(random_affine, image_shape=dataset.image_shape,
+                                    rotation=config.augment_rotation, shift=config.augment_shift,
+                                    scale=config.augment_scale)
     with _deferred_interrupt() as interrupt:
         for iteration in range(first_round, config.mutual_iterations):
             torch_seed, numpy_seed = seeds[iteration]
+            epochs = config.first_round_epochs if iteration == 0 else config.vae_epochs
             started = time.perf_counter()
             torch.manual_seed(torch_seed)  # weight initialisation
             shuffle_generator = torch.Generator().manual_seed(torch_seed)
@@ -436,17 +496,17 @@ def fit_mutual(
             def on_epoch_end(epoch, epoch_elbo, epoch_loss):
                 elbo.append(epoch_elbo)
                 loss.append(epoch_loss)
-                if run is not None and (epoch % checkpoint_every == 0 or epoch == config.vae_epochs or interrupt.requested):
+                if run is not None and (epoch % checkpoint_every == 0 or epoch == epochs or interrupt.requested):
                     save_checkpoint(epoch)
                 if interrupt.requested:
                     raise KeyboardInterrupt
 
-            # 1. VAE step against this round's per-datum prior.
+            # 1. VAE step against this round's prior (on random views of the images, if asked).
             fit_vae(
-                vae, optimizer, images, prior, epochs=config.vae_epochs, batch_size=config.batch_size,
+                vae, optimizer, images, prior, epochs=epochs, batch_size=config.batch_size,
                 kl_weight=config.kl_weight, shuffle=shuffle, generator=shuffle_generator,
-                noise_generator=noise_generator, start_epoch=start_epoch, on_epoch_end=on_epoch_end,
-                progress=progress, desc=f"round {iteration} VAE",
+                noise_generator=noise_generator, augment=augment, start_epoch=start_epoch,
+                on_epoch_end=on_epoch_end, progress=progress, desc=f"round {iteration} VAE",
             )
             vae_seconds = time.perf_counter() - started
 

@@ -262,8 +262,14 @@ def _summary(facts, image_shape):
     size = "×".join(str(s) for s in image_shape)
     return (f"{facts.n_samples:,} images of {size} pixels from {config.data!r} ({labels}); "
             f"{len(facts.iterations)} rounds of mutual learning (round 0 without, the others with the GMM's "
-            f"prior), each {config.vae_epochs} VAE epochs and {config.gmm_sweeps} Gibbs sweeps; "
+            f"prior), {_epochs(config)} and {config.gmm_sweeps} Gibbs sweeps each; "
             f"K = {facts.n_clusters} clusters, latent dimension L = {facts.latent_dim}.")
+
+
+def _epochs(config):
+    if config.round0_epochs is None or config.round0_epochs == config.vae_epochs:
+        return f"{config.vae_epochs} VAE epochs"
+    return f"{config.first_round_epochs} VAE epochs in round 0 and {config.vae_epochs} in later rounds"
 
 
 _METRICS_NOTE = ("ELBO of the last epoch (KL weight 1). Accuracy (Hungarian matching), ARI and NMI of the final "

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["VAE", "kl_to_diagonal_prior", "kl_to_full_prior", "negative_elbo_terms"]
+__all__ = ["VAE", "kl_to_diagonal_prior", "kl_to_full_prior", "kl_to_components", "kl_to_mixture_prior",
+           "negative_elbo_terms"]
 
 # Bounds on the encoder's log-variance keep exp(logvar) and the KL finite (variance in
 # [e^-12, e^8] ~ [6e-6, 3e3]); latents of a trained VAE live far inside this range.
@@ -185,6 +186,56 @@ def kl_to_full_prior(mean, logvar, prior_mean, prior_precision):
     chol = torch.linalg.cholesky(prior_precision)
     log_det = 2.0 * torch.sum(torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)), dim=-1)
     return 0.5 * (trace + mahalanobis - mean.shape[-1] - log_det - torch.sum(logvar, dim=-1))
+
+
+def kl_to_components(mean, logvar, means, var=None, precision=None):
+    """KL(q_n || N(means_k, Sigma_k)) for every datum n and every component k.
+
+    Parameters
+    ----------
+    mean, logvar : Tensor of shape (B, L), the diagonal Gaussians q_n
+    means : Tensor of shape (K, L)
+    var : Tensor of shape (K, L), diagonal covariances; or
+    precision : Tensor of shape (K, L, L), full precision matrices (exactly one of the two)
+
+    Returns
+    -------
+    kl : Tensor of shape (B, K)
+    """
+    if (var is None) == (precision is None):
+        raise ValueError("Give exactly one of var and precision.")
+    diff = mean[:, None, :] - means[None, :, :]  # (B, K, L)
+    if var is not None:
+        return 0.5 * torch.sum(torch.log(var)[None] - logvar[:, None, :]
+                               + (torch.exp(logvar)[:, None, :] + diff ** 2) / var[None] - 1.0, dim=-1)
+    trace = torch.exp(logvar) @ torch.diagonal(precision, dim1=-2, dim2=-1).T  # (B, K)
+    mahalanobis = torch.einsum("bki,kij,bkj->bk", diff, precision, diff)
+    chol = torch.linalg.cholesky(precision)
+    log_det = 2.0 * torch.sum(torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)), dim=-1)  # (K,)
+    return 0.5 * (trace + mahalanobis - mean.shape[-1] - log_det[None] - torch.sum(logvar, dim=-1, keepdim=True))
+
+
+def kl_to_mixture_prior(mean, logvar, log_weights, means, var=None, precision=None):
+    """The mixture prior's KL term: ``-log sum_k pi_k exp(-KL(q_n || N(mu_k, Sigma_k)))`` per datum.
+
+    This is ``min_gamma sum_k gamma_k KL(q_n || N_k) + KL(gamma || pi)`` (VaDE's closed form,
+    Jiang et al. 2017, with the cluster posterior gamma_n at its optimum
+    ``gamma_nk ∝ pi_k exp(-KL(q_n || N_k))``), an upper bound of KL(q_n || sum_k pi_k N_k): the
+    ELBO with a cluster variable c_n under q(c_n | o_n) = gamma_n. Its gradient is
+    ``sum_k gamma_nk grad KL(q_n || N_k)``: each datum is pulled towards the clusters that its
+    current latent is responsible to. One component (K = 1) gives the single-Gaussian KL.
+
+    Parameters
+    ----------
+    mean, logvar : Tensor of shape (B, L)
+    log_weights : Tensor of shape (K,), log pi (pi sums to 1)
+    means, var, precision : as in :func:`kl_to_components`
+
+    Returns
+    -------
+    kl : Tensor of shape (B,)
+    """
+    return -torch.logsumexp(log_weights[None, :] - kl_to_components(mean, logvar, means, var, precision), dim=-1)
 
 
 def negative_elbo_terms(vae, images, prior_mean, prior_var=None, prior_precision=None, generator=None):
