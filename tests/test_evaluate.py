@@ -9,7 +9,7 @@ import torch
 from vaegmm.cli import main
 from vaegmm.config import TrainConfig
 from vaegmm.data import load_dataset
-from vaegmm.evaluate import evaluate, predict
+from vaegmm.evaluate import SUITE, apart_config, evaluate, evaluate_suite, format_suite, predict, readout_metrics
 from vaegmm.metrics import match_clusters
 from vaegmm.mutual import fit_mutual
 
@@ -22,10 +22,13 @@ def test_evaluate_scores_round0_apart_and_mutual_per_seed(tmp_path):
     config = TrainConfig(**TINY)
     evaluation = evaluate(config, seeds=(3, 4), out=tmp_path, progress=False)
     assert [s["seed"] for s in evaluation["per_seed"]] == [3, 4]
-    dataset = load_dataset("digits", max_samples=300, seed=0)
+    # Each run draws its subset of the data with its own seed.
+    dataset = load_dataset("digits", max_samples=300, seed=4)
     # The apart baseline is one round of vae_epochs * mutual_iterations epochs, same seed.
     apart = fit_mutual(dataset, config.replace(seed=4, mutual_iterations=1, vae_epochs=4), progress=False, log=None)
     assert evaluation["per_seed"][1]["apart"]["accuracy"] == apart.rounds[0].metrics["accuracy"]
+    assert evaluation["per_seed"][1]["readout"]["apart"] == readout_metrics(apart.rounds[0].latents, dataset.labels, 5, 4)
+    dataset = load_dataset("digits", max_samples=300, seed=3)
     mutual = fit_mutual(dataset, config.replace(seed=3), progress=False, log=None)
     assert evaluation["per_seed"][0]["round0"]["nmi"] == mutual.rounds[0].metrics["nmi"]
     assert evaluation["per_seed"][0]["mutual"]["nmi"] == mutual.rounds[-1].metrics["nmi"]
@@ -35,6 +38,41 @@ def test_evaluate_scores_round0_apart_and_mutual_per_seed(tmp_path):
     saved = json.loads((tmp_path / "evaluation.json").read_text())
     assert saved["summary"] == evaluation["summary"]
     assert (tmp_path / "evaluation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_apart_baseline_trains_as_many_epochs_with_everything_but_the_message():
+    config = TrainConfig(**TINY, round0_epochs=7, mutual_iterations=3, augment_rotation=10.0, augment_target="clean",
+                         prior_from="mixture")
+    apart = apart_config(config)
+    assert apart.mutual_iterations == 1 and apart.first_round_epochs == 7 + 2 * 2 == config.total_epochs
+    assert (apart.augment_rotation, apart.augment_target, apart.hidden_dims) == (10.0, "clean", config.hidden_dims)
+
+
+def test_readout_is_em_with_restarts_scored_by_labels():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 100)
+    latents = rng.normal(size=(300, 2)) * 0.3 + np.array([[0, 0], [4, 0], [0, 4]])[labels]
+    scores = readout_metrics(latents, labels, 3, seed=1)
+    assert scores["accuracy"] == 1.0 and scores["ari"] == pytest.approx(1.0)
+    assert readout_metrics(latents, labels, 3, seed=1) == scores  # deterministic for a seed
+
+
+def test_suite_scores_every_dataset_and_the_pooled_margins(tmp_path, capsys):
+    torch.set_num_threads(1)
+    config = TrainConfig(**{**TINY, "max_samples": 200})
+    suite = evaluate_suite(config, ["digits", "mnist5k-imbalanced"], seeds=(0, 1), out=tmp_path, progress=False)
+    assert list(suite["datasets"]) == ["digits", "mnist5k-imbalanced"]
+    runs = [s for ev in suite["datasets"].values() for s in ev["per_seed"]]
+    gain = [100 * (s["mutual"]["accuracy"] - s["apart"]["accuracy"]) for s in runs]
+    assert suite["overall"]["margins"]["over_apart"] == pytest.approx(np.mean(gain))
+    above = sum(s["mutual"]["accuracy"] > s["round0"]["accuracy"] for s in runs)
+    assert suite["overall"]["margins"]["seeds_above_round0"] == above and suite["overall"]["margins"]["seeds"] == 4
+    assert (tmp_path / "suite.json").exists() and (tmp_path / "mnist5k-imbalanced" / "evaluation.png").exists()
+    text = "\n".join(format_suite(suite))
+    assert "digits" in text and "overall" in text and "EM read-out" in text
+    # The CLI's default suite is the library's.
+    from vaegmm.cli import _SUITE
+    assert _SUITE == SUITE
 
 
 def test_evaluate_refuses_unlabelled_data(tmp_path):

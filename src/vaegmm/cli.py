@@ -124,6 +124,9 @@ def _add_config_arguments(parser):
                        help=f"... shifted by up to this fraction of the image size (default: {defaults.augment_shift:g})")
     group.add_argument("--augment-scale", type=float,
                        help=f"... zoomed by up to this fraction (default: {defaults.augment_scale:g})")
+    group.add_argument("--augment-target", choices=TrainConfig._CHOICES["augment_target"],
+                       help="with augmentation, the decoder reconstructs the view or the clean image "
+                            f"(default: {defaults.augment_target})")
     group.add_argument("--batch-size", type=int, help=f"VAE minibatch size (default: {defaults.batch_size})")
     group.add_argument("--lr", type=float, help=f"Adam learning rate (default: {defaults.lr})")
     group.add_argument("--kl-weight", type=float, help=f"weight of the KL term (default: {defaults.kl_weight})")
@@ -134,7 +137,8 @@ def _add_config_arguments(parser):
     group.add_argument("--wishart-scale", type=float, help=f"W = c * I (default: {defaults.wishart_scale})")
     group.add_argument("--wishart-dof", type=float,
                        help=f"Wishart degrees of freedom nu (default: {defaults.wishart_dof or 'latent dim'})")
-    group.add_argument("--gmm-init", choices=("prior", "kmeans++"), help=f"chain start (default: {defaults.gmm_init})")
+    group.add_argument("--gmm-init", choices=TrainConfig._CHOICES["gmm_init"],
+                       help=f"chain start: prior draw, k-means++ means, or the most likely of 10 EM fits (default: {defaults.gmm_init})")
     group.add_argument("--gmm-chains", type=int,
                        help="independent Gibbs chains per round, the most likely kept "
                             f"(default: {defaults.gmm_chains})")

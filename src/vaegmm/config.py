@@ -18,7 +18,7 @@ __all__ = ["TrainConfig", "ConfigError"]
 # Values that runs saved by earlier versions (whose config.json lacks the key) were trained
 # with, where they differ from today's defaults.
 _BEFORE_KEY_EXISTED = {"prior_from": "last", "round0_epochs": None, "augment_rotation": 0.0, "augment_shift": 0.0,
-                       "augment_scale": 0.0}
+                       "augment_scale": 0.0, "augment_target": "view"}
 
 
 class ConfigError(ValueError):
@@ -53,6 +53,7 @@ class TrainConfig:
     augment_rotation: float = 0.0  # the VAE trains on random views: rotations up to this many degrees,
     augment_shift: float = 0.0  # shifts up to this fraction of the image size,
     augment_scale: float = 0.0  # and zooms by up to this fraction (all 0: the images themselves)
+    augment_target: str = "view"  # with augmentation, the decoder reconstructs the "view" or the "clean" image
     batch_size: int = 256  # minibatch size of the VAE (chosen by a 3-seed study, see README)
     lr: float = 1e-3  # Adam learning rate
     kl_weight: float = 1.0  # weight of the KL term in the VAE loss (1: the ELBO)
@@ -62,7 +63,7 @@ class TrainConfig:
     beta: float = 1.0  # prior precision scale of the cluster means
     wishart_scale: float = 0.55  # W = wishart_scale * I
     wishart_dof: Optional[float] = None  # nu; None means latent_dim
-    gmm_init: str = "prior"  # chain start: "prior" draw (reference) or "kmeans++"
+    gmm_init: str = "prior"  # chain start: "prior" draw (reference), "kmeans++", or "em" (the most likely of 10 EM fits)
     gmm_chains: int = 1  # independent Gibbs chains per round; the highest mean log-likelihood over
     #   its last 10 sweeps is kept (unsupervised: labels never choose)
     # --- run ---
@@ -74,10 +75,11 @@ class TrainConfig:
         "send": ("mean", "sample"),
         "prior_covariance": ("diag", "full"),
         "vae_init": ("retrain", "warm"),
-        "gmm_init": ("prior", "kmeans++"),
+        "gmm_init": ("prior", "kmeans++", "em"),
         "prior_from": ("last", "average", "responsibilities", "mixture"),
         "chain_init": ("fresh", "previous"),
         "architecture": ("mlp", "conv"),
+        "augment_target": ("view", "clean"),
     }
 
     def __post_init__(self):

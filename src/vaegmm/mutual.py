@@ -186,8 +186,8 @@ def resolve_device(name):
 
 
 def fit_vae(vae, optimizer, images, prior, *, epochs, batch_size, kl_weight=1.0, shuffle=True,
-            generator=None, noise_generator=None, augment=None, start_epoch=0, on_epoch_end=None, progress=True,
-            desc="VAE"):
+            generator=None, noise_generator=None, augment=None, reconstruct="view", start_epoch=0, on_epoch_end=None,
+            progress=True, desc="VAE"):
     """Train ``vae`` for epochs ``start_epoch + 1 .. epochs`` against a per-datum prior.
 
     Parameters
@@ -198,8 +198,12 @@ def fit_vae(vae, optimizer, images, prior, *, epochs, batch_size, kl_weight=1.0,
         the reparameterisation and the augmentation
     augment : callable, default=None
         ``augment(batch, generator=noise_generator)`` returns a random view of every image of the batch (e.g.
-        :func:`vaegmm.augment.random_affine`); the VAE reconstructs the view and its KL is to
-        the view's datum's prior. None: the images themselves.
+        :func:`vaegmm.augment.random_affine`); its KL is to the view's datum's prior. None: the
+        images themselves.
+    reconstruct : {"view", "clean"}, default="view"
+        With ``augment``, what the decoder reconstructs from a view's latent: the view itself,
+        or the clean image (a denoising VAE, Im et al. 2017, with the random view as the
+        corruption: the latent learns what is common to all views of an image).
     start_epoch : int, default=0
         Epochs already done (when resuming).
     on_epoch_end : callable, default=None
@@ -225,11 +229,12 @@ def fit_vae(vae, optimizer, images, prior, *, epochs, batch_size, kl_weight=1.0,
         order = order.to(images.device)
         elbo_sum = loss_sum = 0.0
         for indices in order.split(batch_size):
-            batch = images[indices]
+            batch = target = images[indices]
             if augment is not None:  # a random view of each datum, trained against its datum's prior
                 batch = augment(batch, generator=noise_generator)
+                target = target if reconstruct == "clean" else batch
             logits, mean, logvar = vae(batch, noise_generator)
-            reconstruction = F.binary_cross_entropy_with_logits(logits, batch, reduction="none").sum(dim=-1)
+            reconstruction = F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(dim=-1)
             kl = prior.kl(mean, logvar, indices)  # each datum's own prior, or the shared mixture
             # Both terms summed over pixels/latent dims, averaged over the batch: one scale.
             loss = (reconstruction + kl_weight * kl).mean()
@@ -505,7 +510,8 @@ def fit_mutual(
             fit_vae(
                 vae, optimizer, images, prior, epochs=epochs, batch_size=config.batch_size,
                 kl_weight=config.kl_weight, shuffle=shuffle, generator=shuffle_generator,
-                noise_generator=noise_generator, augment=augment, start_epoch=start_epoch,
+                noise_generator=noise_generator, augment=augment, reconstruct=config.augment_target,
+                start_epoch=start_epoch,
                 on_epoch_end=on_epoch_end, progress=progress, desc=f"round {iteration} VAE",
             )
             vae_seconds = time.perf_counter() - started
