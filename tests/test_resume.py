@@ -49,6 +49,8 @@ def _assert_same_rounds(expected, got):
     {},
     {"vae_init": "warm", "send": "sample", "prior_covariance": "full"},
     {"prior_from": "average", "prior_sweeps": 2, "chain_init": "previous", "gmm_chains": 2, "mutual_iterations": 3},
+    {"prior_from": "mixture", "vae_init": "warm", "round0_epochs": 7, "augment_rotation": 10.0, "augment_shift": 0.1,
+     "augment_scale": 0.1, "augment_target": "clean", "gmm_init": "em"},
 ])
 @pytest.mark.parametrize("die_at", ["save_checkpoint", "save_round", "save_metrics"])
 def test_resume_after_death_at_any_write_equals_uninterrupted(digits, tmp_path, monkeypatch, options, die_at):
@@ -159,20 +161,20 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(digit
     import vaegmm.mutual as mutual
 
     config = _config()
-    original = mutual.negative_elbo_terms
+    original = mutual.PriorMessage.kl
     calls = []
 
     def poisoned(*args, **kwargs):  # NaN from the third epoch of round 0 on (5 batches an epoch)
-        reconstruction, kl = original(*args, **kwargs)
+        kl = original(*args, **kwargs)
         calls.append(1)
-        return (reconstruction * float("nan"), kl) if len(calls) > 10 else (reconstruction, kl)
+        return kl * float("nan") if len(calls) > 10 else kl
 
-    monkeypatch.setattr(mutual, "negative_elbo_terms", poisoned)
+    monkeypatch.setattr(mutual.PriorMessage, "kl", poisoned)
     with pytest.raises(FloatingPointError, match="NaN or infinite in epoch 3"):
         fit_mutual(digits, config, run_dir=tmp_path, progress=False, log=None, checkpoint_every=1)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert (state["iteration"], state["epoch"]) == (0, 2)
     assert all(torch.isfinite(v).all() for v in state["vae"].values())
-    monkeypatch.setattr(mutual, "negative_elbo_terms", original)
+    monkeypatch.setattr(mutual.PriorMessage, "kl", original)
     resumed = fit_mutual(digits, config, run_dir=tmp_path, progress=False, log=None, resume=True)
     _assert_same_rounds(fit_mutual(digits, config, progress=False, log=None), resumed)
