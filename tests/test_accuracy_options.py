@@ -212,3 +212,19 @@ def test_suite_data_halves_and_imbalanced_subsets():
     assert not np.array_equal(counts[0], counts[1])  # the proportions are drawn per seed
     np.testing.assert_array_equal(load_dataset("mnist5k-imbalanced", seed=1).labels,
                                   load_dataset("mnist5k-imbalanced", seed=1).labels)
+
+
+def test_prior_weight_sets_the_kl_weight_of_the_rounds_with_the_gmm_prior(monkeypatch):
+    config = TrainConfig(kl_weight=0.5, prior_weight=3.0)
+    assert [config.round_kl_weight(i) for i in range(3)] == [0.5, 3.0, 3.0]
+    assert TrainConfig(kl_weight=2.0).round_kl_weight(1) == 2.0
+    with pytest.raises(ConfigError, match="prior_weight must be a non-negative finite number"):
+        TrainConfig(prior_weight=-1.0)
+    import vaegmm.mutual as mutual
+
+    used = []
+    original = mutual.fit_vae
+    monkeypatch.setattr(mutual, "fit_vae", lambda *a, **k: used.append(k["kl_weight"]) or original(*a, **k))
+    fit_mutual(load_dataset("digits", max_samples=200), TrainConfig(**TINY, kl_weight=0.5, prior_weight=3.0),
+               progress=False, log=None)
+    assert used == [0.5, 3.0]

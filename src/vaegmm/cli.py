@@ -130,6 +130,8 @@ def _add_config_arguments(parser):
     group.add_argument("--batch-size", type=int, help=f"VAE minibatch size (default: {defaults.batch_size})")
     group.add_argument("--lr", type=float, help=f"Adam learning rate (default: {defaults.lr})")
     group.add_argument("--kl-weight", type=float, help=f"weight of the KL term (default: {defaults.kl_weight})")
+    group.add_argument("--prior-weight", type=float,
+                       help="weight of the KL term in the rounds with the GMM's prior (default: as --kl-weight)")
     group = parser.add_argument_group("GMM")
     group.add_argument("--clusters", type=int, help=f"number of clusters K (default: {defaults.n_clusters})")
     group.add_argument("--alpha", type=float, help=f"Dirichlet concentration (default: {defaults.alpha})")

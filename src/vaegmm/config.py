@@ -18,7 +18,7 @@ __all__ = ["TrainConfig", "ConfigError"]
 # Values that runs saved by earlier versions (whose config.json lacks the key) were trained
 # with, where they differ from today's defaults.
 _BEFORE_KEY_EXISTED = {"prior_from": "last", "round0_epochs": None, "augment_rotation": 0.0, "augment_shift": 0.0,
-                       "augment_scale": 0.0, "augment_target": "view"}
+                       "augment_scale": 0.0, "augment_target": "view", "prior_weight": None}
 
 
 class ConfigError(ValueError):
@@ -57,6 +57,7 @@ class TrainConfig:
     batch_size: int = 256  # minibatch size of the VAE (chosen by a 3-seed study, see README)
     lr: float = 1e-3  # Adam learning rate
     kl_weight: float = 1.0  # weight of the KL term in the VAE loss (1: the ELBO)
+    prior_weight: Optional[float] = None  # KL weight in the rounds with the GMM's prior (None: kl_weight)
     # --- GMM (Gauss–Wishart prior, SPEC §1) ---
     n_clusters: int = 10  # K
     alpha: float = 0.3  # symmetric Dirichlet concentration
@@ -117,6 +118,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a positive finite number, got {value!r}.")
         if not (isinstance(self.kl_weight, (int, float)) and 0 <= self.kl_weight < math.inf):
             raise ConfigError(f"kl_weight must be a non-negative finite number, got {self.kl_weight!r}.")
+        if self.prior_weight is not None and not (isinstance(self.prior_weight, (int, float))
+                                                  and 0 <= self.prior_weight < math.inf):
+            raise ConfigError(f"prior_weight must be a non-negative finite number or None, got {self.prior_weight!r}.")
         if self.lr >= 1.0:
             raise ConfigError(f"lr = {self.lr!r} is far above any useful Adam learning rate; use e.g. 1e-3.")
         if self.wishart_dof is not None and not self.latent_dim - 1 < self.wishart_dof < math.inf:
@@ -131,6 +135,10 @@ class TrainConfig:
     def first_round_epochs(self):
         """VAE epochs of round 0."""
         return self.vae_epochs if self.round0_epochs is None else self.round0_epochs
+
+    def round_kl_weight(self, iteration):
+        """The KL weight of round ``iteration`` (round 0 has the N(0, I) prior)."""
+        return self.kl_weight if iteration == 0 or self.prior_weight is None else self.prior_weight
 
     @property
     def total_epochs(self):

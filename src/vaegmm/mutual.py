@@ -509,7 +509,7 @@ def fit_mutual(
             # 1. VAE step against this round's prior (on random views of the images, if asked).
             fit_vae(
                 vae, optimizer, images, prior, epochs=epochs, batch_size=config.batch_size,
-                kl_weight=config.kl_weight, shuffle=shuffle, generator=shuffle_generator,
+                kl_weight=config.round_kl_weight(iteration), shuffle=shuffle, generator=shuffle_generator,
                 noise_generator=noise_generator, augment=augment, reconstruct=config.augment_target,
                 start_epoch=start_epoch,
                 on_epoch_end=on_epoch_end, progress=progress, desc=f"round {iteration} VAE",
