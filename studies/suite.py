@@ -28,9 +28,9 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "suite_results.jsonl"
 
 # The study's base: the package defaults before issue 10 (prior_from="responsibilities",
-# everything else the reference's).
+# everything else the reference's), explicit so that the variants reproduce whatever the defaults.
 BASE = {"prior_from": "responsibilities", "vae_init": "retrain", "gmm_init": "prior", "augment_rotation": 0.0,
-        "augment_shift": 0.0, "augment_scale": 0.0, "augment_target": "view", "round0_epochs": None,
+        "augment_shift": 0.0, "augment_scale": 0.0, "augment_target": "view", "round0_epochs": 100,
         "mutual_iterations": 2, "vae_epochs": 100}
 VIEWS = {"augment_rotation": 15.0, "augment_shift": 0.12, "augment_scale": 0.1}
 CLEAN = {**VIEWS, "augment_target": "clean"}
@@ -59,6 +59,11 @@ VARIANTS = {
                                      "prior_weight": 3.0},
     "last-views-clean-em-r200-pw3": {"prior_from": "last", **CLEAN, "gmm_init": "em", "round0_epochs": 100,
                                      "vae_epochs": 200, "prior_weight": 3.0},
+    # most epochs in round 0, then a short fine-tune with the GMM's message
+    "resp-views-clean-em-200-fine50": {**CLEAN, "gmm_init": "em", "round0_epochs": 200, "vae_epochs": 50,
+                                       "vae_init": "warm"},
+    "mixture-views-clean-em-200-fine50": {"prior_from": "mixture", **CLEAN, "gmm_init": "em", "round0_epochs": 200,
+                                          "vae_epochs": 50, "vae_init": "warm"},
     "mixture-views-clean-em-r200-pw3": {"prior_from": "mixture", **CLEAN, "gmm_init": "em", "round0_epochs": 100,
                                         "vae_epochs": 200, "prior_weight": 3.0},
 }

@@ -197,7 +197,8 @@ def test_new_options_are_validated_and_old_configs_load_without_them(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(values))
     old = TrainConfig.from_json(tmp_path / "config.json")
     assert (old.augment_rotation, old.augment_shift, old.augment_scale, old.augment_target) == (0, 0, 0, "view")
-    assert old.round0_epochs is None and not old.augments
+    assert old.first_round_epochs == old.vae_epochs == 200 and not old.augments  # round 0 as long as every round
+    assert TrainConfig(vae_epochs=5).first_round_epochs == 3 and TrainConfig().first_round_epochs == 100
 
 
 def test_suite_data_halves_and_imbalanced_subsets():

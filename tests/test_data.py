@@ -70,7 +70,7 @@ def assert_valid(dataset, n, shape):
 # Built-in data sets
 # ---------------------------------------------------------------------------------------------
 def test_builtin_names():
-    assert set(BUILTIN_DATASETS) == {"mnist5k", "digits"}
+    assert set(BUILTIN_DATASETS) == {"mnist5k", "mnist5k-a", "mnist5k-b", "mnist5k-imbalanced", "digits"}
 
 
 @pytest.fixture(scope="module")
@@ -318,7 +318,7 @@ def test_error_missing_path(tmp_path):
 
 
 def test_error_unknown_builtin_name_is_a_missing_path():
-    with pytest.raises(DataError, match="mnist5k, digits"):
+    with pytest.raises(DataError, match="mnist5k, mnist5k-a, mnist5k-b, mnist5k-imbalanced, digits"):
         load_dataset("mnist70k")
 
 

@@ -24,8 +24,9 @@ def test_evaluate_scores_round0_apart_and_mutual_per_seed(tmp_path):
     assert [s["seed"] for s in evaluation["per_seed"]] == [3, 4]
     # Each run draws its subset of the data with its own seed.
     dataset = load_dataset("digits", max_samples=300, seed=4)
-    # The apart baseline is one round of vae_epochs * mutual_iterations epochs, same seed.
-    apart = fit_mutual(dataset, config.replace(seed=4, mutual_iterations=1, vae_epochs=4), progress=False, log=None)
+    # The apart baseline is one round of as many epochs as all rounds together (1 + 2), same seed.
+    apart = fit_mutual(dataset, config.replace(seed=4, mutual_iterations=1, vae_epochs=3, round0_epochs=3),
+                       progress=False, log=None)
     assert evaluation["per_seed"][1]["apart"]["accuracy"] == apart.rounds[0].metrics["accuracy"]
     assert evaluation["per_seed"][1]["readout"]["apart"] == readout_metrics(apart.rounds[0].latents, dataset.labels, 5, 4)
     dataset = load_dataset("digits", max_samples=300, seed=3)
@@ -45,6 +46,7 @@ def test_apart_baseline_trains_as_many_epochs_with_everything_but_the_message():
                          prior_from="mixture")
     apart = apart_config(config)
     assert apart.mutual_iterations == 1 and apart.first_round_epochs == 7 + 2 * 2 == config.total_epochs
+    assert apart_config(TrainConfig()).first_round_epochs == 100 + 200
     assert (apart.augment_rotation, apart.augment_target, apart.hidden_dims) == (10.0, "clean", config.hidden_dims)
 
 

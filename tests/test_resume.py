@@ -29,7 +29,7 @@ def digits():
 
 
 def _config(**changes):
-    values = dict(data="digits", max_samples=300, vae_epochs=5, gmm_sweeps=4, latent_dim=3, n_clusters=5,
+    values = dict(data="digits", max_samples=300, vae_epochs=5, round0_epochs=5, gmm_sweeps=4, latent_dim=3, n_clusters=5,
                   batch_size=64, hidden_dims=(32,), device="cpu")
     return TrainConfig(**{**values, **changes})
 

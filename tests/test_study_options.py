@@ -81,7 +81,7 @@ def test_chain_started_from_true_labels_keeps_them_and_bad_labels_are_refused():
 
 def test_several_chains_keep_the_most_likely():
     X, labels, _ = _fitted_gmm()
-    config = TrainConfig(n_clusters=3, gmm_sweeps=15, gmm_chains=4, latent_dim=2, device="cpu")
+    config = TrainConfig(n_clusters=3, gmm_sweeps=15, gmm_chains=4, latent_dim=2, device="cpu", gmm_init="prior")
     seed = np.random.SeedSequence(5)
     gmm, sweeps, prior = _gmm_step(config, X, labels, None, seed, False, torch.device("cpu"))
     scores = []

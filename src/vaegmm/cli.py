@@ -95,9 +95,9 @@ def _add_config_arguments(parser):
     group = parser.add_argument_group("mutual learning")
     group.add_argument("--mutual-iterations", type=int,
                        help=f"rounds in all, round 0 included (default: {defaults.mutual_iterations})")
-    group.add_argument("--vae-iter", type=int, help=f"VAE epochs per round (default: {defaults.vae_epochs})")
+    group.add_argument("--vae-iter", type=int, help=f"VAE epochs of each round after round 0 (default: {defaults.vae_epochs})")
     group.add_argument("--round0-epochs", type=int,
-                       help=f"VAE epochs of round 0 (default: {defaults.round0_epochs or 'as --vae-iter'})")
+                       help="VAE epochs of round 0 (default: half of --vae-iter)")
     group.add_argument("--gmm-iter", type=int, help=f"Gibbs sweeps per round (default: {defaults.gmm_sweeps})")
     group.add_argument("--send", choices=("mean", "sample"), help=f"latent sent to the GMM (default: {defaults.send})")
     group.add_argument("--prior-covariance", choices=("diag", "full"),

@@ -12,13 +12,22 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-__all__ = ["TrainConfig", "ConfigError"]
+__all__ = ["TrainConfig", "ConfigError", "REFERENCE"]
 
 
 # Values that runs saved by earlier versions (whose config.json lacks the key) were trained
 # with, where they differ from today's defaults.
-_BEFORE_KEY_EXISTED = {"prior_from": "last", "round0_epochs": None, "augment_rotation": 0.0, "augment_shift": 0.0,
+_BEFORE_KEY_EXISTED = {"prior_from": "last", "augment_rotation": 0.0, "augment_shift": 0.0,
                        "augment_scale": 0.0, "augment_target": "view", "prior_weight": None}
+
+
+# The reference implementation's configuration (the README's "reference"), as changes to the
+# defaults: TrainConfig(**REFERENCE). Everything not named here (K = 10, L = 12, MLP 784-256-L,
+# Adam 1e-3, alpha, beta, W, nu, diagonal prior, encoder means sent) is the same as the defaults.
+REFERENCE = {"batch_size": 10, "vae_epochs": 100, "round0_epochs": 100, "gmm_sweeps": 100, "mutual_iterations": 2,
+             "prior_from": "last", "vae_init": "retrain", "gmm_init": "prior", "chain_init": "fresh",
+             "augment_rotation": 0.0, "augment_shift": 0.0, "augment_scale": 0.0, "augment_target": "view",
+             "kl_weight": 1.0, "prior_weight": None}
 
 
 class ConfigError(ValueError):
@@ -32,8 +41,9 @@ class TrainConfig:
     max_samples: Optional[int] = None  # train on a random subset of this size (None: all)
     # --- mutual learning ---
     mutual_iterations: int = 2  # rounds in all: round 0 (N(0, I) prior) + rounds with the GMM prior
-    vae_epochs: int = 100  # VAE epochs per round (after round 0, see round0_epochs)
-    round0_epochs: Optional[int] = None  # VAE epochs of round 0 (None: vae_epochs)
+    vae_epochs: int = 200  # VAE epochs of every round after round 0 (each retrains a fresh VAE)
+    round0_epochs: Optional[int] = None  # VAE epochs of round 0; None: half of vae_epochs (rounded up).
+    #   Round 0 only has to give the GMM a first partition; the last round's VAE is the one scored
     gmm_sweeps: int = 100  # Gibbs sweeps per round
     send: str = "mean"  # latent sent to the GMM: "mean" of q(x|o) or a reparameterised "sample"
     prior_covariance: str = "diag"  # prior sent to the VAE: "diag" of Lambda^-1 or "full" Lambda
@@ -50,10 +60,12 @@ class TrainConfig:
     architecture: str = "mlp"  # encoder/decoder: "mlp", or "conv" (two stride-2 convolutions, then hidden_dims)
     hidden_dims: Tuple[int, ...] = (256,)  # fully connected encoder widths (decoder reversed)
     conv_channels: Tuple[int, int] = (16, 32)  # channels of the two convolutions of "conv"
-    augment_rotation: float = 0.0  # the VAE trains on random views: rotations up to this many degrees,
-    augment_shift: float = 0.0  # shifts up to this fraction of the image size,
-    augment_scale: float = 0.0  # and zooms by up to this fraction (all 0: the images themselves)
-    augment_target: str = "view"  # with augmentation, the decoder reconstructs the "view" or the "clean" image
+    augment_rotation: float = 15.0  # the VAE trains on random views: rotations up to this many degrees,
+    augment_shift: float = 0.12  # shifts up to this fraction of the image size,
+    augment_scale: float = 0.1  # and zooms by up to this fraction (all 0: the images themselves);
+    #   the GMM always clusters the clean images' latents
+    augment_target: str = "clean"  # with augmentation, the decoder reconstructs the "clean" image (a
+    #   denoising VAE: the latent keeps what all views of an image share) or the "view"
     batch_size: int = 256  # minibatch size of the VAE (chosen by a 3-seed study, see README)
     lr: float = 1e-3  # Adam learning rate
     kl_weight: float = 1.0  # weight of the KL term in the VAE loss (1: the ELBO)
@@ -64,7 +76,8 @@ class TrainConfig:
     beta: float = 1.0  # prior precision scale of the cluster means
     wishart_scale: float = 0.55  # W = wishart_scale * I
     wishart_dof: Optional[float] = None  # nu; None means latent_dim
-    gmm_init: str = "prior"  # chain start: "prior" draw (reference), "kmeans++", or "em" (the most likely of 10 EM fits)
+    gmm_init: str = "em"  # chain start: "em" (from the most likely of 10 EM fits), a "prior" draw (reference),
+    #   or "kmeans++" means
     gmm_chains: int = 1  # independent Gibbs chains per round; the highest mean log-likelihood over
     #   its last 10 sweeps is kept (unsupervised: labels never choose)
     # --- run ---
@@ -133,8 +146,8 @@ class TrainConfig:
 
     @property
     def first_round_epochs(self):
-        """VAE epochs of round 0."""
-        return self.vae_epochs if self.round0_epochs is None else self.round0_epochs
+        """VAE epochs of round 0: ``round0_epochs``, or half of ``vae_epochs`` (rounded up)."""
+        return -(-self.vae_epochs // 2) if self.round0_epochs is None else self.round0_epochs
 
     def round_kl_weight(self, iteration):
         """The KL weight of round ``iteration`` (round 0 has the N(0, I) prior)."""
@@ -173,7 +186,10 @@ class TrainConfig:
                 values = json.load(handle)
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"Cannot read config {path}: {exc}.") from None
-        # A config.json written before a key existed holds a run trained as that version did.
+        # A config.json written before a key existed holds a run trained as that version did
+        # (before round0_epochs existed, round 0 trained vae_epochs epochs like every round).
+        if isinstance(values, dict) and "round0_epochs" not in values and "vae_epochs" in values:
+            values = {**values, "round0_epochs": values["vae_epochs"]}
         return cls.from_dict({**_BEFORE_KEY_EXISTED, **values})
 
     def differences(self, other):

@@ -54,7 +54,7 @@ def _scores(metrics):
 def apart_config(config):
     """The apart baseline of ``config``: one round (no feedback) of as many VAE epochs as all
     of its rounds together, same everything else (augmentation and architecture included)."""
-    return config.replace(mutual_iterations=1, vae_epochs=config.total_epochs, round0_epochs=None)
+    return config.replace(mutual_iterations=1, vae_epochs=config.total_epochs, round0_epochs=config.total_epochs)
 
 
 def readout_metrics(latents, labels, n_clusters, seed=0, restarts=READOUT_RESTARTS):

@@ -267,8 +267,8 @@ def _summary(facts, image_shape):
 
 
 def _epochs(config):
-    if config.round0_epochs is None or config.round0_epochs == config.vae_epochs:
-        return f"{config.vae_epochs} VAE epochs"
+    if config.first_round_epochs == config.vae_epochs or config.mutual_iterations == 1:
+        return f"{config.first_round_epochs} VAE epochs"
     return f"{config.first_round_epochs} VAE epochs in round 0 and {config.vae_epochs} in later rounds"
 
 
