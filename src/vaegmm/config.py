@@ -41,7 +41,7 @@ class TrainConfig:
     max_samples: Optional[int] = None  # train on a random subset of this size (None: all)
     # --- mutual learning ---
     mutual_iterations: int = 2  # rounds in all: round 0 (N(0, I) prior) + rounds with the GMM prior
-    vae_epochs: int = 200  # VAE epochs of every round after round 0 (each retrains a fresh VAE)
+    vae_epochs: int = 200  # VAE epochs of every round after round 0
     round0_epochs: Optional[int] = None  # VAE epochs of round 0; None: half of vae_epochs (rounded up).
     #   Round 0 only has to give the GMM a first partition; the last round's VAE is the one scored
     gmm_sweeps: int = 100  # Gibbs sweeps per round

@@ -2,11 +2,13 @@
 
 One round = a VAE step, then a GMM step:
 
-1. Train the VAE on  E_q[log p(o_n | x_n)] - kl_weight * KL(q(x_n | o_n) || N(mu_hat_n, Sigma_hat_n)),
+1. Train a fresh VAE (or fine-tune the last one) on
+   E_q[log p(o_n | x_n)] - kl_weight * KL(q(x_n | o_n) || N(mu_hat_n, Sigma_hat_n)),
    where round 0 uses N(0, I) and later rounds use the GMM's message for datum n (step 4).
    The prior is a per-datum array indexed by each minibatch's data indices, so it follows
-   every datum through shuffling.
-2. VAE -> GMM: encode every datum (encoder mean, or a reparameterised sample).
+   every datum through shuffling. With augmentation, the encoder sees a random view of each
+   image (against that image's prior) and the decoder reconstructs the view or the clean image.
+2. VAE -> GMM: encode every clean image (encoder mean, or a reparameterised sample).
 3. GMM step: ``gmm_sweeps`` blocked Gibbs sweeps.
 4. GMM -> VAE: for each datum, the Gaussian moment-matched to its responsibility-weighted
    mixture sum_k r_nk N(mu_k, Lambda_k^-1) under the last sweep's parameters (the default),
@@ -193,13 +195,13 @@ def fit_vae(vae, optimizer, images, prior, *, epochs, batch_size, kl_weight=1.0,
     Parameters
     ----------
     images : Tensor of shape (n_samples, input_dim) on the VAE's device
-    prior : PriorMessage with n_samples rows
+    prior : PriorMessage, per datum (n_samples rows) or the shared mixture
     generator : torch.Generator (CPU) for shuffling; noise_generator (on the images' device) for
         the reparameterisation and the augmentation
     augment : callable, default=None
-        ``augment(batch, generator=noise_generator)`` returns a random view of every image of the batch (e.g.
-        :func:`vaegmm.augment.random_affine`); its KL is to the view's datum's prior. None: the
-        images themselves.
+        ``augment(batch, generator=noise_generator)`` returns a random view of every image of
+        the batch (e.g. :func:`vaegmm.augment.random_affine`); its KL is to the view's datum's
+        prior. None: the images themselves.
     reconstruct : {"view", "clean"}, default="view"
         With ``augment``, what the decoder reconstructs from a view's latent: the view itself,
         or the clean image (a denoising VAE, Im et al. 2017, with the random view as the
@@ -511,8 +513,7 @@ def fit_mutual(
                 vae, optimizer, images, prior, epochs=epochs, batch_size=config.batch_size,
                 kl_weight=config.round_kl_weight(iteration), shuffle=shuffle, generator=shuffle_generator,
                 noise_generator=noise_generator, augment=augment, reconstruct=config.augment_target,
-                start_epoch=start_epoch,
-                on_epoch_end=on_epoch_end, progress=progress, desc=f"round {iteration} VAE",
+                start_epoch=start_epoch, on_epoch_end=on_epoch_end, progress=progress, desc=f"round {iteration} VAE",
             )
             vae_seconds = time.perf_counter() - started
 
