@@ -64,6 +64,9 @@ VARIANTS = {
                                        "vae_init": "warm"},
     "mixture-views-clean-em-200-fine50": {"prior_from": "mixture", **CLEAN, "gmm_init": "em", "round0_epochs": 200,
                                           "vae_epochs": 50, "vae_init": "warm"},
+    # the shipped defaults with the GMM's prior scaled to the latents
+    "resp-views-clean-em-r200-dataprior": {**CLEAN, "gmm_init": "em", "round0_epochs": 100, "vae_epochs": 200,
+                                           "gmm_prior": "data"},
     "mixture-views-clean-em-r200-pw3": {"prior_from": "mixture", **CLEAN, "gmm_init": "em", "round0_epochs": 100,
                                         "vae_epochs": 200, "prior_weight": 3.0},
 }

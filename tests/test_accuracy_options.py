@@ -229,3 +229,26 @@ def test_prior_weight_sets_the_kl_weight_of_the_rounds_with_the_gmm_prior(monkey
     fit_mutual(load_dataset("digits", max_samples=200), TrainConfig(**TINY, kl_weight=0.5, prior_weight=3.0),
                progress=False, log=None)
     assert used == [0.5, 3.0]
+
+
+def test_data_scaled_prior_follows_the_latents_scale():
+    from vaegmm.mutual import gauss_wishart_prior
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 80)
+    X = (rng.normal(size=(320, 2)) * 0.3 + 4 * np.array([[0, 0], [1, 0], [0, 1], [1, 1]])[labels]) * 0.01
+    config = TrainConfig(n_clusters=4, latent_dim=2, gmm_prior="data")
+    prior = gauss_wishart_prior(config, X)
+    np.testing.assert_allclose(prior["mean_prior"], X.mean(axis=0))
+    expected = np.cov(X, rowvar=False) / 4 ** (2 / 2)  # E[Lambda^-1] ~ Cov / K^(2/L) = nu W ^-1 / nu
+    np.testing.assert_allclose(np.linalg.inv(2 * prior["wishart_scale"]), expected, rtol=1e-4)
+    scaled = gauss_wishart_prior(config, 10 * X)
+    np.testing.assert_allclose(scaled["wishart_scale"], prior["wishart_scale"] / 100, rtol=1e-6)
+    assert gauss_wishart_prior(config.replace(gmm_prior="fixed"), X) == {"mean_prior": None, "wishart_scale": 0.55}
+    # Clusters at 1/100 of the fixed prior's scale, chains started at the truth (EM): the fixed prior merges
+    # them, the scaled one keeps them.
+    fits = {name: GibbsGMM(4, n_sweeps=30, init="em", random_state=1,
+                           **gauss_wishart_prior(config.replace(gmm_prior=name), X)).fit(X)
+            for name in ("fixed", "data")}
+    assert clustering_metrics(labels, fits["data"].labels_)["ari"] > 0.95
+    assert clustering_metrics(labels, fits["fixed"].labels_)["ari"] < 0.5

@@ -141,6 +141,9 @@ def _add_config_arguments(parser):
                        help=f"Wishart degrees of freedom nu (default: {defaults.wishart_dof or 'latent dim'})")
     group.add_argument("--gmm-init", choices=TrainConfig._CHOICES["gmm_init"],
                        help=f"chain start: prior draw, k-means++ means, or the most likely of 10 EM fits (default: {defaults.gmm_init})")
+    group.add_argument("--gmm-prior", choices=TrainConfig._CHOICES["gmm_prior"],
+                       help="Gauss-Wishart prior: fixed (m = 0, W = --wishart-scale I) or scaled to each round's "
+                            f"latents (default: {defaults.gmm_prior})")
     group.add_argument("--gmm-chains", type=int,
                        help="independent Gibbs chains per round, the most likely kept "
                             f"(default: {defaults.gmm_chains})")

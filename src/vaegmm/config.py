@@ -18,7 +18,8 @@ __all__ = ["TrainConfig", "ConfigError", "REFERENCE"]
 # Values that runs saved by earlier versions (whose config.json lacks the key) were trained
 # with, where they differ from today's defaults.
 _BEFORE_KEY_EXISTED = {"prior_from": "last", "augment_rotation": 0.0, "augment_shift": 0.0,
-                       "augment_scale": 0.0, "augment_target": "view", "prior_weight": None}
+                       "augment_scale": 0.0, "augment_target": "view", "prior_weight": None,
+                       "gmm_prior": "fixed"}
 
 
 # The reference implementation's configuration (the README's "reference"), as changes to the
@@ -78,6 +79,8 @@ class TrainConfig:
     wishart_dof: Optional[float] = None  # nu; None means latent_dim
     gmm_init: str = "em"  # chain start: "em" (from the most likely of 10 EM fits), a "prior" draw (reference),
     #   or "kmeans++" means
+    gmm_prior: str = "fixed"  # Gauss-Wishart prior: "fixed" (m = 0, W = wishart_scale * I, as the reference) or
+    #   scaled to each round's latents, "data" (m = their mean, W^-1 = nu Cov(x) / K^(2/L), Fraley & Raftery 2007)
     gmm_chains: int = 1  # independent Gibbs chains per round; the highest mean log-likelihood over
     #   its last 10 sweeps is kept (unsupervised: labels never choose)
     # --- run ---
@@ -94,6 +97,7 @@ class TrainConfig:
         "chain_init": ("fresh", "previous"),
         "architecture": ("mlp", "conv"),
         "augment_target": ("view", "clean"),
+        "gmm_prior": ("fixed", "data"),
     }
 
     def __post_init__(self):

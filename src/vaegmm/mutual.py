@@ -356,6 +356,21 @@ def _combine(*callbacks):
     return callback
 
 
+def gauss_wishart_prior(config, latents):
+    """The GMM's prior hyperparameters ``mean_prior`` and ``wishart_scale`` for ``latents``:
+    ``config.wishart_scale * I`` and m = 0 ("fixed"), or scaled to the latents ("data", Fraley &
+    Raftery 2007, "Bayesian regularization for normal mixture estimation"): m = their mean and
+    W^-1 = nu Cov(x) / K^(2/L), so that E[Lambda_k^-1] is about a K-th of the data's spread in
+    every direction, whatever the latents' scale."""
+    if config.gmm_prior == "fixed":
+        return {"mean_prior": None, "wishart_scale": config.wishart_scale}
+    n_features = latents.shape[1]
+    dof = n_features if config.wishart_dof is None else config.wishart_dof
+    covariance = np.atleast_2d(np.cov(latents, rowvar=False)) / config.n_clusters ** (2.0 / n_features)
+    covariance += 1e-6 * np.trace(covariance) / n_features * np.eye(n_features)
+    return {"mean_prior": latents.mean(axis=0), "wishart_scale": np.linalg.inv(dof * covariance)}
+
+
 def _gmm_step(config, latents, labels, previous, numpy_seed, progress, device):
     """Run ``config.gmm_chains`` Gibbs chains on the latents and keep the one whose mean
     log-likelihood over its last 10 sweeps is highest (labels never choose).
@@ -367,14 +382,15 @@ def _gmm_step(config, latents, labels, previous, numpy_seed, progress, device):
     prior : PriorMessage for the next round, formed as ``config.prior_from`` asks
     """
     seeds = [numpy_seed] + list(numpy_seed.spawn(config.gmm_chains - 1))
+    prior = gauss_wishart_prior(config, latents)
     best = None
     for seed in seeds:
         sweeps = {}
         averager = _SweepAverager(config.gmm_sweeps - config.prior_sweeps) if config.prior_from == "average" else None
         callbacks = [_sweep_recorder(labels, sweeps)] + ([averager] if averager is not None else [])
         gmm = GibbsGMM(
-            config.n_clusters, n_sweeps=config.gmm_sweeps, alpha=config.alpha, beta=config.beta,
-            wishart_scale=config.wishart_scale, wishart_dof=config.wishart_dof, init=config.gmm_init,
+            config.n_clusters, n_sweeps=config.gmm_sweeps, alpha=config.alpha, beta=config.beta, **prior,
+            wishart_dof=config.wishart_dof, init=config.gmm_init,
             random_state=np.random.default_rng(seed), callback=_combine(*callbacks),
             progress=progress, device=device if device.type == "cuda" else None,  # torch sampler on CUDA
         ).fit(latents, init_labels=previous)
