@@ -95,7 +95,8 @@ def _add_config_arguments(parser):
     group = parser.add_argument_group("mutual learning")
     group.add_argument("--mutual-iterations", type=int,
                        help=f"rounds in all, round 0 included (default: {defaults.mutual_iterations})")
-    group.add_argument("--vae-iter", type=int, help=f"VAE epochs of each round after round 0 (default: {defaults.vae_epochs})")
+    group.add_argument("--vae-iter", type=int,
+                       help=f"VAE epochs of each round after round 0 (default: {defaults.vae_epochs})")
     group.add_argument("--round0-epochs", type=int,
                        help="VAE epochs of round 0 (default: half of --vae-iter)")
     group.add_argument("--gmm-iter", type=int, help=f"Gibbs sweeps per round (default: {defaults.gmm_sweeps})")
@@ -119,9 +120,11 @@ def _add_config_arguments(parser):
     group.add_argument("--conv-channels", type=_int_list,
                        help=f"channels of the two convolutions of --architecture conv (default: {','.join(map(str, defaults.conv_channels))})")
     group.add_argument("--augment-rotation", type=float,
-                       help=f"train the VAE on random views rotated by up to this many degrees (default: {defaults.augment_rotation:g})")
+                       help="train the VAE on random views rotated by up to this many degrees "
+                            f"(default: {defaults.augment_rotation:g})")
     group.add_argument("--augment-shift", type=float,
-                       help=f"... shifted by up to this fraction of the image size (default: {defaults.augment_shift:g})")
+                       help="... shifted by up to this fraction of the image size "
+                            f"(default: {defaults.augment_shift:g})")
     group.add_argument("--augment-scale", type=float,
                        help=f"... zoomed by up to this fraction (default: {defaults.augment_scale:g})")
     group.add_argument("--augment-target", choices=TrainConfig._CHOICES["augment_target"],
@@ -140,7 +143,8 @@ def _add_config_arguments(parser):
     group.add_argument("--wishart-dof", type=float,
                        help=f"Wishart degrees of freedom nu (default: {defaults.wishart_dof or 'latent dim'})")
     group.add_argument("--gmm-init", choices=TrainConfig._CHOICES["gmm_init"],
-                       help=f"chain start: prior draw, k-means++ means, or the most likely of 10 EM fits (default: {defaults.gmm_init})")
+                       help="chain start: prior draw, k-means++ means, or the most likely of 10 EM fits "
+                            f"(default: {defaults.gmm_init})")
     group.add_argument("--gmm-prior", choices=TrainConfig._CHOICES["gmm_prior"],
                        help="Gauss-Wishart prior: fixed (m = 0, W = --wishart-scale I) or scaled to each round's "
                             f"latents (default: {defaults.gmm_prior})")

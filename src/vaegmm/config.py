@@ -113,8 +113,8 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
-        if self.round0_epochs is not None and (isinstance(self.round0_epochs, bool) or not isinstance(self.round0_epochs, int)
-                                               or self.round0_epochs < 1):
+        round0 = self.round0_epochs
+        if round0 is not None and (isinstance(round0, bool) or not isinstance(round0, int) or round0 < 1):
             raise ConfigError(f"round0_epochs must be a positive integer or None, got {self.round0_epochs!r}.")
         for name, upper in (("augment_rotation", 180.0), ("augment_shift", 1.0), ("augment_scale", 1.0)):
             value = getattr(self, name)

@@ -259,7 +259,8 @@ def format_suite(suite):
     header = (f"{'dataset':<20} {'n':>5} {'round0':>15} {'apart':>15} {'mutual':>15} "
               f"{'mut-r0':>7} {'mut-apart':>9} {'seeds up':>8}")
     lines = []
-    for title, key in (("accuracy, final Gibbs sweep", None), (f"accuracy, EM read-out ({READOUT_RESTARTS} restarts)", "readout")):
+    titles = (("accuracy, final Gibbs sweep", None), (f"accuracy, EM read-out ({READOUT_RESTARTS} restarts)", "readout"))
+    for title, key in titles:
         lines += [f"{title} (mean ± std over seeds {','.join(map(str, suite['seeds']))}):", header]
         rows = [(name, ev["per_seed"][0]["n_samples"], ev["summary"]) for name, ev in suite["datasets"].items()]
         rows.append(("overall", None, suite["overall"]))
@@ -267,8 +268,8 @@ def format_suite(suite):
             summary = summary if key is None else summary[key]
             cells = [f"{summary[s]['accuracy']['mean']:.4f} ± {summary[s]['accuracy']['std']:.3f}" for s in _SETTINGS]
             m = summary["margins"]
-            lines.append(f"{name:<20} {'' if n is None else n:>5} " + " ".join(f"{c:>15}" for c in cells)
-                         + f" {m['over_round0']:+7.1f} {m['over_apart']:+9.1f} {m['seeds_above_round0']:>4}/{m['seeds']:<3}")
+            margins = f" {m['over_round0']:+7.1f} {m['over_apart']:+9.1f} {m['seeds_above_round0']:>4}/{m['seeds']:<3}"
+            lines.append(f"{name:<20} {'' if n is None else n:>5} " + " ".join(f"{c:>15}" for c in cells) + margins)
     return lines
 
 
