@@ -95,8 +95,8 @@ def parse_seeds(text):
     return [int(s) for s in text.split(",")]
 
 
-def parse_variant(name):
-    """A named variant, or inline overrides ``name:key=value,key=value`` (values as JSON)."""
+def parse_variant(name, variants=VARIANTS):
+    """A named variant of ``variants``, or inline overrides ``name:key=value,key=value`` (values as JSON)."""
     if ":" in name:
         label, _, body = name.partition(":")
         overrides = {}
@@ -107,9 +107,9 @@ def parse_variant(name):
             except json.JSONDecodeError:
                 overrides[key] = value
         return label, overrides
-    if name not in VARIANTS:
-        raise SystemExit(f"Unknown variant {name!r}; known: {', '.join(VARIANTS)} (or label:key=value,...).")
-    return name, VARIANTS[name]
+    if name not in variants:
+        raise SystemExit(f"Unknown variant {name!r}; known: {', '.join(variants)} (or label:key=value,...).")
+    return name, variants[name]
 
 
 def run_one(variant, overrides, seed, baseline, threads):

@@ -24,6 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from accuracy import parse_seeds  # noqa: F401  (studies/ is on the path when run as a script)
+from accuracy import parse_variant as _parse_variant
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "suite_results.jsonl"
 
@@ -72,28 +75,9 @@ VARIANTS = {
 }
 
 
-def parse_seeds(text):
-    if "-" in text:
-        first, last = text.split("-")
-        return list(range(int(first), int(last) + 1))
-    return [int(s) for s in text.split(",")]
-
-
 def parse_variant(name):
-    """A named variant, or inline overrides ``label:key=value,key=value`` (values as JSON) of BASE."""
-    if ":" in name:
-        label, _, body = name.partition(":")
-        overrides = {}
-        for item in body.split(","):
-            key, _, value = item.partition("=")
-            try:
-                overrides[key] = json.loads(value)
-            except json.JSONDecodeError:
-                overrides[key] = value
-        return label, overrides
-    if name not in VARIANTS:
-        raise SystemExit(f"Unknown variant {name!r}; known: {', '.join(VARIANTS)} (or label:key=value,...).")
-    return name, VARIANTS[name]
+    """A named variant of VARIANTS, or inline overrides ``label:key=value,...`` of BASE."""
+    return _parse_variant(name, VARIANTS)
 
 
 def run_one(variant, overrides, data, seed, threads):

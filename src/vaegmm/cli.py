@@ -13,10 +13,7 @@ from pathlib import Path
 
 from .config import TrainConfig
 from .data import BUILTIN_DATASETS
-
-# The datasets of `vaegmm evaluate --suite` (vaegmm.evaluate.SUITE, repeated here so that
-# building the parser does not import torch).
-_SUITE = ("mnist5k", "mnist5k-b", "mnist5k-imbalanced", "digits")
+from .data import SUITE as _SUITE
 
 # The flags named differently from their TrainConfig field (the reference's names); every other
 # field's flag is the field's name (``--kl-weight`` -> ``kl_weight``).

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
-from .data import load_dataset
+from .data import SUITE, load_dataset
+from .gmm import _em_labels
 from .metrics import clustering_metrics, match_clusters
 from .mutual import encode, fit_mutual
 from .rundir import RunDirectory, write_json
@@ -41,9 +42,6 @@ __all__ = ["evaluate", "evaluate_suite", "predict", "summarise", "apart_config",
 
 _METRICS = ("accuracy", "ari", "nmi")
 _SETTINGS = ("round0", "apart", "mutual")
-# The datasets of `vaegmm evaluate --suite`. Defaults were chosen on mnist5k-a (seeds 100-102)
-# only; mnist5k-b, digits and the imbalanced subsets confirm (docs/accuracy.md).
-SUITE = ("mnist5k", "mnist5k-b", "mnist5k-imbalanced", "digits")
 READOUT_RESTARTS = 10
 
 
@@ -60,11 +58,8 @@ def apart_config(config):
 def readout_metrics(latents, labels, n_clusters, seed=0, restarts=READOUT_RESTARTS):
     """Accuracy, ARI and NMI of a full-covariance Gaussian mixture fitted to ``latents`` by EM,
     the most likely of ``restarts`` k-means-started fits (labels only score)."""
-    from sklearn.mixture import GaussianMixture
-
-    mixture = GaussianMixture(n_clusters, covariance_type="full", n_init=restarts, random_state=seed,
-                              reg_covar=1e-6 * float(np.mean(np.var(latents, axis=0))) + 1e-9)
-    return clustering_metrics(labels, mixture.fit(latents).predict(latents))
+    reg_covar = 1e-6 * float(np.mean(np.var(latents, axis=0))) + 1e-9
+    return clustering_metrics(labels, _em_labels(latents, n_clusters, restarts, seed, reg_covar))
 
 
 def _evaluate_seed(config, seed, threads):
@@ -208,7 +203,8 @@ def evaluate_suite(config, datasets=SUITE, seeds=(0, 1, 2, 3, 4), *, jobs=1, out
     if not datasets:
         raise ValueError("Give at least one dataset.")
     configs = {name: config.replace(data=name) for name in datasets}
-    seeds = [_check(configs[name], seeds, jobs) for name in datasets][0]
+    for name in datasets:  # every dataset labelled, before any training
+        seeds = _check(configs[name], seeds, jobs)
     results = _run([(configs[name], seed) for name in datasets for seed in seeds], jobs, progress)
     suite = {"config": config.to_dict(), "seeds": seeds, "datasets": {}}
     for i, name in enumerate(datasets):

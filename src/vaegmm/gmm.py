@@ -432,13 +432,15 @@ def _blas_threads(limit):
 # ---------------------------------------------------------------------------------------------
 # Estimator
 # ---------------------------------------------------------------------------------------------
-def _em_labels(X, n_components, restarts, seed):
-    """Assignments of the most likely of ``restarts`` EM fits (scikit-learn, k-means starts)."""
+def _em_labels(X, n_components, restarts, seed, reg_covar=None):
+    """Assignments of the most likely of ``restarts`` EM fits (scikit-learn, k-means starts);
+    ``reg_covar`` defaults to 1e-6 of the data's mean variance."""
     from sklearn.mixture import GaussianMixture
 
-    scale = float(np.mean(np.var(X, axis=0))) or 1.0
+    if reg_covar is None:
+        reg_covar = 1e-6 * (float(np.mean(np.var(X, axis=0))) or 1.0)
     mixture = GaussianMixture(n_components, covariance_type="full", n_init=restarts, random_state=seed,
-                              reg_covar=1e-6 * scale)
+                              reg_covar=reg_covar)
     return mixture.fit(X).predict(X).astype(np.int64)
 
 

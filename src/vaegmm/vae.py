@@ -204,10 +204,9 @@ def kl_to_components(mean, logvar, means, var=None, precision=None):
     """
     if (var is None) == (precision is None):
         raise ValueError("Give exactly one of var and precision.")
+    if var is not None:  # the single-Gaussian KL, broadcast over (B, K)
+        return kl_to_diagonal_prior(mean[:, None, :], logvar[:, None, :], means[None], var[None])
     diff = mean[:, None, :] - means[None, :, :]  # (B, K, L)
-    if var is not None:
-        return 0.5 * torch.sum(torch.log(var)[None] - logvar[:, None, :]
-                               + (torch.exp(logvar)[:, None, :] + diff ** 2) / var[None] - 1.0, dim=-1)
     trace = torch.exp(logvar) @ torch.diagonal(precision, dim1=-2, dim2=-1).T  # (B, K)
     mahalanobis = torch.einsum("bki,kij,bkj->bk", diff, precision, diff)
     chol = torch.linalg.cholesky(precision)
