@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from vaegmm.gmm import (
-    GibbsGMM,
-    _estimate_log_gaussian_prob,
-    _posterior_gauss_wishart,
-    _sample_categorical,
-    _sample_means,
-    _sample_wishart,
-    _sufficient_statistics,
+from vaegmm.gibbs import (
+    estimate_log_gaussian_prob,
+    posterior_gauss_wishart,
+    sample_categorical,
+    sample_means,
+    sample_wishart,
+    sufficient_statistics,
 )
+from vaegmm.gmm import GibbsGMM
 from sklearn.metrics import adjusted_rand_score
 
 from vaegmm.metrics import match_clusters
@@ -36,7 +36,7 @@ def test_log_gaussian_prob_matches_scipy():
     X = rng.normal(size=(50, 4))
     means = rng.normal(size=(3, 4))
     precisions = _random_spd(rng, 4, 3)
-    got = _estimate_log_gaussian_prob(X, means, np.linalg.cholesky(precisions))
+    got = estimate_log_gaussian_prob(X, means, np.linalg.cholesky(precisions))
     for k in range(3):
         expected = stats.multivariate_normal(means[k], np.linalg.inv(precisions[k])).logpdf(X)
         np.testing.assert_allclose(got[:, k], expected, rtol=1e-10)
@@ -47,7 +47,7 @@ def test_sufficient_statistics_match_direct_sums():
     X = rng.normal(size=(40, 3))
     labels = rng.integers(4, size=40)
     labels[labels == 3] = 2  # cluster 3 empty
-    counts, sums, outer = _sufficient_statistics(X, labels, 4)
+    counts, sums, outer = sufficient_statistics(X, labels, 4)
     for k in range(4):
         members = X[labels == k]
         assert counts[k] == len(members)
@@ -60,8 +60,8 @@ def test_posterior_matches_bishop_formulas():
     X = rng.normal(size=(30, 3)) + 2.0
     labels = rng.integers(2, size=30)
     beta, m, W, nu = 0.7, rng.normal(size=3), _random_spd(rng, 3, 1)[0], 4.5
-    beta_hat, m_hat, scale_inv_hat, dof_hat = _posterior_gauss_wishart(
-        *_sufficient_statistics(X, labels, 2), beta, m, np.linalg.inv(W), nu
+    beta_hat, m_hat, scale_inv_hat, dof_hat = posterior_gauss_wishart(
+        *sufficient_statistics(X, labels, 2), beta, m, np.linalg.inv(W), nu
     )
     for k in range(2):
         xs = X[labels == k]
@@ -80,7 +80,7 @@ def test_wishart_draws_match_scipy_moments():
     W = np.array([[1.0, 0.3, 0.0], [0.3, 0.5, 0.1], [0.0, 0.1, 0.8]])
     nu, n_draws = 5.5, 40000
     chol = np.broadcast_to(np.linalg.cholesky(np.linalg.inv(W)), (n_draws, 3, 3))
-    draws = _sample_wishart(chol, np.full(n_draws, nu), rng)
+    draws = sample_wishart(chol, np.full(n_draws, nu), rng)
     reference = stats.wishart(df=nu, scale=W)
     np.testing.assert_allclose(draws.mean(axis=0), reference.mean(), atol=0.06)
     np.testing.assert_allclose(draws.var(axis=0), reference.var(), rtol=0.06, atol=0.02)
@@ -93,7 +93,7 @@ def test_mean_draws_have_covariance_of_scaled_precision():
     precision = _random_spd(rng, 3, 1)[0]
     n_draws, beta_hat = 40000, 2.5
     m_hat = np.array([1.0, -2.0, 0.5])
-    draws = _sample_means(
+    draws = sample_means(
         np.broadcast_to(m_hat, (n_draws, 3)), np.full(n_draws, beta_hat),
         np.broadcast_to(np.linalg.cholesky(precision), (n_draws, 3, 3)), rng,
     )
@@ -106,7 +106,7 @@ def test_categorical_draws_follow_probabilities():
     probs = np.array([0.5, 0.0, 0.2, 0.3])
     with np.errstate(divide="ignore"):
         log_prob = np.log(np.broadcast_to(probs, (60000, 4)))
-    labels = _sample_categorical(log_prob, rng)
+    labels = sample_categorical(log_prob, rng)
     frequencies = np.bincount(labels, minlength=4) / len(labels)
     np.testing.assert_allclose(frequencies, probs, atol=0.01)
     assert frequencies[1] == 0.0
@@ -209,12 +209,12 @@ def test_predict_before_fit_and_nan_data_are_refused():
 
 
 # -- the fast sweep kernels (monomial features, transposed categorical draw) --------------------
-from vaegmm import gmm as gmm_module
-from vaegmm.gmm import (
-    _log_gaussian_coefficients,
-    _quadratic_features,
-    _sample_categorical_columns,
-    _sufficient_statistics_from_features,
+from vaegmm import gibbs as gibbs_module
+from vaegmm.gibbs import (
+    log_gaussian_coefficients,
+    quadratic_features,
+    sample_categorical_columns,
+    sufficient_statistics_from_features,
 )
 
 
@@ -224,8 +224,8 @@ def test_log_density_from_monomials_matches_scipy():
     means = rng.normal(size=(3, 4)) + 5.0
     precisions = _random_spd(rng, 4, 3)
     log_weights = np.log([0.2, 0.3, 0.5])
-    coefficients = _log_gaussian_coefficients(means, np.linalg.cholesky(precisions), log_weights)
-    got = coefficients @ _quadratic_features(X)  # (K, N)
+    coefficients = log_gaussian_coefficients(means, np.linalg.cholesky(precisions), log_weights)
+    got = coefficients @ quadratic_features(X)  # (K, N)
     for k in range(3):
         expected = stats.multivariate_normal(means[k], np.linalg.inv(precisions[k])).logpdf(X) + log_weights[k]
         np.testing.assert_allclose(got[k], expected, rtol=1e-9)
@@ -236,8 +236,8 @@ def test_sufficient_statistics_from_monomials_match_direct_sums():
     X = rng.normal(size=(50, 3))
     labels = rng.integers(4, size=50)
     labels[labels == 1] = 0  # cluster 1 empty
-    got = _sufficient_statistics_from_features(_quadratic_features(X), labels, 4, 3)
-    for value, expected in zip(got, _sufficient_statistics(X, labels, 4)):
+    got = sufficient_statistics_from_features(quadratic_features(X), labels, 4, 3)
+    for value, expected in zip(got, sufficient_statistics(X, labels, 4)):
         np.testing.assert_allclose(value, expected, atol=1e-12)
     assert got[0][1] == 0.0
 
@@ -247,11 +247,11 @@ def test_categorical_columns_normalise_and_follow_probabilities():
     probs = np.array([0.1, 0.0, 0.6, 0.3])
     with np.errstate(divide="ignore"):
         weighted = np.repeat(np.log(probs)[:, None] + 7.0, 50000, axis=1)  # unnormalised by e^7
-    labels, log_norm = _sample_categorical_columns(weighted.copy(), rng)
+    labels, log_norm = sample_categorical_columns(weighted.copy(), rng)
     np.testing.assert_allclose(log_norm, 7.0, atol=1e-12)
     np.testing.assert_allclose(np.bincount(labels, minlength=4) / 50000, probs, atol=0.01)
     # Huge log weights (far from every cluster) neither overflow nor underflow.
-    labels, log_norm = _sample_categorical_columns(np.array([[-1e5, -2e5], [-1e5 - np.log(3), -2e5]]), rng)
+    labels, log_norm = sample_categorical_columns(np.array([[-1e5, -2e5], [-1e5 - np.log(3), -2e5]]), rng)
     np.testing.assert_allclose(log_norm, [-1e5 + np.log(4 / 3), -2e5 + np.log(2)])
 
 
@@ -259,7 +259,7 @@ def test_monomial_and_cholesky_forms_give_the_same_chain(monkeypatch):
     rng = np.random.default_rng(23)
     X, _, _, _ = _mixture(rng, n=300)
     fast = GibbsGMM(3, n_sweeps=8, random_state=5).fit(X)
-    monkeypatch.setattr(gmm_module, "_use_quadratic_features", lambda n_features, n_components: False)
+    monkeypatch.setattr(gibbs_module, "use_quadratic_features", lambda n_features, n_components: False)
     slow = GibbsGMM(3, n_sweeps=8, random_state=5).fit(X)
     np.testing.assert_array_equal(fast.labels_, slow.labels_)
     np.testing.assert_allclose(fast.means_, slow.means_, rtol=1e-8, atol=1e-8)

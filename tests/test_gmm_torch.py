@@ -10,8 +10,9 @@ import torch
 from scipy import stats
 from sklearn.metrics import adjusted_rand_score
 
-from vaegmm.gmm import GibbsGMM, _log_gaussian_coefficients, _quadratic_features, _sufficient_statistics
-from vaegmm.gmm_torch import TorchSweepData, _sample_categorical_columns
+from vaegmm.gibbs import log_gaussian_coefficients, quadratic_features, sufficient_statistics
+from vaegmm.gmm import GibbsGMM
+from vaegmm.gmm_torch import TorchSweepData, sample_categorical_columns
 from vaegmm.metrics import match_clusters
 
 from test_gmm import _mixture, _random_spd  # the same synthetic data as the NumPy sampler's tests
@@ -20,7 +21,7 @@ from test_gmm import _mixture, _random_spd  # the same synthetic data as the Num
 def test_monomials_on_the_device_match_numpy():
     X = np.random.default_rng(0).normal(size=(40, 5))
     data = TorchSweepData(X, 3, "cpu", seed=0)
-    np.testing.assert_allclose(data.features.numpy(), _quadratic_features(X), rtol=1e-15)
+    np.testing.assert_allclose(data.features.numpy(), quadratic_features(X), rtol=1e-15)
 
 
 def test_log_likelihood_matches_scipy_and_statistics_match_direct_sums():
@@ -33,17 +34,17 @@ def test_log_likelihood_matches_scipy_and_statistics_match_direct_sums():
     mixture = sum(w * stats.multivariate_normal(m, np.linalg.inv(p)).pdf(X) for w, m, p in zip(weights, means, precisions))
     assert log_likelihood == pytest.approx(np.log(mixture).sum(), rel=1e-10)
     assert labels.dtype == np.int64 and labels.shape == (80,)
-    for got, expected in zip(data.sufficient_statistics(labels), _sufficient_statistics(X, labels, 4)):
+    for got, expected in zip(data.sufficient_statistics(labels), sufficient_statistics(X, labels, 4)):
         np.testing.assert_allclose(got, expected, atol=1e-12)
     other = rng.integers(4, size=80)  # labels that are not the last draw
-    for got, expected in zip(data.sufficient_statistics(other), _sufficient_statistics(X, other, 4)):
+    for got, expected in zip(data.sufficient_statistics(other), sufficient_statistics(X, other, 4)):
         np.testing.assert_allclose(got, expected, atol=1e-12)
 
 
 def test_categorical_draws_follow_probabilities():
     probs = torch.tensor([0.5, 0.0, 0.2, 0.3], dtype=torch.float64)
     weighted = (probs.log() - 3.0)[:, None].repeat(1, 60000)  # unnormalised
-    labels, log_norm = _sample_categorical_columns(weighted, torch.Generator().manual_seed(0))
+    labels, log_norm = sample_categorical_columns(weighted, torch.Generator().manual_seed(0))
     torch.testing.assert_close(log_norm, torch.full((60000,), -3.0, dtype=torch.float64))
     frequencies = torch.bincount(labels, minlength=4).double() / 60000
     np.testing.assert_allclose(frequencies.numpy(), probs.numpy(), atol=0.01)

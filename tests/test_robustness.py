@@ -122,18 +122,18 @@ def test_npz_contents_fuzz(tmp_path_factory, images, with_labels, n_labels):
 
 
 def test_cholesky_jitter_is_bounded_and_reported():
-    from vaegmm.gmm import _cholesky
+    from vaegmm.gibbs import cholesky
 
     singular = np.array([[[1.0, 1.0], [1.0, 1.0]], [[0.0, 0.0], [0.0, 0.0]]])  # rank 1 and zero
     log = []
-    chol = _cholesky(singular, log)
+    chol = cholesky(singular, log)
     assert np.all(np.isfinite(chol)) and len(log) == 1 and 0 < log[0] <= 1e-3
     np.testing.assert_allclose(chol @ chol.transpose(0, 2, 1), singular, atol=1e-6)
     log = []
-    _cholesky(np.eye(2)[None] * 3.0, log)
+    cholesky(np.eye(2)[None] * 3.0, log)
     assert log == []
     with pytest.raises(ValueError, match="not positive definite even with jitter"):
-        _cholesky(np.array([[[1.0, 0.0], [0.0, -1.0]]]))
+        cholesky(np.array([[[1.0, 0.0], [0.0, -1.0]]]))
 
 
 def test_fit_reports_jitter_when_it_was_needed(monkeypatch):
@@ -142,14 +142,14 @@ def test_fit_reports_jitter_when_it_was_needed(monkeypatch):
     X = np.random.default_rng(0).normal(size=(50, 2))
     clean = GibbsGMM(2, n_sweeps=3, random_state=0).fit(X)
     assert clean.n_jitter_ == 0 and clean.max_jitter_ == 0.0
-    original = gmm_module._cholesky
+    original = gmm_module.cholesky
 
     def needs_jitter(matrices, jitter_log=None):
         if jitter_log is not None:
             jitter_log.append(1e-8)
         return original(matrices, jitter_log)
 
-    monkeypatch.setattr(gmm_module, "_cholesky", needs_jitter)
+    monkeypatch.setattr(gmm_module, "cholesky", needs_jitter)
     with pytest.warns(RuntimeWarning, match="needed jitter"):
         jittered = GibbsGMM(2, n_sweeps=3, random_state=0).fit(X)
     assert jittered.n_jitter_ > 0 and jittered.max_jitter_ == 1e-8

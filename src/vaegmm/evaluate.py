@@ -32,7 +32,7 @@ import torch
 
 from .config import TrainConfig
 from .data import SUITE, load_dataset
-from .gmm import _em_labels
+from .gibbs import em_labels
 from .metrics import clustering_metrics, match_clusters
 from .mutual import encode, fit_mutual
 from .rundir import RunDirectory, write_json
@@ -59,7 +59,7 @@ def readout_metrics(latents, labels, n_clusters, seed=0, restarts=READOUT_RESTAR
     """Accuracy, ARI and NMI of a full-covariance Gaussian mixture fitted to ``latents`` by EM,
     the most likely of ``restarts`` k-means-started fits (labels only score)."""
     reg_covar = 1e-6 * float(np.mean(np.var(latents, axis=0))) + 1e-9
-    return clustering_metrics(labels, _em_labels(latents, n_clusters, restarts, seed, reg_covar))
+    return clustering_metrics(labels, em_labels(latents, n_clusters, restarts, seed, reg_covar))
 
 
 def _evaluate_seed(config, seed, threads):

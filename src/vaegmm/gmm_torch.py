@@ -5,11 +5,11 @@ density of every datum under every cluster, one categorical draw per datum, the 
 sufficient statistics) and O(K L^3) algebra on the cluster parameters (the Gauss-Wishart
 posterior, Wishart and Normal draws). The second stays in NumPy float64 whatever the device
 (K small matrices: microseconds); this module does the first in torch on any device, with the
-same formulas as the NumPy kernels of :mod:`vaegmm.gmm`:
+same formulas as the NumPy kernels of :mod:`vaegmm.gibbs`:
 
 - the data are held as their monomials of degree <= 2, shape (P, N) with
-  P = L (L + 1) / 2 + L + 1 (:func:`vaegmm.gmm._quadratic_features`), so the log densities are
-  one (K, P) @ (P, N) product with the coefficients of :func:`vaegmm.gmm._log_gaussian_coefficients`,
+  P = L (L + 1) / 2 + L + 1 (:func:`vaegmm.gibbs.quadratic_features`), so the log densities are
+  one (K, P) @ (P, N) product with the coefficients of :func:`vaegmm.gibbs.log_gaussian_coefficients`,
   and the counts, sums and scatter matrices one (P, N) @ (N, K) product with the one-hot labels;
 - z is drawn by inverse CDF: one uniform per datum from a ``torch.Generator`` on the device,
   counted against the cumulative sums of the unnormalised responsibilities.
@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .gmm import _log_gaussian_coefficients, _quadratic_features, _statistics_from_moments
+from .gibbs import log_gaussian_coefficients, quadratic_features, statistics_from_moments
 
 __all__ = ["TorchSweepData"]
 
@@ -47,7 +47,7 @@ class TorchSweepData:
             raise ValueError("GibbsGMM(device='cuda') was asked for but CUDA is not available; use device=None.")
         self.n_samples, self.n_features = X.shape
         self.n_components = n_components
-        self.features = torch.as_tensor(_quadratic_features(X), device=self.device)  # (P, N), float64
+        self.features = torch.as_tensor(quadratic_features(X), device=self.device)  # (P, N), float64
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self._labels = self._labels_host = None  # the last draw, on the device and in NumPy
 
@@ -57,9 +57,9 @@ class TorchSweepData:
         ``rng`` is not used: the uniforms come from this object's torch generator.
         """
         coefficients = torch.as_tensor(
-            _log_gaussian_coefficients(means, precisions_chol, log_weights), dtype=torch.float64, device=self.device
+            log_gaussian_coefficients(means, precisions_chol, log_weights), dtype=torch.float64, device=self.device
         )  # (K, P)
-        labels, log_norm = _sample_categorical_columns(coefficients @ self.features, self.generator)
+        labels, log_norm = sample_categorical_columns(coefficients @ self.features, self.generator)
         self._labels, self._labels_host = labels, labels.cpu().numpy()
         return self._labels_host, float(log_norm.sum())
 
@@ -71,11 +71,11 @@ class TorchSweepData:
         else:
             labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64, device=self.device)
         one_hot = torch.nn.functional.one_hot(labels, self.n_components).to(torch.float64)  # (N, K)
-        return _statistics_from_moments((self.features @ one_hot).cpu().numpy(), self.n_features)  # (P, K)
+        return statistics_from_moments((self.features @ one_hot).cpu().numpy(), self.n_features)  # (P, K)
 
 
-def _sample_categorical_columns(weighted, generator):
-    """Torch twin of :func:`vaegmm.gmm._sample_categorical_columns`; ``weighted`` is overwritten.
+def sample_categorical_columns(weighted, generator):
+    """Torch twin of :func:`vaegmm.gibbs.sample_categorical_columns`; ``weighted`` is overwritten.
 
     Parameters
     ----------
