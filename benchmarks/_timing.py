@@ -8,6 +8,18 @@ import time
 import tracemalloc
 
 
+def min_seconds(function, repeats):
+    """Shortest wall time of ``function()`` over ``repeats`` calls: the least disturbed by other
+    work on the machine, for differences of two timings."""
+    times = []
+    for _ in range(repeats):
+        gc.collect()
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
 def median_seconds(function, repeats):
     """Median wall time of ``function()`` over ``repeats`` calls (after garbage collection)."""
     times = []

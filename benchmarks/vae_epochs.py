@@ -15,7 +15,8 @@ import torch
 from vaegmm.data import load_dataset
 from vaegmm.gmm import GibbsGMM
 from vaegmm.metrics import cluster_accuracy
-from vaegmm.mutual import PriorMessage, encode, fit_vae
+from vaegmm.messages import PriorMessage
+from vaegmm.vae import encode, fit_vae
 from vaegmm.vae import VAE
 
 from ._timing import median_seconds

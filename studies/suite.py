@@ -72,6 +72,17 @@ VARIANTS = {
                                            "gmm_prior": "data"},
     "mixture-views-clean-em-r200-pw3": {"prior_from": "mixture", **CLEAN, "gmm_init": "em", "round0_epochs": 100,
                                         "vae_epochs": 200, "prior_weight": 3.0},
+    # the mixture message and the fine-tune with the GMM's prior scaled to the latents (session 4)
+    "mixture-views-clean-em-r200-dataprior": {"prior_from": "mixture", **CLEAN, "gmm_init": "em", "round0_epochs": 100,
+                                              "vae_epochs": 200, "gmm_prior": "data"},
+    "mixture-views-clean-em-200-fine50-dataprior": {"prior_from": "mixture", **CLEAN, "gmm_init": "em",
+                                                    "round0_epochs": 200, "vae_epochs": 50, "vae_init": "warm",
+                                                    "gmm_prior": "data"},
+    "resp-views-clean-em-200-fine50-dataprior": {**CLEAN, "gmm_init": "em", "round0_epochs": 200, "vae_epochs": 50,
+                                                 "vae_init": "warm", "gmm_prior": "data"},
+    "mixture-views-clean-em-200-fine25x4-dataprior": {"prior_from": "mixture", **CLEAN, "gmm_init": "em",
+                                                      "round0_epochs": 200, "vae_epochs": 25, "vae_init": "warm",
+                                                      "mutual_iterations": 5, "gmm_prior": "data"},
 }
 
 

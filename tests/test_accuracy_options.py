@@ -13,7 +13,9 @@ from vaegmm.config import ConfigError, TrainConfig
 from vaegmm.data import IMBALANCED_COUNTS, load_dataset
 from vaegmm.gmm import GibbsGMM
 from vaegmm.metrics import clustering_metrics
-from vaegmm.mutual import PriorMessage, fit_mutual, fit_vae
+from vaegmm.messages import PriorMessage
+from vaegmm.mutual import fit_mutual
+from vaegmm.vae import fit_vae
 from vaegmm.vae import VAE, kl_to_components, kl_to_diagonal_prior, kl_to_full_prior, kl_to_mixture_prior
 
 
@@ -221,18 +223,18 @@ def test_prior_weight_sets_the_kl_weight_of_the_rounds_with_the_gmm_prior(monkey
     assert TrainConfig(kl_weight=2.0).round_kl_weight(1) == 2.0
     with pytest.raises(ConfigError, match="prior_weight must be a non-negative finite number"):
         TrainConfig(prior_weight=-1.0)
-    import vaegmm.mutual as mutual
+    import vaegmm.modules as modules
 
     used = []
-    original = mutual.fit_vae
-    monkeypatch.setattr(mutual, "fit_vae", lambda *a, **k: used.append(k["kl_weight"]) or original(*a, **k))
+    original = modules.fit_vae
+    monkeypatch.setattr(modules, "fit_vae", lambda *a, **k: used.append(k["kl_weight"]) or original(*a, **k))
     fit_mutual(load_dataset("digits", max_samples=200), TrainConfig(**TINY, kl_weight=0.5, prior_weight=3.0),
                progress=False, log=None)
     assert used == [0.5, 3.0]
 
 
 def test_data_scaled_prior_follows_the_latents_scale():
-    from vaegmm.mutual import gauss_wishart_prior
+    from vaegmm.modules import gauss_wishart_prior
 
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(4), 80)

@@ -482,3 +482,12 @@ def test_api_refuses_shuffled_all_loader(digits_dataset, tmp_path):
             all_loader=all_loader, vae_epochs=1, gmm_sweeps=1, latent_dim=2, n_clusters=3, progress=False,
         )
     assert not (tmp_path / "run").exists()
+
+
+def test_set_sets_any_config_field_by_name():
+    from vaegmm.cli import _parser, _train_config
+
+    args = _parser().parse_args(["train", "--clusters", "7", "--set", "prior_sweeps=20",
+                                 "--set", "hidden_dims=[64, 32]", "--set", "prior_from=last"])
+    config = _train_config(args)
+    assert (config.n_clusters, config.prior_sweeps, config.hidden_dims, config.prior_from) == (7, 20, (64, 32), "last")

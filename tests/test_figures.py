@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from vaegmm import api, plots
+from vaegmm import api, figures, plots
 from vaegmm.cli import main
 from vaegmm.data import load_dataset
 from vaegmm.report import collect_figures, write_report
@@ -35,7 +35,7 @@ def run_dir(tmp_path_factory):
 
 
 def _expected_figures(run):
-    cluster = api.largest_cluster(run, 1)
+    cluster = figures.largest_cluster(run, 1)
     return ["elbo.png", "sweep_metrics.png", "latent_pca.png", "latent_tsne.png", "reconstructions.png",
             "clusters_iteration0.png", "clusters_iteration1.png", f"gmm_iteration1_cluster{cluster}.png",
             f"decode_iteration1_cluster{cluster}.png"]
@@ -125,7 +125,7 @@ def test_tsne_subsample_is_stated(run_dir, tmp_path, monkeypatch):
     sizes = []
     embed = plots.tsne_embedding
     monkeypatch.setattr(plots, "tsne_embedding", lambda points, **kw: sizes.append(len(points)) or embed(points, **kw))
-    monkeypatch.setattr(api, "TSNE_MAX_POINTS", 100)
+    monkeypatch.setattr(figures, "TSNE_MAX_POINTS", 100)
     write_report(copy, refresh_figures=True)
     assert sizes == [100, 100]
     text = (copy / "report.md").read_text(encoding="utf-8")

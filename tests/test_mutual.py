@@ -7,7 +7,9 @@ import torch
 from vaegmm.config import ConfigError, TrainConfig
 from vaegmm.data import ImageDataset, load_dataset
 from vaegmm.gmm import GibbsGMM
-from vaegmm.mutual import PriorMessage, encode, fit_mutual, fit_vae
+from vaegmm.messages import PriorMessage
+from vaegmm.mutual import fit_mutual
+from vaegmm.vae import encode, fit_vae
 from vaegmm.vae import VAE
 
 

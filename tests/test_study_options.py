@@ -10,7 +10,9 @@ import torch
 from vaegmm.config import ConfigError, TrainConfig
 from vaegmm.data import load_dataset
 from vaegmm.gmm import GibbsGMM
-from vaegmm.mutual import PriorMessage, _gmm_step, _SweepAverager, fit_mutual, responsibility_moments
+from vaegmm.messages import PriorMessage, SweepAverager, responsibility_moments
+from vaegmm.modules import GMMModule
+from vaegmm.mutual import fit_mutual
 from vaegmm.rundir import RunDirectory
 from vaegmm.vae import VAE, negative_elbo_terms
 
@@ -38,7 +40,7 @@ def test_responsibility_moments_match_the_mixture_moments_of_each_datum():
 def test_sweep_averager_matches_the_average_over_the_last_sweeps():
     X, _, _ = _fitted_gmm()
     recorded = []
-    averager = _SweepAverager(first=15)
+    averager = SweepAverager(first=15)
 
     def record(sweep, labels, gmm):
         averager(sweep, labels, gmm)
@@ -83,7 +85,8 @@ def test_several_chains_keep_the_most_likely():
     X, labels, _ = _fitted_gmm()
     config = TrainConfig(n_clusters=3, gmm_sweeps=15, gmm_chains=4, latent_dim=2, device="cpu", gmm_init="prior")
     seed = np.random.SeedSequence(5)
-    gmm, sweeps, prior = _gmm_step(config, X, labels, None, seed, False, torch.device("cpu"))
+    module = GMMModule(config, labels, torch.device("cpu")).fit(X, seed, progress=False)
+    gmm, sweeps, prior = module.gmm, module.sweeps, module.message()
     scores = []
     for child in [np.random.SeedSequence(5)] + list(np.random.SeedSequence(5).spawn(3)):
         chain = GibbsGMM(3, n_sweeps=15, random_state=np.random.default_rng(child)).fit(X)

@@ -1,4 +1,5 @@
-"""Command-line interface: ``vaegmm train | decode | plot-gmm | figures | report | evaluate | predict``.
+"""Command-line interface: ``vaegmm train | naming-game | decode | plot-gmm | figures | report | evaluate |
+predict``.
 
 Errors a user can cause are printed as one sentence on stderr with exit status 2 (``--debug``
 shows the traceback instead).
@@ -8,7 +9,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import re
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .config import TrainConfig
@@ -55,6 +60,22 @@ def _parser():
     evaluate.add_argument("--threads", type=int, help="torch CPU threads with --jobs 1 (default: torch's choice)")
     _add_config_arguments(evaluate)
 
+    game = commands.add_parser(
+        "naming-game", help="two VAE+GMM agents (the images, and the images rotated) name the data by a "
+                            "Metropolis-Hastings naming game")
+    game.add_argument("--out", default="runs/naming-game", help="directory to write (default: %(default)s)")
+    game.add_argument("--mode", choices=("mh", "none", "all"), default="mh",
+                      help="the listener's rule: the Metropolis-Hastings test, reject all (no communication) "
+                           "or accept all (default: %(default)s)")
+    game.add_argument("--rotation", type=float, default=45.0,
+                      help="degrees by which agent B's view is rotated (default: %(default)s)")
+    game.add_argument("--config", help="config.json whose settings both agents use; flags given override it")
+    game.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    game.add_argument("--no-figures", action="store_true", help="skip the figures and the reports at the end")
+    game.add_argument("--quiet", action="store_true", help="no progress bars")
+    game.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    _add_config_arguments(game)
+
     predict = commands.add_parser("predict", help="cluster new images with a trained run's encoder and GMM")
     predict.add_argument("--run", required=True, help="run directory written by `vaegmm train`")
     predict.add_argument("--data", required=True, help="images to cluster (as train's --data)")
@@ -97,20 +118,20 @@ def _add_config_arguments(parser):
     group.add_argument("--round0-epochs", type=int,
                        help="VAE epochs of round 0 (default: half of --vae-iter)")
     group.add_argument("--gmm-iter", type=int, help=f"Gibbs sweeps per round (default: {defaults.gmm_sweeps})")
-    group.add_argument("--send", choices=("mean", "sample"), help=f"latent sent to the GMM (default: {defaults.send})")
-    group.add_argument("--prior-covariance", choices=("diag", "full"),
+    group.add_argument("--send", choices=TrainConfig.CHOICES["send"], help=f"latent sent to the GMM (default: {defaults.send})")
+    group.add_argument("--prior-covariance", choices=TrainConfig.CHOICES["prior_covariance"],
                        help=f"prior covariance sent to the VAE (default: {defaults.prior_covariance})")
-    group.add_argument("--prior-from", choices=TrainConfig._CHOICES["prior_from"],
+    group.add_argument("--prior-from", choices=TrainConfig.CHOICES["prior_from"],
                        help="prior of each datum from the chain's last sweep, the average of its last "
                             "--prior-sweeps sweeps, its responsibilities, or the last sweep's whole mixture "
                             f"(default: {defaults.prior_from})")
     group.add_argument("--prior-sweeps", type=int, help=f"sweeps averaged by --prior-from average (default: {defaults.prior_sweeps})")
-    group.add_argument("--chain-init", choices=("fresh", "previous"),
+    group.add_argument("--chain-init", choices=TrainConfig.CHOICES["chain_init"],
                        help=f"each round's Gibbs chain starts afresh or from the previous assignments (default: {defaults.chain_init})")
-    group.add_argument("--vae-init", choices=("retrain", "warm"),
+    group.add_argument("--vae-init", choices=TrainConfig.CHOICES["vae_init"],
                        help=f"fresh VAE each round or warm start (default: {defaults.vae_init})")
     group = parser.add_argument_group("VAE")
-    group.add_argument("--architecture", choices=("mlp", "conv"), help=f"encoder/decoder (default: {defaults.architecture})")
+    group.add_argument("--architecture", choices=TrainConfig.CHOICES["architecture"], help=f"encoder/decoder (default: {defaults.architecture})")
     group.add_argument("--latent-dim", type=int, help=f"latent dimension L (default: {defaults.latent_dim})")
     group.add_argument("--hidden-dims", type=_int_list,
                        help=f"fully connected encoder widths, comma-separated (default: {','.join(map(str, defaults.hidden_dims))})")
@@ -124,7 +145,7 @@ def _add_config_arguments(parser):
                             f"(default: {defaults.augment_shift:g})")
     group.add_argument("--augment-scale", type=float,
                        help=f"... zoomed by up to this fraction (default: {defaults.augment_scale:g})")
-    group.add_argument("--augment-target", choices=TrainConfig._CHOICES["augment_target"],
+    group.add_argument("--augment-target", choices=TrainConfig.CHOICES["augment_target"],
                        help="with augmentation, the decoder reconstructs the view or the clean image "
                             f"(default: {defaults.augment_target})")
     group.add_argument("--batch-size", type=int, help=f"VAE minibatch size (default: {defaults.batch_size})")
@@ -139,10 +160,10 @@ def _add_config_arguments(parser):
     group.add_argument("--wishart-scale", type=float, help=f"W = c * I (default: {defaults.wishart_scale})")
     group.add_argument("--wishart-dof", type=float,
                        help=f"Wishart degrees of freedom nu (default: {defaults.wishart_dof or 'latent dim'})")
-    group.add_argument("--gmm-init", choices=TrainConfig._CHOICES["gmm_init"],
+    group.add_argument("--gmm-init", choices=TrainConfig.CHOICES["gmm_init"],
                        help="chain start: prior draw, k-means++ means, or the most likely of 10 EM fits "
                             f"(default: {defaults.gmm_init})")
-    group.add_argument("--gmm-prior", choices=TrainConfig._CHOICES["gmm_prior"],
+    group.add_argument("--gmm-prior", choices=TrainConfig.CHOICES["gmm_prior"],
                        help="Gauss-Wishart prior: fixed (m = 0, W = --wishart-scale I) or scaled to each round's "
                             f"latents (default: {defaults.gmm_prior})")
     group.add_argument("--gmm-chains", type=int,
@@ -152,7 +173,9 @@ def _add_config_arguments(parser):
     group.add_argument("--seed", type=int, help=f"random seed (default: {defaults.seed})")
     group.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
     group.add_argument("--no-cuda", action="store_true", help="same as --device cpu (the reference's flag)")
-
+    group.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", type=_field_value,
+                       help="set any TrainConfig field by name, VALUE as JSON or a plain string "
+                            "(e.g. --set prior_sweeps=20); repeatable, applied after the flags")
 
 
 def _add_run_arguments(parser):
@@ -170,6 +193,35 @@ def _int_list(text):
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _field_value(text):
+    """``FIELD=VALUE`` of --set: (field, value), the value parsed as JSON where it is JSON."""
+    field, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
+    try:
+        value = json.loads(value)
+    except json.JSONDecodeError:
+        pass
+    return field.strip(), tuple(value) if isinstance(value, list) else value
+
+
+def _flag(field):
+    """The CLI flag of a TrainConfig field."""
+    return "--" + _RENAMED_FLAGS.get(field, field).replace("_", "-")
+
+
+def _with_flags(message):
+    """A library error names TrainConfig fields; the CLI adds the flags that set them."""
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    # A one-word field (data, seed, alpha, ...) counts only where the message uses it as a name.
+    after = r"(?= =| must| is| \()"
+    mentioned = [name for name in names
+                 if re.search(rf"(?<![\w-]){name}(?![\w-])" + ("" if "_" in name else after), message)]
+    if not mentioned:
+        return message
+    return f"{message} (set by {', '.join(f'{_flag(name)}' for name in mentioned)})"
+
+
 def _train_config(args):
     if getattr(args, "resume", None):
         from .rundir import RunDirectory
@@ -179,29 +231,30 @@ def _train_config(args):
         config = RunDirectory(args.resume).load_config()
     else:
         config = TrainConfig.from_json(args.config) if args.config else TrainConfig()
-    given = {field.name: getattr(args, _RENAMED_FLAGS.get(field.name, field.name))
+    given = {field.name: getattr(args, _RENAMED_FLAGS.get(field.name, field.name), None)  # a field may have no flag
              for field in dataclasses.fields(TrainConfig)}
     overrides = {field: value for field, value in given.items() if value is not None}
     if args.no_cuda:
         overrides["device"] = "cpu"
+    names = [field.name for field in dataclasses.fields(TrainConfig)]
+    for field, value in args.set:
+        if field not in names:
+            raise ValueError(f"--set {field}=...: expected FIELD=VALUE with FIELD one of TrainConfig's fields "
+                             f"({', '.join(names)}).")
+        overrides[field] = value
     return config.replace(**overrides)
 
 
 def _cmd_train(args):
-    import torch
-
-    from .api import write_figures
     from .data import load_dataset
+    from .figures import write_figures
     from .mutual import fit_mutual, resolve_device
     from .report import write_report
     from .rundir import RunDirectory
 
     config = _train_config(args)
     resolve_device(config.device)  # fail now, not after loading the data
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be positive, got {args.threads}.")
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     if args.resume:
         args.out = args.resume
         RunDirectory(args.out).check_resumable(config)  # refuses a changed config before loading data
@@ -210,8 +263,10 @@ def _cmd_train(args):
     dataset = load_dataset(config.data, max_samples=config.max_samples, seed=config.seed)
     labels = "with labels" if dataset.labels is not None else "no labels"
     print(f"data: {dataset.name}, {len(dataset)} images of {dataset.image_shape[0]}x{dataset.image_shape[1]} ({labels})")
-    result = fit_mutual(dataset, config, run_dir=args.out, progress=not args.quiet, overwrite=args.overwrite,
-                        resume=bool(args.resume), checkpoint_every=args.checkpoint_every)
+    with _DeferredInterrupt() as interrupt:
+        result = fit_mutual(dataset, config, run_dir=args.out, progress=not args.quiet, overwrite=args.overwrite,
+                            resume=bool(args.resume), checkpoint_every=args.checkpoint_every,
+                            stop_requested=lambda: interrupt.requested)
     if not args.no_figures:
         write_figures(args.out)
         write_report(args.out)
@@ -235,17 +290,17 @@ def _iteration(args):
 
 
 def _cmd_decode(args):
-    from .api import decode_from_gmm_param
+    from .figures import DECODED, decode_from_gmm_param
 
     iteration = _iteration(args)
-    path = Path(args.out) if args.out else Path(args.run) / "figures" / f"decode_iteration{iteration}_cluster{args.cluster}.png"
+    path = Path(args.out) if args.out else Path(args.run) / "figures" / DECODED.file(iteration=iteration, cluster=args.cluster)
     decode_from_gmm_param(iteration, args.cluster, args.samples, args.run, seed=args.seed, path=path)
     print(f"wrote {path}")
     return 0
 
 
 def _cmd_plot_gmm(args):
-    from .api import plot_dist
+    from .figures import plot_dist
 
     dims = "pca" if args.dims == "pca" else _int_list(args.dims)
     iteration = _iteration(args)
@@ -256,7 +311,7 @@ def _cmd_plot_gmm(args):
 
 
 def _cmd_figures(args):
-    from .api import write_figures
+    from .figures import write_figures
 
     for path in write_figures(args.run):
         print(f"wrote {path}")
@@ -272,15 +327,10 @@ def _cmd_report(args):
 
 
 def _cmd_evaluate(args):
-    import torch
-
     from .evaluate import evaluate, evaluate_suite, format_suite, format_summary
 
     config = _train_config(args)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be positive, got {args.threads}.")
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     if args.suite is not None:
         datasets = [name.strip() for name in args.suite.split(",") if name.strip()]
         print(f"evaluating {len(args.seeds)} seeds on each of {', '.join(datasets)} (labels used for scoring only)")
@@ -297,6 +347,44 @@ def _cmd_evaluate(args):
     return 0
 
 
+def _cmd_naming_game(args):
+    from .data import load_dataset
+    from .figures import write_figures
+    from .mutual import resolve_device
+    from .naming_game import AGENT_NAMES, fit_naming_game, write_game_report
+    from .report import write_report
+
+    config = _train_config(args)
+    resolve_device(config.device)
+    _set_threads(args.threads)
+    dataset = load_dataset(config.data, max_samples=config.max_samples, seed=config.seed)
+    print(f"data: {dataset.name}, {len(dataset)} images; agent A sees them, agent B rotated by {args.rotation:g} "
+          f"degrees; listener's rule: {args.mode}")
+    result = fit_naming_game(dataset, config, mode=args.mode, rotation=args.rotation, run_dir=args.out,
+                             overwrite=args.overwrite, progress=not args.quiet)
+    if not args.no_figures:
+        for name in AGENT_NAMES:
+            write_figures(Path(args.out) / name)
+            write_report(Path(args.out) / name)
+        write_game_report(args.out)
+    print(f"wrote {args.out} (game.json, metrics.json, agent_a/, agent_b/"
+          + ("" if args.no_figures else ", figures/, report.md") + ")")
+    last = result.iterations[-1]
+    print(f"kappa {last['kappa']:.4f}; ARI A {last['agents'][0]['ari']}, B {last['agents'][1]['ari']}"
+          if last["agents"][0]["ari"] is None else
+          f"kappa {last['kappa']:.4f}; ARI A {last['agents'][0]['ari']:.4f}, B {last['agents'][1]['ari']:.4f}")
+    return 0
+
+
+def _set_threads(threads):
+    import torch
+
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be positive, got {threads}.")
+        torch.set_num_threads(threads)
+
+
 def _cmd_predict(args):
     from .evaluate import predict, save_predictions
 
@@ -310,10 +398,38 @@ def _cmd_predict(args):
     return 0
 
 
+class _DeferredInterrupt:
+    """Context in which a first Ctrl-C (SIGINT) only sets ``requested``; the training loop then
+    saves a checkpoint at the next epoch end and stops. A second Ctrl-C interrupts at once.
+    Outside the main thread it does nothing."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)  # a second Ctrl-C interrupts at once
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
 def main(argv=None):
+    import matplotlib
+
+    matplotlib.use("Agg")  # the CLI draws into files only; the library leaves the backend alone
     args = _parser().parse_args(argv)
     command = {"train": _cmd_train, "decode": _cmd_decode, "plot-gmm": _cmd_plot_gmm, "figures": _cmd_figures,
-               "report": _cmd_report, "evaluate": _cmd_evaluate, "predict": _cmd_predict}
+               "report": _cmd_report, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
+               "naming-game": _cmd_naming_game}
     try:
         return command[args.command](args)
     except KeyboardInterrupt:
@@ -324,7 +440,7 @@ def main(argv=None):
     except (ValueError, OSError, FloatingPointError, RuntimeError) as exc:
         if args.debug:
             raise
-        print(f"vaegmm: error: {exc}", file=sys.stderr)
+        print(f"vaegmm: error: {_with_flags(str(exc))}", file=sys.stderr)
         return 2
 
 

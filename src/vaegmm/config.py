@@ -87,8 +87,9 @@ class TrainConfig:
     seed: int = 0  # seeds torch and NumPy; the same seed gives the same run on one device
     device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda" or "cuda:N"
 
-    # Allowed values of the string options (a plain class constant: it has no annotation).
-    _CHOICES = {
+    # Allowed values of the string options (a plain class constant: it has no annotation); the
+    # CLI's choices are read from here.
+    CHOICES = {
         "send": ("mean", "sample"),
         "prior_covariance": ("diag", "full"),
         "vae_init": ("retrain", "warm"),
@@ -144,7 +145,7 @@ class TrainConfig:
             raise ConfigError(
                 f"wishart_dof must exceed latent_dim - 1 = {self.latent_dim - 1}, got {self.wishart_dof!r}."
             )
-        for name, choices in self._CHOICES.items():
+        for name, choices in self.CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}.")
 

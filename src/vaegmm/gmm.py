@@ -367,6 +367,39 @@ class GibbsGMM:
                 self.callback(sweep, labels, self)
         return log_likelihood
 
+    def resample_parameters(self, X, labels, random_state=None):
+        """One draw of (pi, mu, Lambda) from their posterior given the assignments ``labels`` of
+        ``X``: the second half of a sweep, for samplers that set the assignments themselves (the
+        naming game's listener, :mod:`vaegmm.naming_game`). Sets ``weights_``, ``means_``,
+        ``precisions_`` and ``labels_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        labels : array-like of int of shape (n_samples,), in 0..n_components - 1
+        random_state : None, int or numpy.random.Generator
+
+        Returns
+        -------
+        self
+        """
+        X = self._validate_data(X, fitting=True)
+        mean_prior, scale_inv, dof = self._resolve_prior(X.shape[1])
+        alpha = np.broadcast_to(np.asarray(self.alpha, dtype=float), (self.n_components,))
+        labels = np.asarray(labels)
+        if labels.shape != (X.shape[0],) or not np.issubdtype(labels.dtype, np.integer) or (
+                labels.size and (labels.min() < 0 or labels.max() >= self.n_components)):
+            raise ValueError(f"labels must be {X.shape[0]} integers in 0..{self.n_components - 1}, one per data point.")
+        self._jitter_log = []
+        shift = X.mean(axis=0)
+        statistics = sufficient_statistics(X - shift, labels, self.n_components)
+        self._set_parameters(*self._sample_parameters(
+            statistics, alpha, mean_prior - shift, scale_inv, dof, shift, np.random.default_rng(random_state)))
+        del self._jitter_log
+        self.n_features_in_ = X.shape[1]
+        self.labels_ = labels
+        return self
+
     def fit_predict(self, X, y=None):
         """Fit and return the assignments drawn in the last sweep (``labels_``)."""
         return self.fit(X).labels_

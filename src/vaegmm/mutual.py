@@ -1,151 +1,41 @@
 """Mutual learning between the VAE and the GMM (SPEC §2): the loop that passes messages.
 
-One round = a VAE step, then a GMM step:
+One round passes two messages between the two modules of :mod:`vaegmm.modules`::
 
-1. Train a fresh VAE (or fine-tune the last one) on
-   E_q[log p(o_n | x_n)] - kl_weight * KL(q(x_n | o_n) || N(mu_hat_n, Sigma_hat_n)),
-   where round 0 uses N(0, I) and later rounds use the GMM's message for datum n (step 4).
-   The prior is a per-datum array indexed by each minibatch's data indices, so it follows
-   every datum through shuffling. With augmentation, the encoder sees a random view of each
-   image (against that image's prior) and the decoder reconstructs the view or the clean image.
-2. VAE -> GMM: encode every clean image (encoder mean, or a reparameterised sample).
-3. GMM step: ``gmm_sweeps`` blocked Gibbs sweeps.
-4. GMM -> VAE: for each datum, the Gaussian moment-matched to its responsibility-weighted
-   mixture sum_k r_nk N(mu_k, Lambda_k^-1) under the last sweep's parameters (the default),
-   (mu_{z_n}, Lambda_{z_n}^-1) of its last-sweep assignment (the reference), or the Gaussian
-   moment-matched to its clusters over the last sweeps (``prior_from``).
+    VAEModule --latents (N, L)--> GMMModule --PriorMessage (a prior per datum)--> next round's VAEModule
 
-Neither module sees the other's internals: the VAE gets arrays of prior means/(co)variances,
-the GMM gets an array of latents.
+1. VAE step: a fresh VAE (or the last one, fine-tuned) trained on
+   E_q[log p(o_n | x_n)] - kl_weight * KL(q(x_n | o_n) || p_n(x_n)), where round 0 uses
+   p_n = N(0, I) and later rounds the GMM's message for datum n (:mod:`vaegmm.messages`).
+2. VAE -> GMM: the latents of the clean images.
+3. GMM step: ``gmm_sweeps`` blocked Gibbs sweeps (``gmm_chains`` chains, the most likely kept).
+4. GMM -> VAE: each datum's prior for the next round (``prior_from``).
+
+This module owns what is not the modules' maths: validation, seeds (one per round, forked, the
+caller's global RNG untouched), checkpoints (one schema, :func:`vaegmm.rundir.checkpoint_state`),
+resume, the run directory and the log line of each round.
 """
 
 from __future__ import annotations
 
-import functools
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from .augment import random_affine
 from .config import TrainConfig
 from .data import ImageDataset
 from .gmm import GibbsGMM
+from .messages import PriorMessage, prior_message, responsibility_moments
 from .metrics import clustering_metrics
-from .rundir import RunDirectory
-from .vae import VAE, kl_to_diagonal_prior, kl_to_full_prior, kl_to_mixture_prior
+from .modules import GMMModule, VAEModule, gauss_wishart_prior
+from .rundir import RunDirectory, checkpoint_state
+from .vae import VAE, encode, fit_vae
 
 __all__ = ["PriorMessage", "RoundResult", "MutualResult", "fit_mutual", "fit_vae", "encode", "resolve_device",
-           "chain_prior", "responsibility_moments"]
-
-_ENCODE_BATCH = 4096
-
-
-@dataclass
-class PriorMessage:
-    """The GMM's message to the VAE: the prior of every datum's latent.
-
-    Two forms:
-
-    - a **Gaussian per datum** (``log_weights`` None): ``mean`` (N, L) and ``var`` (N, L)
-      (diagonal) or ``precision`` (N, L, L); the VAE's KL is to datum n's own Gaussian;
-    - the **mixture** (``log_weights`` given): ``log_weights`` (K,), ``mean`` (K, L) and ``var``
-      (K, L) or ``precision`` (K, L, L), shared by every datum; the VAE's KL is
-      :func:`~vaegmm.vae.kl_to_mixture_prior`, which recomputes each datum's responsibilities
-      from its current latent in every batch (VaDE's closed form).
-
-    Attributes
-    ----------
-    mean : Tensor of shape (N, L) or (K, L)
-    var : Tensor of shape (N, L) or (K, L), diagonal variances, or None
-    precision : Tensor of shape (N, L, L) or (K, L, L), or None
-    log_weights : Tensor of shape (K,), or None
-    """
-
-    mean: torch.Tensor
-    var: Optional[torch.Tensor] = None
-    precision: Optional[torch.Tensor] = None
-    log_weights: Optional[torch.Tensor] = None
-
-    @classmethod
-    def standard_normal(cls, n_samples, latent_dim, device):
-        return cls(torch.zeros(n_samples, latent_dim, device=device), var=torch.ones(n_samples, latent_dim, device=device))
-
-    @classmethod
-    def from_gmm(cls, gmm, assignments, covariance, device):
-        """Each datum's cluster mean and covariance (its diagonal) or precision (full)."""
-        mean = torch.as_tensor(gmm.means_[assignments], dtype=torch.float32, device=device)
-        if covariance == "full":
-            precision = torch.as_tensor(gmm.precisions_, dtype=torch.float32, device=device)
-            return cls(mean, precision=precision[torch.as_tensor(assignments, device=device)])
-        variances = np.diagonal(gmm.covariances_, axis1=1, axis2=2)  # (K, L): diag of Lambda^-1
-        return cls(mean, var=torch.as_tensor(variances[assignments], dtype=torch.float32, device=device))
-
-    @classmethod
-    def mixture(cls, gmm, covariance, device):
-        """The GMM itself (its weights, means and covariances' diagonals or precisions) as
-        the prior shared by every datum."""
-        as_tensor = lambda array: torch.as_tensor(np.array(array), dtype=torch.float32, device=device)  # noqa: E731
-        log_weights = as_tensor(np.log(np.maximum(gmm.weights_, np.finfo(np.float64).tiny)))
-        if covariance == "full":
-            return cls(as_tensor(gmm.means_), precision=as_tensor(gmm.precisions_), log_weights=log_weights)
-        variances = np.diagonal(gmm.covariances_, axis1=1, axis2=2)
-        return cls(as_tensor(gmm.means_), var=as_tensor(variances), log_weights=log_weights)
-
-    @classmethod
-    def from_moments(cls, mean, covariance_matrices, covariance, device):
-        """Per-datum Gaussians from means (N, L) and covariance matrices (N, L, L): their
-        diagonal (``covariance="diag"``) or their inverse (``"full"``)."""
-        mean_t = torch.as_tensor(mean, dtype=torch.float32, device=device)
-        if covariance == "full":
-            precision = np.linalg.inv(covariance_matrices)
-            precision = 0.5 * (precision + precision.transpose(0, 2, 1))
-            return cls(mean_t, precision=torch.as_tensor(precision, dtype=torch.float32, device=device))
-        variances = np.diagonal(covariance_matrices, axis1=1, axis2=2).copy()
-        return cls(mean_t, var=torch.as_tensor(variances, dtype=torch.float32, device=device))
-
-    @property
-    def is_mixture(self):
-        return self.log_weights is not None
-
-    def to_numpy(self):
-        """{"mean", "var" or "precision", and "log_weights" for the mixture} as NumPy arrays
-        (what a run directory saves)."""
-        arrays = {"mean": self.mean}
-        arrays.update({"var": self.var} if self.var is not None else {"precision": self.precision})
-        if self.log_weights is not None:
-            arrays["log_weights"] = self.log_weights
-        return {key: value.detach().cpu().numpy() for key, value in arrays.items()}
-
-    @classmethod
-    def from_numpy(cls, arrays, device):
-        return cls(**{key: torch.as_tensor(value, dtype=torch.float32, device=device) for key, value in arrays.items()})
-
-    def batch(self, indices):
-        """The per-datum prior of the data at ``indices``: (mean, var, precision), one of the
-        last two None."""
-        if self.is_mixture:
-            raise ValueError("A mixture prior is shared by every datum; use kl() instead of batch().")
-        return (
-            self.mean[indices],
-            None if self.var is None else self.var[indices],
-            None if self.precision is None else self.precision[indices],
-        )
-
-    def kl(self, mean, logvar, indices):
-        """The KL term of the data at ``indices`` whose posteriors are N(mean, diag e^logvar): (B,)."""
-        if self.is_mixture:
-            return kl_to_mixture_prior(mean, logvar, self.log_weights, self.mean, self.var, self.precision)
-        prior_mean, prior_var, prior_precision = self.batch(indices)
-        if prior_precision is not None:
-            return kl_to_full_prior(mean, logvar, prior_mean, prior_precision)
-        return kl_to_diagonal_prior(mean, logvar, prior_mean, prior_var)
+           "prior_message", "responsibility_moments", "gauss_wishart_prior", "format_round", "check_data"]
 
 
 @dataclass
@@ -163,7 +53,7 @@ class RoundResult:
 @dataclass
 class MutualResult:
     config: TrainConfig
-    vae: VAE
+    vae: Optional[VAE]
     rounds: List[RoundResult] = field(default_factory=list)
 
     @property
@@ -183,223 +73,41 @@ def resolve_device(name):
     except RuntimeError:
         raise ValueError(f"Unknown device {name!r}; use auto, cpu, cuda or cuda:N.") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but CUDA is not available here; use --device cpu.")
+        raise ValueError("device = cuda was asked for but CUDA is not available here; use device = cpu.")
     return device
 
 
-def fit_vae(vae, optimizer, images, prior, *, epochs, batch_size, kl_weight=1.0, shuffle=True,
-            generator=None, noise_generator=None, augment=None, reconstruct="view", start_epoch=0, on_epoch_end=None,
-            progress=True, desc="VAE"):
-    """Train ``vae`` for epochs ``start_epoch + 1 .. epochs`` against a per-datum prior.
-
-    Parameters
-    ----------
-    images : Tensor of shape (n_samples, input_dim) on the VAE's device
-    prior : PriorMessage, per datum (n_samples rows) or the shared mixture
-    generator : torch.Generator (CPU) for shuffling; noise_generator (on the images' device) for
-        the reparameterisation and the augmentation
-    augment : callable, default=None
-        ``augment(batch, generator=noise_generator)`` returns a random view of every image of
-        the batch (e.g. :func:`vaegmm.augment.random_affine`); its KL is to the view's datum's
-        prior. None: the images themselves.
-    reconstruct : {"view", "clean"}, default="view"
-        With ``augment``, what the decoder reconstructs from a view's latent: the view itself,
-        or the clean image (a denoising VAE, Im et al. 2017, with the random view as the
-        corruption: the latent learns what is common to all views of an image).
-    start_epoch : int, default=0
-        Epochs already done (when resuming).
-    on_epoch_end : callable, default=None
-        Called as ``on_epoch_end(epoch, elbo, loss)`` after each epoch (``epoch`` counts the
-        epochs done), only once the epoch's loss is known to be finite.
-
-    Returns
-    -------
-    elbo, loss : lists with one per-datum mean per epoch trained here
-
-    Raises
-    ------
-    FloatingPointError
-        If an epoch's loss is NaN or infinite (before ``on_epoch_end`` sees it).
-    """
-    n_samples = images.shape[0]
-    elbo_per_epoch, loss_per_epoch = [], []
-    bar = tqdm(range(start_epoch, epochs), desc=desc, unit="epoch", disable=not progress, leave=False,
-               initial=start_epoch, total=epochs)
-    vae.train()
-    for epoch in bar:
-        order = torch.randperm(n_samples, generator=generator) if shuffle else torch.arange(n_samples)
-        order = order.to(images.device)
-        elbo_sum = loss_sum = 0.0
-        for indices in order.split(batch_size):
-            batch = target = images[indices]
-            if augment is not None:  # a random view of each datum, trained against its datum's prior
-                batch = augment(batch, generator=noise_generator)
-                target = target if reconstruct == "clean" else batch
-            logits, mean, logvar = vae(batch, noise_generator)
-            reconstruction = F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(dim=-1)
-            kl = prior.kl(mean, logvar, indices)  # each datum's own prior, or the shared mixture
-            # Both terms summed over pixels/latent dims, averaged over the batch: one scale.
-            loss = (reconstruction + kl_weight * kl).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                elbo_sum -= float((reconstruction + kl).sum())
-                loss_sum += float(loss) * indices.numel()
-        if not (np.isfinite(elbo_sum) and np.isfinite(loss_sum)):
-            raise FloatingPointError(
-                f"{desc}: the VAE loss became NaN or infinite in epoch {epoch + 1}; lower the learning "
-                "rate (--lr) or check the data. The last checkpoint is kept."
-            )
-        elbo_per_epoch.append(elbo_sum / n_samples)
-        loss_per_epoch.append(loss_sum / n_samples)
-        bar.set_postfix(elbo=f"{elbo_per_epoch[-1]:.2f}")
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, elbo_per_epoch[-1], loss_per_epoch[-1])
-    return elbo_per_epoch, loss_per_epoch
+def resolve_device(name):
+    """torch.device for "auto", "cpu", "cuda" or "cuda:N"; a clear error if CUDA is missing."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"Unknown device {name!r}; use auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda was asked for but CUDA is not available here; use device cpu.")
+    return device
 
 
-@torch.no_grad()
-def encode(vae, images, *, sample=False, generator=None):
-    """Latents of every image, in order: encoder means, or reparameterised samples.
-
-    Parameters
-    ----------
-    images : Tensor of shape (n_samples, input_dim)
-
-    Returns
-    -------
-    latents : ndarray of shape (n_samples, latent_dim), float64
-    """
-    vae.eval()
-    chunks = []
-    for batch in images.split(_ENCODE_BATCH):
-        mean, logvar = vae.encode(batch)
-        chunks.append(vae.reparameterize(mean, logvar, generator) if sample else mean)
-    return torch.cat(chunks).double().cpu().numpy()
+def check_data(dataset, config):
+    """Raise ValueError, naming the config field to change, if ``dataset`` cannot be fitted with ``config``."""
+    if len(dataset) < config.n_clusters:
+        raise ValueError(
+            f"The data hold {len(dataset)} images but {config.n_clusters} clusters were asked for; "
+            "use fewer clusters (n_clusters) or more data."
+        )
+    if config.latent_dim >= dataset.flat().shape[1]:
+        raise ValueError(
+            f"latent_dim = {config.latent_dim} is not below the {dataset.flat().shape[1]} pixels of an image; "
+            "an autoencoder needs a smaller latent dimension (latent_dim)."
+        )
 
 
 def _round_seeds(seed, n_rounds):
     """Independent (torch seed, numpy SeedSequence) per round from one integer seed."""
     children = np.random.SeedSequence(seed).spawn(n_rounds)
     return [(int(child.generate_state(1, dtype=np.uint64)[0] >> 1), child) for child in children]
-
-
-def _sweep_recorder(labels, record):
-    """GibbsGMM callback that appends each sweep's accuracy, ARI and NMI to ``record``."""
-
-    def callback(sweep, assignments, gmm):
-        if labels is not None:
-            for name, value in clustering_metrics(labels, assignments).items():
-                record.setdefault(name, []).append(value)
-
-    return callback
-
-
-class _SweepAverager:
-    """GibbsGMM callback that averages, over the sweeps from ``first`` on, each datum's
-    first and second moments under its assigned cluster: E[mu_z] and E[Sigma_z + mu_z mu_z^T]."""
-
-    def __init__(self, first):
-        self.first = first
-        self.count = 0
-        self.first_moment = self.second_moment = None
-
-    def __call__(self, sweep, labels, gmm):
-        if sweep < self.first:
-            return
-        means, covariances = gmm.means_, gmm.covariances_
-        second = covariances + np.einsum("ki,kj->kij", means, means)
-        if self.first_moment is None:
-            self.first_moment = np.zeros((len(labels), means.shape[1]))
-            self.second_moment = np.zeros((len(labels), means.shape[1], means.shape[1]))
-        self.first_moment += means[labels]
-        self.second_moment += second[labels]
-        self.count += 1
-
-    def moments(self):
-        """Per-datum mean (N, L) and covariance (N, L, L) of the averaged prior."""
-        mean = self.first_moment / self.count
-        covariance = self.second_moment / self.count - np.einsum("ni,nj->nij", mean, mean)
-        return mean, 0.5 * (covariance + covariance.transpose(0, 2, 1))
-
-
-def responsibility_moments(gmm, latents):
-    """Mean (N, L) and covariance (N, L, L) of each datum's mixture sum_k r_nk N(mu_k, Sigma_k),
-    r_nk = p(z_n = k | x_n) under the GMM's parameters."""
-    resp = gmm.predict_proba(latents)  # (N, K)
-    mean = resp @ gmm.means_
-    offsets = gmm.means_[None, :, :] - mean[:, None, :]  # (N, K, L)
-    covariance = np.einsum("nk,kij->nij", resp, gmm.covariances_) + np.einsum("nk,nki,nkj->nij", resp, offsets, offsets)
-    return mean, 0.5 * (covariance + covariance.transpose(0, 2, 1))
-
-
-def chain_prior(config, gmm, latents, averager, device):
-    """The GMM's message to the next round, as ``config.prior_from`` asks (``averager``: the
-    chain's _SweepAverager, used by "average" only)."""
-    if config.prior_from == "mixture":
-        return PriorMessage.mixture(gmm, config.prior_covariance, device)
-    if config.prior_from == "last":
-        return PriorMessage.from_gmm(gmm, gmm.labels_, config.prior_covariance, device)
-    if config.prior_from == "average":
-        mean, covariance = averager.moments()
-    else:
-        mean, covariance = responsibility_moments(gmm, latents)
-    return PriorMessage.from_moments(mean, covariance, config.prior_covariance, device)
-
-
-def _combine(*callbacks):
-    def callback(sweep, labels, gmm):
-        for function in callbacks:
-            function(sweep, labels, gmm)
-
-    return callback
-
-
-def gauss_wishart_prior(config, latents):
-    """The GMM's prior hyperparameters ``mean_prior`` and ``wishart_scale`` for ``latents``:
-    ``config.wishart_scale * I`` and m = 0 ("fixed"), or scaled to the latents ("data", Fraley &
-    Raftery 2007, "Bayesian regularization for normal mixture estimation"): m = their mean and
-    W^-1 = nu Cov(x) / K^(2/L), so that E[Lambda_k^-1] is about a K-th of the data's spread in
-    every direction, whatever the latents' scale."""
-    if config.gmm_prior == "fixed":
-        return {"mean_prior": None, "wishart_scale": config.wishart_scale}
-    n_features = latents.shape[1]
-    dof = n_features if config.wishart_dof is None else config.wishart_dof
-    covariance = np.atleast_2d(np.cov(latents, rowvar=False)) / config.n_clusters ** (2.0 / n_features)
-    covariance += 1e-6 * np.trace(covariance) / n_features * np.eye(n_features)
-    return {"mean_prior": latents.mean(axis=0), "wishart_scale": np.linalg.inv(dof * covariance)}
-
-
-def _gmm_step(config, latents, labels, previous, numpy_seed, progress, device):
-    """Run ``config.gmm_chains`` Gibbs chains on the latents and keep the one whose mean
-    log-likelihood over its last 10 sweeps is highest (labels never choose).
-
-    Returns
-    -------
-    gmm : GibbsGMM of the kept chain
-    sweeps : its per-sweep records ("log_likelihood", and accuracy/ari/nmi with labels)
-    prior : PriorMessage for the next round, formed as ``config.prior_from`` asks
-    """
-    seeds = [numpy_seed] + list(numpy_seed.spawn(config.gmm_chains - 1))
-    prior = gauss_wishart_prior(config, latents)
-    best = None
-    for seed in seeds:
-        sweeps = {}
-        averager = _SweepAverager(config.gmm_sweeps - config.prior_sweeps) if config.prior_from == "average" else None
-        callbacks = [_sweep_recorder(labels, sweeps)] + ([averager] if averager is not None else [])
-        gmm = GibbsGMM(
-            config.n_clusters, n_sweeps=config.gmm_sweeps, alpha=config.alpha, beta=config.beta, **prior,
-            wishart_dof=config.wishart_dof, init=config.gmm_init,
-            random_state=np.random.default_rng(seed), callback=_combine(*callbacks),
-            progress=progress, device=device if device.type == "cuda" else None,  # torch sampler on CUDA
-        ).fit(latents, init_labels=previous)
-        sweeps["log_likelihood"] = gmm.log_likelihood_.tolist()
-        score = float(np.mean(gmm.log_likelihood_[-10:]))
-        if best is None or score > best[0]:
-            best = (score, gmm, sweeps, averager)
-    _, gmm, sweeps, averager = best
-    return gmm, sweeps, chain_prior(config, gmm, latents, averager, device)
 
 
 def fit_mutual(
@@ -413,6 +121,7 @@ def fit_mutual(
     resume=False,
     checkpoint_every=10,
     log: Optional[Callable[[str], None]] = print,
+    stop_requested: Optional[Callable[[], bool]] = None,
 ):
     """Run ``config.mutual_iterations`` rounds of VAE + GMM mutual learning on ``dataset``.
 
@@ -433,30 +142,26 @@ def fit_mutual(
         the run's saved config. On CPU the result equals that of an uninterrupted run.
     checkpoint_every : int
         Write ``run_dir/checkpoint.pt`` every this many VAE epochs (and after the last epoch
-        and every round). A Ctrl-C (SIGINT) is honoured at the next epoch end, after a checkpoint.
+        and every round).
     log : callable or None
         Receives the one-line summary of each round.
+    stop_requested : callable, default=None
+        Polled after every epoch; when it returns True the loop writes a checkpoint and raises
+        KeyboardInterrupt (the CLI sets it from its Ctrl-C handler). The library installs no
+        signal handler: without it a Ctrl-C stops at once and the last checkpoint is kept.
 
     Returns
     -------
     MutualResult
     """
-    if len(dataset) < config.n_clusters:
-        raise ValueError(
-            f"The data hold {len(dataset)} images but {config.n_clusters} clusters were asked for; "
-            "use fewer clusters (--clusters) or more data."
-        )
-    if config.latent_dim >= dataset.flat().shape[1]:
-        raise ValueError(
-            f"latent_dim = {config.latent_dim} is not below the {dataset.flat().shape[1]} pixels of an image; "
-            "an autoencoder needs a smaller latent dimension (--latent-dim)."
-        )
+    check_data(dataset, config)
+    if not (isinstance(checkpoint_every, int) and checkpoint_every >= 1):
+        raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}.")
     device = resolve_device(config.device)
     images = torch.as_tensor(dataset.flat(), device=device)  # (N, D)
     labels = dataset.labels
     n_samples, input_dim = images.shape
-    if not (isinstance(checkpoint_every, int) and checkpoint_every >= 1):
-        raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}.")
+    stop_requested = stop_requested or (lambda: False)
     run = RunDirectory(run_dir) if run_dir is not None else None
     checkpoint = None
     if resume:
@@ -468,9 +173,10 @@ def fit_mutual(
     if run is not None and labels is not None:
         run.save_labels(labels)
 
+    vae_module = VAEModule(config, input_dim, dataset.image_shape, device)
+    gmm_module = GMMModule(config, labels, device)
     result = MutualResult(config=config, vae=None)
     prior = PriorMessage.standard_normal(n_samples, config.latent_dim, device)
-    vae = optimizer = None
     first_round = 0 if checkpoint is None else checkpoint["iteration"]
     if first_round > 0:  # completed rounds come from the run directory
         result.rounds = [_load_round(run, i) for i in range(first_round)]
@@ -485,101 +191,57 @@ def fit_mutual(
         log(f"resuming {run.path}: {where}")
 
     seeds = _round_seeds(config.seed, config.mutual_iterations)
-    augment = None
-    if config.augments:
-        augment = functools.partial(random_affine, image_shape=dataset.image_shape,
-                                    rotation=config.augment_rotation, shift=config.augment_shift,
-                                    scale=config.augment_scale)
-    with _deferred_interrupt() as interrupt:
-        for iteration in range(first_round, config.mutual_iterations):
-            torch_seed, numpy_seed = seeds[iteration]
-            epochs = config.first_round_epochs if iteration == 0 else config.vae_epochs
-            started = time.perf_counter()
-            torch.manual_seed(torch_seed)  # weight initialisation
-            shuffle_generator = torch.Generator().manual_seed(torch_seed)
-            noise_generator = torch.Generator(device=device).manual_seed(torch_seed)
-            if vae is None or config.vae_init == "retrain":
-                vae = VAE(input_dim, config.latent_dim, config.hidden_dims, config.architecture,
-                          dataset.image_shape, config.conv_channels).to(device)
-                optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)
-            elbo, loss, start_epoch = [], [], 0
-            if checkpoint is not None and checkpoint["iteration"] == iteration:
-                start_epoch = _restore(checkpoint, vae, optimizer, shuffle_generator, noise_generator, elbo, loss)
-                started -= checkpoint["vae_seconds"]
-                checkpoint = None
+    for iteration in range(first_round, config.mutual_iterations):
+        torch_seed, numpy_seed = seeds[iteration]
+        started = time.perf_counter()
+        vae_module.start_round(iteration, torch_seed)
+        if checkpoint is not None and checkpoint["iteration"] == iteration:
+            vae_module.restore(checkpoint, checkpoint["epoch"])
+            started -= checkpoint["vae_seconds"]
+            checkpoint = None
 
-            def save_checkpoint(epoch):
-                run.save_checkpoint({
-                    "config": config.to_dict(), "iteration": iteration, "epoch": epoch,
-                    "vae": vae.state_dict(), "optimizer": optimizer.state_dict(),
-                    "shuffle_rng": shuffle_generator.get_state(), "noise_rng": noise_generator.get_state(),
-                    "elbo": list(elbo), "loss": list(loss), "vae_seconds": time.perf_counter() - started,
-                })
-
-            def on_epoch_end(epoch, epoch_elbo, epoch_loss):
-                elbo.append(epoch_elbo)
-                loss.append(epoch_loss)
-                if run is not None and (epoch % checkpoint_every == 0 or epoch == epochs or interrupt.requested):
-                    save_checkpoint(epoch)
-                if interrupt.requested:
-                    raise KeyboardInterrupt
-
-            # 1. VAE step against this round's prior (on random views of the images, if asked).
-            fit_vae(
-                vae, optimizer, images, prior, epochs=epochs, batch_size=config.batch_size,
-                kl_weight=config.round_kl_weight(iteration), shuffle=shuffle, generator=shuffle_generator,
-                noise_generator=noise_generator, augment=augment, reconstruct=config.augment_target,
-                start_epoch=start_epoch, on_epoch_end=on_epoch_end, progress=progress, desc=f"round {iteration} VAE",
-            )
-            vae_seconds = time.perf_counter() - started
-
-            # 2. VAE -> GMM.
-            latents = encode(vae, images, sample=config.send == "sample", generator=noise_generator)
-
-            # 3. GMM step; 4. GMM -> VAE: the prior of the next round.
-            previous = result.rounds[-1].assignments if config.chain_init == "previous" and result.rounds else None
-            gmm, sweeps, prior = _gmm_step(config, latents, labels, previous, numpy_seed, progress, device)
-            assignments = gmm.labels_
-
-            seconds = time.perf_counter() - started
-            final = clustering_metrics(labels, assignments) if labels is not None else dict.fromkeys(("accuracy", "ari", "nmi"))
-            metrics = {"iteration": iteration, **final, "elbo": elbo[-1], "seconds": seconds,
-                       "vae_seconds": vae_seconds, "gmm_seconds": seconds - vae_seconds}
-            round_result = RoundResult(iteration, elbo, loss, gmm, latents, assignments, sweeps, metrics)
-            result.rounds.append(round_result)
-            result.vae = vae
-            if run is not None:
-                run.save_round(
-                    iteration, vae=vae, optimizer=optimizer, image_shape=dataset.image_shape, gmm=gmm,
-                    latents=latents, assignments=assignments, prior=prior.to_numpy(),
-                    history={"elbo": elbo, "loss": loss, "sweeps": sweeps},
-                )
-                run.save_metrics(result.metrics())
-                # The next round starts from its own seeds; only a warm-started VAE carries over.
-                warm = config.vae_init == "warm"
-                run.save_checkpoint({
-                    "config": config.to_dict(), "iteration": iteration + 1, "epoch": 0,
-                    "vae": vae.state_dict() if warm else None, "optimizer": optimizer.state_dict() if warm else None,
-                    "elbo": [], "loss": [], "vae_seconds": 0.0,
-                })
-            if log is not None:
-                log(format_round(metrics))
-            if interrupt.requested:
+        def on_epoch_end(epoch):
+            stop = stop_requested()
+            if run is not None and (epoch % checkpoint_every == 0 or epoch == vae_module.epochs or stop):
+                run.save_checkpoint(checkpoint_state(config, iteration, epoch, vae_module.state(),
+                                                     time.perf_counter() - started))
+            if stop:
                 raise KeyboardInterrupt
+
+        # 1. VAE step against this round's prior; 2. VAE -> GMM: the latents.
+        vae_module.fit(images, prior, shuffle=shuffle, on_epoch_end=on_epoch_end, progress=progress,
+                       desc=f"round {iteration} VAE")
+        vae_seconds = time.perf_counter() - started
+        latents = vae_module.encode(images)
+
+        # 3. GMM step; 4. GMM -> VAE: the prior of the next round.
+        previous = result.rounds[-1].assignments if config.chain_init == "previous" and result.rounds else None
+        gmm_module.fit(latents, numpy_seed, previous, progress=progress)
+        prior = gmm_module.message()
+        gmm, assignments = gmm_module.gmm, gmm_module.gmm.labels_
+
+        seconds = time.perf_counter() - started
+        final = clustering_metrics(labels, assignments) if labels is not None else dict.fromkeys(("accuracy", "ari", "nmi"))
+        metrics = {"iteration": iteration, **final, "elbo": vae_module.elbo[-1], "seconds": seconds,
+                   "vae_seconds": vae_seconds, "gmm_seconds": seconds - vae_seconds}
+        result.rounds.append(RoundResult(iteration, vae_module.elbo, vae_module.loss, gmm, latents, assignments,
+                                         gmm_module.sweeps, metrics))
+        result.vae = vae_module.vae
+        if run is not None:
+            run.save_round(
+                iteration, vae=vae_module.vae, optimizer=vae_module.optimizer, image_shape=dataset.image_shape,
+                gmm=gmm, latents=latents, assignments=assignments, prior=prior.to_numpy(),
+                history={"elbo": vae_module.elbo, "loss": vae_module.loss, "sweeps": gmm_module.sweeps},
+            )
+            run.save_metrics(result.metrics())
+            # The next round starts from its own seeds; only a warm-started VAE carries over.
+            run.save_checkpoint(checkpoint_state(
+                config, iteration + 1, 0, vae_module.state(weights=config.vae_init == "warm", progress=False)))
+        if log is not None:
+            log(format_round(metrics))
+        if stop_requested():
+            raise KeyboardInterrupt
     return result
-
-
-def _restore(checkpoint, vae, optimizer, shuffle_generator, noise_generator, elbo, loss):
-    """Load a mid-round checkpoint into the round's objects; returns the epochs already done."""
-    if checkpoint["vae"] is not None:
-        vae.load_state_dict(checkpoint["vae"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-    if checkpoint["epoch"] > 0:
-        shuffle_generator.set_state(checkpoint["shuffle_rng"])
-        noise_generator.set_state(checkpoint["noise_rng"])
-        elbo.extend(checkpoint["elbo"])
-        loss.extend(checkpoint["loss"])
-    return checkpoint["epoch"]
 
 
 def _load_round(run, iteration):
@@ -591,30 +253,6 @@ def _load_round(run, iteration):
         iteration, history["elbo"], history["loss"], gmm, run.load_array(iteration, "latents"),
         gmm.labels_, history["sweeps"], run.load_metrics()[iteration],
     )
-
-
-class _deferred_interrupt:
-    """Context in which a first Ctrl-C (SIGINT) only sets ``requested``; the loop then saves a
-    checkpoint at the next epoch end and raises KeyboardInterrupt. A second Ctrl-C interrupts
-    at once. Outside the main thread it does nothing."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def _handle(self, signum, frame):
-        self.requested = True
-        signal.signal(signal.SIGINT, self._previous)  # a second Ctrl-C interrupts at once
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-        return False
 
 
 def format_round(metrics):

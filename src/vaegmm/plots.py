@@ -1,39 +1,43 @@
 """Figures: image grids, ELBO curves, clustering per sweep, latent space, the GMM plot.
 
-Every function takes arrays (no run directory, no torch) and writes one PNG with the
-non-interactive Agg backend; nothing is shown. No K or latent dimension is hard-coded.
+Every function takes arrays (no run directory, no torch) and writes one PNG; nothing is shown.
+Figures are ``matplotlib.figure.Figure`` objects drawn without pyplot, so the caller's backend
+and pyplot state are left alone (a notebook shows nothing it did not ask for). No K or latent dimension is hard-coded.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 
 __all__ = [
     "image_grid", "save_image_grid", "plot_elbo", "plot_sweep_metrics", "plot_latent_space",
-    "plot_gmm_cluster", "pca_projection", "tsne_embedding", "plot_reconstructions", "plot_evaluation",
+    "plot_gmm_cluster", "pca_projection", "tsne_embedding", "plot_reconstructions", "plot_evaluation", "plot_naming_game",
 ]
 
 _FIRST_ROUND_COLOR = "tab:red"  # the reference: red before mutual learning, blue after
+
+
+def _subplots(nrows=1, ncols=1, *, figsize, squeeze=True):
+    """pyplot.subplots without pyplot: a Figure of its own, registered with no backend."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
 
 
 def _save(fig, path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
 def _round_colors(n_rounds):
     """Round 0 red; later rounds shades of blue, darker for later rounds."""
     shades = np.linspace(0.5, 0.95, n_rounds - 1) if n_rounds > 2 else [0.8]
-    blues = plt.get_cmap("Blues")(shades)
+    blues = colormaps.get_cmap("Blues")(shades)
     return [_FIRST_ROUND_COLOR] + [tuple(c) for c in blues[: n_rounds - 1]]
 
 
@@ -56,7 +60,7 @@ def save_image_grid(path, images, n_cols=None, title=None, row_labels=None):
     n_cols = n_cols or int(np.ceil(np.sqrt(len(images))))
     grid = image_grid(1.0 - images, n_cols)  # ink dark on a light page
     n_rows = int(np.ceil(len(images) / n_cols))
-    fig, ax = plt.subplots(figsize=(max(3.0, 0.6 * n_cols), max(3.0, 0.6 * n_rows) + 0.4))
+    fig, ax = _subplots(figsize=(max(3.0, 0.6 * n_cols), max(3.0, 0.6 * n_rows) + 0.4))
     ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_xticks([])
     if row_labels is not None:
@@ -97,7 +101,7 @@ def plot_elbo(elbo_per_round, path):
     ----------
     elbo_per_round : list of sequences, one per round, of per-datum ELBO per epoch.
     """
-    fig, ax = plt.subplots(figsize=(7.0, 4.6))
+    fig, ax = _subplots(figsize=(7.0, 4.6))
     colors = _round_colors(len(elbo_per_round))
     for iteration, (elbo, color) in enumerate(zip(elbo_per_round, colors)):
         label = "round 0 (N(0, I) prior, no mutual learning)" if iteration == 0 else f"round {iteration} (GMM prior)"
@@ -131,7 +135,7 @@ def plot_sweep_metrics(sweeps_per_round, path, metrics=("accuracy", "ari")):
     metrics = [m for m in metrics if any(m in s for s in sweeps_per_round)]
     if not metrics:
         raise ValueError("No per-sweep metrics to plot (the data have no labels).")
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.0), squeeze=False)
+    fig, axes = _subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.0), squeeze=False)
     colors = _round_colors(len(sweeps_per_round))
     for ax, metric in zip(axes[0], metrics):
         for iteration, (sweeps, color) in enumerate(zip(sweeps_per_round, colors)):
@@ -201,7 +205,7 @@ def plot_latent_space(panels, path, suptitle="Latent space", max_points=None, se
         Plot a random subset of this size (same subset in every panel).
     axis_labels : list of (x label, y label), one per panel, default=None
     """
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels) + 1.2, 5.4), squeeze=False)
+    fig, axes = _subplots(1, len(panels), figsize=(5.6 * len(panels) + 1.2, 5.4), squeeze=False)
     n = len(panels[0][1])
     keep = np.arange(n)
     if max_points is not None and n > max_points:
@@ -210,7 +214,7 @@ def plot_latent_space(panels, path, suptitle="Latent space", max_points=None, se
     markers = "o^sDv<>pP*Xh"
     # One style per value across panels (a cluster empty in one round keeps the others' colours).
     all_values = list(np.unique(np.concatenate([np.asarray(panel[2])[keep] for panel in panels])))
-    cmap = plt.get_cmap("tab10" if len(all_values) <= 10 else "tab20")
+    cmap = colormaps.get_cmap("tab10" if len(all_values) <= 10 else "tab20")
     for index, (ax, (title, embedding, colours, legend_title)) in enumerate(zip(axes[0], panels)):
         embedding = np.asarray(embedding)[keep]
         colours = np.asarray(colours)[keep]
@@ -277,7 +281,7 @@ def plot_gmm_cluster(means, covariances, cluster, samples, path, projection, axi
     density = np.exp(-0.5 * np.einsum("ni,ij,nj->n", grid, precision2, grid))
     density /= 2 * np.pi * np.sqrt(np.linalg.det(cov2))
 
-    fig, ax = plt.subplots(figsize=(6.4, 6.0))
+    fig, ax = _subplots(figsize=(6.4, 6.0))
     if points is not None:
         ax.scatter(*(points @ projection.T).T, s=3, color="0.55", alpha=0.35, label="latents of the data",
                    linewidths=0, zorder=1)
@@ -317,7 +321,7 @@ def _plot_gmm_cluster_on_line(means, covariances, cluster, samples, path, direct
     grid = np.linspace(low, high, 400)
     density = np.exp(-0.5 * ((grid - means1[cluster]) / sd) ** 2) / (sd * np.sqrt(2 * np.pi))
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    fig, ax = _subplots(figsize=(6.4, 4.6))
     if points1 is not None:
         ax.hist(points1, bins=60, range=(low, high), density=True, color="0.6", alpha=0.45,
                 label="latents of the data (histogram)")
@@ -349,7 +353,7 @@ def plot_evaluation(summary, per_seed, path):
     metrics = (("accuracy", "accuracy (Hungarian)"), ("ari", "ARI"), ("nmi", "NMI"))
     n_rounds = len(summary["rounds"])
     rounds = np.arange(n_rounds)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.0 * len(metrics), 4.0), squeeze=False)
+    fig, axes = _subplots(1, len(metrics), figsize=(5.0 * len(metrics), 4.0), squeeze=False)
     for ax, (metric, label) in zip(axes[0], metrics):
         for seed in per_seed:
             ax.plot(rounds, [r[metric] for r in seed["rounds"]], color="tab:blue", alpha=0.25, lw=1)
@@ -367,4 +371,39 @@ def plot_evaluation(summary, per_seed, path):
     axes[0][0].legend(loc="lower right", fontsize=8)
     fig.subplots_adjust(wspace=0.3)
     fig.suptitle("Clustering per round of mutual learning (final sweep; labels used for scoring only)")
+    return _save(fig, path)
+
+
+def plot_naming_game(rounds, path, agent_names=("agent_a", "agent_b")):
+    """The naming game: Cohen's kappa between the agents' signs after every turn (rounds
+    separated by dotted lines), and each agent's ARI per round.
+
+    Parameters
+    ----------
+    rounds : list of dicts with "kappa", "agents" (each with "ari") and "turns" ({"kappa": [...]})
+    """
+    fig, axes = _subplots(1, 2, figsize=(11.0, 4.0), squeeze=False)
+    left, right = axes[0]
+    turn = 0
+    for record in rounds:
+        kappa = record["turns"]["kappa"]
+        left.plot(np.arange(turn, turn + len(kappa)) + 1, kappa, color="tab:blue", lw=1.5)
+        turn += len(kappa)
+        left.axvline(turn + 0.5, color="tab:gray", ls=":", lw=1)
+    left.set_xlabel("turn of the game (dotted: end of a round)")
+    left.set_ylabel("Cohen's kappa between the agents' signs")
+    left.set_ylim(-0.05, 1.05)
+    left.grid(alpha=0.3)
+    iterations = [record["iteration"] for record in rounds]
+    for index, (name, marker) in enumerate(zip(agent_names, ("o", "s"))):
+        ari = [record["agents"][index]["ari"] for record in rounds]
+        if all(value is not None for value in ari):
+            right.plot(iterations, ari, marker=marker, label=name.replace("_", " "))
+    right.set_xticks(iterations)
+    right.set_xlabel("round")
+    right.set_ylabel("ARI of the agent's signs (labels score only)")
+    right.grid(alpha=0.3)
+    if right.get_legend_handles_labels()[0]:
+        right.legend(loc="lower right", fontsize=8)
+    fig.subplots_adjust(wspace=0.3)
     return _save(fig, path)

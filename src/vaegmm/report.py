@@ -16,28 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
-from . import __version__, api
-from .rundir import RunDirectory, RunError, _atomic_write_bytes
+from . import __version__
+from .figures import ELBO, RECONSTRUCTIONS, REGISTRY, RunFacts, write_figures
+from .rundir import RunDirectory, RunError, atomic_write_bytes
 
 __all__ = ["Figure", "collect_figures", "write_report", "REPORT_HTML", "REPORT_MD"]
 
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
-
-# Figure file names in report order; the groups of the last three are (iteration[, cluster]).
-_ORDER = [
-    re.compile(r"^elbo\.png$"),
-    re.compile(r"^sweep_metrics\.png$"),
-    re.compile(r"^latent_pca\.png$"),
-    re.compile(r"^latent_tsne\.png$"),
-    re.compile(r"^reconstructions\.png$"),
-    re.compile(r"^clusters_iteration(\d+)\.png$"),
-    re.compile(r"^gmm_iteration(\d+)_cluster(\d+)\.png$"),
-    re.compile(r"^decode_iteration(\d+)_cluster(\d+)\.png$"),
-]
-
 
 @dataclass
 class Figure:
@@ -46,109 +32,6 @@ class Figure:
     path: Path
     title: str
     caption: str
-
-
-class _RunFacts:
-    """What the captions need to know about a run, read once."""
-
-    def __init__(self, run):
-        self.run = run
-        self.config = run.load_config()
-        self.iterations = run.iterations()
-        self.first, self.last = self.iterations[0], self.iterations[-1]
-        self.n_samples = len(run.load_array(self.first, "latents"))
-        self.has_labels = run.load_labels() is not None
-        self.n_clusters = self.config.n_clusters
-        self.latent_dim = self.config.latent_dim
-        self._counts = {}
-
-    def counts(self, iteration):
-        """Images assigned to each cluster in a round: array of shape (K,)."""
-        if iteration not in self._counts:
-            n_clusters = self.run.load_gmm(iteration).means_.shape[0]
-            self._counts[iteration] = np.bincount(self.run.load_array(iteration, "assignments"), minlength=n_clusters)
-        return self._counts[iteration]
-
-    def round_name(self, iteration):
-        return "without mutual learning" if iteration == 0 else "with mutual learning"
-
-    def colouring(self):
-        return ("the true label (used for this plot only)" if self.has_labels
-                else "the GMM cluster of each round (the data have no labels)")
-
-
-def _caption(match, index, facts):
-    """(title, caption) of a figure file, or None for a figure of a round the run lacks."""
-    first, last, n = facts.first, facts.last, facts.n_samples
-    latent_kind = "reparameterised samples" if facts.config.send == "sample" else "encoder means"
-    if index == 0:
-        later = (f"; rounds 1–{last} (blue, darker for later rounds) train" if last > 1 else
-                 "; round 1 (blue) trains" if last == 1 else "")
-        if later:
-            later += (" with each image's prior N(μ_z, Λ_z⁻¹) sent by the GMM, so the curves bound log p(o) "
-                      "under different priors")
-        return ("ELBO per epoch",
-                "The VAE's ELBO per image (nats; higher is better) after each training epoch, one curve per "
-                "round on one axis. Round 0 (red) trains with the standard normal prior N(0, I), i.e. without "
-                f"mutual learning{later}. The ELBO is computed with KL weight 1"
-                + (" (as in training)." if facts.config.kl_weight == 1 else
-                   f" (training used {facts.config.kl_weight:g}; its loss is in history.json)."))
-    if index == 1:
-        return ("Clustering per Gibbs sweep",
-                "Accuracy (clusters matched to labels by the Hungarian algorithm) and adjusted Rand index of the "
-                f"GMM's sampled assignments after each of the {facts.config.gmm_sweeps} Gibbs sweeps, one line per "
-                "round; round 0 (red) clusters the latents of the VAE trained without mutual learning. Labels are "
-                "used for scoring only; the metrics table reports the final sweep.")
-    if index == 2:
-        return ("Latent space (PCA)",
-                f"The latents sent to the GMM ({latent_kind}) of all {n:,} images in round {first} (left, "
-                f"{facts.round_name(first)}) and round {last} (right, {facts.round_name(last)}), projected "
-                f"on each round's top two principal axes of the {facts.latent_dim}-dimensional latent space. "
-                f"Colour and marker give {facts.colouring()}; each number sits at the median of its points.")
-    if index == 3:
-        shown = min(n, api.TSNE_MAX_POINTS)
-        subset = (f"a random subset of {shown:,} of the {n:,} images (seed {api.FIGURE_SEED}), the same in both panels"
-                  if shown < n else f"all {n:,} images")
-        perplexity = min(30.0, (shown - 1) / 3.0)
-        return ("Latent space (t-SNE)",
-                f"The same {facts.latent_dim}-dimensional latents embedded in 2-D by t-SNE (scikit-learn, "
-                f"Barnes–Hut, perplexity {perplexity:g}, PCA initialisation, 500 iterations) on {subset}: "
-                f"round {first} (left, {facts.round_name(first)}) and round {last} (right, "
-                f"{facts.round_name(last)}). Colour and marker give {facts.colouring()}; each number sits at the "
-                "median of its points. t-SNE distances between groups are not to scale.")
-    if index == 4:
-        chosen = "one random image of each class in turn" if facts.has_labels else "random images"
-        rows = " and ".join(f"round {i}" for i in sorted({first, last}))
-        return ("Reconstructions",
-                f"Top row: {min(api.RECONSTRUCTION_EXAMPLES, n)} training images ({chosen}, seed {api.FIGURE_SEED}); "
-                f"below them, their reconstructions by the VAE of {rows}: the decoder's pixel means at the "
-                "encoder's mean latent.")
-    iteration = int(match.group(1))
-    if iteration not in facts.iterations:
-        return None
-    counts = facts.counts(iteration)
-    n_clusters = len(counts)
-    if index == 5:
-        return (f"What each cluster learned, round {iteration}",
-                f"Round {iteration} ({facts.round_name(iteration)}): one row per cluster k = 0..{n_clusters - 1}, "
-                "labelled with the share of the images assigned to it in the last Gibbs sweep; the left image "
-                "decodes the cluster mean μ_k, the others decode latents sampled from N(μ_k, Λ_k⁻¹).")
-    cluster = int(match.group(2))
-    if cluster >= n_clusters:
-        return None
-    assigned = f"{counts[cluster]:,} of {n:,} images assigned"
-    if cluster == api.largest_cluster(facts.run.path, iteration):
-        assigned += ", the largest cluster"
-    if index == 6:
-        return (f"The GMM plot, round {iteration}, cluster {cluster}",
-                f"Round {iteration}'s GMM (plot_dist): the density of cluster {cluster}'s Gaussian (blue contours; "
-                f"{assigned}) in the plane named on the axes (two latent dimensions, or the top two principal "
-                "axes of the round's latents as `vaegmm train` draws it), points sampled from it (orange), "
-                f"every cluster mean (x, numbered 0..{n_clusters - 1}) and the latents (grey).")
-    return (f"Decoded samples, round {iteration}, cluster {cluster}",
-            f"A grid of images decoded from latents sampled from cluster {cluster}'s Gaussian "
-            f"N(μ_{cluster}, Λ_{cluster}⁻¹) of round {iteration} ({assigned}; decode_from_gmm_param): what the "
-            "cluster generates, and how much its members vary.")
 
 
 def collect_figures(run_dir):
@@ -162,28 +45,27 @@ def collect_figures(run_dir):
     run = RunDirectory(run_dir)
     if not run.iterations():
         raise RunError(f"{run_dir} holds no completed round to report on.")
-    return _collect(_RunFacts(run))
+    return _collect(RunFacts(run))
 
 
 def _collect(facts):
     folder = facts.run.path / "figures"
     ranked, left_out = [], []
     for path in sorted(folder.glob("*.png")) if folder.is_dir() else []:
-        for index, pattern in enumerate(_ORDER):
-            match = pattern.match(path.name)
-            if match:
+        for rank, kind in enumerate(REGISTRY):
+            fields = kind.match(path.name)
+            if fields is not None:
                 break
         else:
-            ranked.append(((len(_ORDER), path.name), Figure(
+            ranked.append(((len(REGISTRY), path.name), Figure(
                 path, path.stem.replace("_", " "), "A figure saved in this run's figures folder by hand; "
                 "`vaegmm train` does not write one of this name.")))
             continue
-        title_caption = _caption(match, index, facts)
+        title_caption = kind.caption(facts, **fields)
         if title_caption is None:
             left_out.append(f"figures/{path.name} refers to a round or cluster this run does not have; left out.")
             continue
-        groups = tuple(int(g) for g in match.groups())
-        ranked.append(((index, *groups), Figure(path, *title_caption)))
+        ranked.append(((rank, *fields.values()), Figure(path, *title_caption)))
     return [figure for _, figure in sorted(ranked, key=lambda pair: pair[0])], left_out
 
 
@@ -195,7 +77,7 @@ def write_report(run_dir, *, refresh_figures=False, device="cpu"):
     run_dir : path
         Run directory written by ``vaegmm train`` or ``train_model``.
     refresh_figures : bool, default=False
-        Rewrite every figure first (:func:`vaegmm.api.write_figures`). Figures are also written
+        Rewrite every figure first (:func:`vaegmm.figures.write_figures`). Figures are also written
         when ``figures/elbo.png`` is missing (a run trained with ``--no-figures``).
 
     Returns
@@ -206,12 +88,12 @@ def write_report(run_dir, *, refresh_figures=False, device="cpu"):
     run.load_config()  # a clear error for a folder that is not a run directory
     if not run.iterations():
         raise RunError(f"{run_dir} holds no completed round to report on.")
-    if refresh_figures or not (run.path / "figures" / "elbo.png").exists():
-        api.write_figures(run_dir, device=device)
-    facts = _RunFacts(run)
+    if refresh_figures or not (run.figures / ELBO.file()).exists():
+        write_figures(run_dir, device=device)
+    facts = RunFacts(run)
     figures, notes = _collect(facts)
     names = {figure.path.name for figure in figures}
-    if "reconstructions.png" not in names:
+    if RECONSTRUCTIONS.file() not in names:
         if facts.config.data == "dataloader":
             notes.insert(0, "No reconstruction figure: this run was trained from DataLoaders (train_model), "
                             "and a run directory does not store the images to reconstruct.")
@@ -225,8 +107,8 @@ def write_report(run_dir, *, refresh_figures=False, device="cpu"):
     summary = _summary(facts, image_shape)
     rows = _metric_rows(run.load_metrics())
     html_path, md_path = run.path / REPORT_HTML, run.path / REPORT_MD
-    _atomic_write_bytes(html_path, _html(run, facts, summary, rows, figures, notes).encode("utf-8"))
-    _atomic_write_bytes(md_path, _markdown(run, facts, summary, rows, figures, notes).encode("utf-8"))
+    atomic_write_bytes(html_path, _html(run, facts, summary, rows, figures, notes).encode("utf-8"))
+    atomic_write_bytes(md_path, _markdown(run, facts, summary, rows, figures, notes).encode("utf-8"))
     return html_path, md_path
 
 

@@ -36,17 +36,27 @@ from .config import TrainConfig
 from .gmm import GibbsGMM
 from .vae import VAE
 
-__all__ = ["RunError", "RunDirectory"]
+__all__ = ["RunError", "RunDirectory", "atomic_write_bytes", "checkpoint_state", "write_json"]
 
 _ROUND = re.compile(r"^iteration_(\d+)$")
 CHECKPOINT_FORMAT = 1  # bump when the checkpoint's contents change
+
+
+def checkpoint_state(config, iteration, epoch, vae_state, vae_seconds=0.0):
+    """The one schema of ``checkpoint.pt``: where the run stands (``iteration``: the round under
+    way, ``epoch``: its VAE epochs done) and the VAE module's state (``vae``, ``optimizer``: None
+    when a fresh VAE starts the round; mid-round also ``shuffle_rng``, ``noise_rng``, ``elbo``,
+    ``loss``; see :meth:`vaegmm.modules.VAEModule.state`), with the VAE's seconds so far."""
+    return {"config": config.to_dict(), "iteration": iteration, "epoch": epoch, **vae_state,
+            "vae_seconds": vae_seconds}
 
 
 class RunError(ValueError):
     """A run directory that cannot be used as asked; the message says why."""
 
 
-def _atomic_write_bytes(path, payload):
+def atomic_write_bytes(path, payload):
+    """Write ``payload`` to ``path`` so that a reader sees the old file or the new one, never a part."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as handle:
@@ -64,7 +74,7 @@ def _to_bytes(write):
 
 
 def write_json(path, obj):
-    _atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 class RunDirectory:
@@ -122,7 +132,8 @@ class RunDirectory:
         for child in self.path.iterdir():
             if child.is_dir() and (_ROUND.match(child.name) or child.name == "figures"):
                 shutil.rmtree(child)
-            elif child.name in ("config.json", "metrics.json", "labels.npy", "checkpoint.pt", "report.html", "report.md"):
+            elif child.name in ("config.json", "metrics.json", "labels.npy", "images.npy", "checkpoint.pt", "report.html",
+                                "report.md"):
                 child.unlink()
 
     def save_config(self, config):
@@ -130,7 +141,18 @@ class RunDirectory:
         write_json(self.path / "config.json", config.to_dict())
 
     def save_labels(self, labels):
-        _atomic_write_bytes(self.path / "labels.npy", _to_bytes(lambda f: np.save(f, labels)))
+        atomic_write_bytes(self.path / "labels.npy", _to_bytes(lambda f: np.save(f, labels)))
+
+    def save_images(self, images):
+        """Keep the training images (N, H, W) in [0, 1], as 8-bit, for runs whose images cannot
+        be reloaded from config.json (the naming game's rotated view): the figures read them."""
+        pixels = np.round(np.clip(np.asarray(images), 0.0, 1.0) * 255).astype(np.uint8)
+        atomic_write_bytes(self.path / "images.npy", _to_bytes(lambda f: np.save(f, pixels)))
+
+    def load_images(self):
+        """The images of :meth:`save_images` as float32 in [0, 1], or None if none were kept."""
+        path = self.path / "images.npy"
+        return _read(path, np.load).astype(np.float32) / 255.0 if path.exists() else None
 
     def save_metrics(self, rows):
         write_json(self.path / "metrics.json", {"iterations": rows})
@@ -146,22 +168,22 @@ class RunDirectory:
             "optimizer": optimizer.state_dict(),
             "image_shape": list(image_shape),
         }
-        _atomic_write_bytes(folder / "vae.pt", _to_bytes(lambda f: torch.save(checkpoint, f)))
-        _atomic_write_bytes(
+        atomic_write_bytes(folder / "vae.pt", _to_bytes(lambda f: torch.save(checkpoint, f)))
+        atomic_write_bytes(
             folder / "gmm.npz",
             _to_bytes(lambda f: np.savez(f, mu=gmm.means_, Lambda=gmm.precisions_, pi=gmm.weights_)),
         )
-        _atomic_write_bytes(folder / "latents.npy", _to_bytes(lambda f: np.save(f, latents)))
-        _atomic_write_bytes(folder / "assignments.npy", _to_bytes(lambda f: np.save(f, assignments)))
+        atomic_write_bytes(folder / "latents.npy", _to_bytes(lambda f: np.save(f, latents)))
+        atomic_write_bytes(folder / "assignments.npy", _to_bytes(lambda f: np.save(f, assignments)))
         if prior is not None:
-            _atomic_write_bytes(folder / "prior.npz", _to_bytes(lambda f: np.savez(f, **prior)))
+            atomic_write_bytes(folder / "prior.npz", _to_bytes(lambda f: np.savez(f, **prior)))
         # history.json last: its presence marks the round complete (see iterations()).
         write_json(folder / "history.json", history)
 
     def save_checkpoint(self, state):
-        """Write ``checkpoint.pt``: everything needed to continue the run (see fit_mutual)."""
+        """Write ``checkpoint.pt``: everything needed to continue the run (:func:`checkpoint_state`)."""
         state = {"format": CHECKPOINT_FORMAT, **state}
-        _atomic_write_bytes(self.path / "checkpoint.pt", _to_bytes(lambda f: torch.save(state, f)))
+        atomic_write_bytes(self.path / "checkpoint.pt", _to_bytes(lambda f: torch.save(state, f)))
 
     # -- reading -------------------------------------------------------------------------------
     def check_resumable(self, config):

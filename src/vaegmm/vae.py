@@ -10,16 +10,19 @@ The VAE knows nothing of the GMM: it receives prior means and (co)variances per 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 __all__ = ["VAE", "kl_to_diagonal_prior", "kl_to_full_prior", "kl_to_components", "kl_to_mixture_prior",
-           "negative_elbo_terms"]
+           "negative_elbo_terms", "fit_vae", "encode"]
 
 # Bounds on the encoder's log-variance keep exp(logvar) and the KL finite (variance in
 # [e^-12, e^8] ~ [6e-6, 3e3]); latents of a trained VAE live far inside this range.
 LOGVAR_MIN, LOGVAR_MAX = -12.0, 8.0
+ENCODE_BATCH = 4096  # images encoded at once by encode()
 
 
 class VAE(nn.Module):
@@ -264,3 +267,95 @@ def negative_elbo_terms(vae, images, prior_mean, prior_var=None, prior_precision
         kl = kl_to_diagonal_prior(mean, logvar, prior_mean, prior_var)
     return reconstruction, kl
 
+
+def fit_vae(vae, optimizer, images, prior, *, epochs, batch_size, kl_weight=1.0, shuffle=True,
+            generator=None, noise_generator=None, augment=None, reconstruct="view", start_epoch=0, on_epoch_end=None,
+            progress=True, desc="VAE"):
+    """Train ``vae`` for epochs ``start_epoch + 1 .. epochs`` against a per-datum prior.
+
+    Parameters
+    ----------
+    images : Tensor of shape (n_samples, input_dim) on the VAE's device
+    prior : :class:`vaegmm.messages.PriorMessage` (or anything with its ``kl(mean, logvar,
+        indices)``): per datum (n_samples rows), or the shared mixture
+    generator : torch.Generator (CPU) for shuffling; noise_generator (on the images' device) for
+        the reparameterisation and the augmentation
+    augment : callable, default=None
+        ``augment(batch, generator=noise_generator)`` returns a random view of every image of
+        the batch (e.g. :func:`vaegmm.augment.random_affine`); its KL is to the view's datum's
+        prior. None: the images themselves.
+    reconstruct : {"view", "clean"}, default="view"
+        With ``augment``, what the decoder reconstructs from a view's latent: the view itself,
+        or the clean image (a denoising VAE, Im et al. 2017, with the random view as the
+        corruption: the latent learns what is common to all views of an image).
+    start_epoch : int, default=0
+        Epochs already done (when resuming).
+    on_epoch_end : callable, default=None
+        Called as ``on_epoch_end(epoch, elbo, loss)`` after each epoch (``epoch`` counts the
+        epochs done), only once the epoch's loss is known to be finite.
+
+    Returns
+    -------
+    elbo, loss : lists with one per-datum mean per epoch trained here
+
+    Raises
+    ------
+    FloatingPointError
+        If an epoch's loss is NaN or infinite (before ``on_epoch_end`` sees it).
+    """
+    n_samples = images.shape[0]
+    elbo_per_epoch, loss_per_epoch = [], []
+    bar = tqdm(range(start_epoch, epochs), desc=desc, unit="epoch", disable=not progress, leave=False,
+               initial=start_epoch, total=epochs)
+    vae.train()
+    for epoch in bar:
+        order = torch.randperm(n_samples, generator=generator) if shuffle else torch.arange(n_samples)
+        order = order.to(images.device)
+        elbo_sum = loss_sum = 0.0
+        for indices in order.split(batch_size):
+            batch = target = images[indices]
+            if augment is not None:  # a random view of each datum, trained against its datum's prior
+                batch = augment(batch, generator=noise_generator)
+                target = target if reconstruct == "clean" else batch
+            logits, mean, logvar = vae(batch, noise_generator)
+            reconstruction = F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(dim=-1)
+            kl = prior.kl(mean, logvar, indices)  # each datum's own prior, or the shared mixture
+            # Both terms summed over pixels/latent dims, averaged over the batch: one scale.
+            loss = (reconstruction + kl_weight * kl).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                elbo_sum -= float((reconstruction + kl).sum())
+                loss_sum += float(loss) * indices.numel()
+        if not (np.isfinite(elbo_sum) and np.isfinite(loss_sum)):
+            raise FloatingPointError(
+                f"{desc}: the VAE loss became NaN or infinite in epoch {epoch + 1}; lower the learning "
+                "rate (lr) or check the data. The last checkpoint is kept."
+            )
+        elbo_per_epoch.append(elbo_sum / n_samples)
+        loss_per_epoch.append(loss_sum / n_samples)
+        bar.set_postfix(elbo=f"{elbo_per_epoch[-1]:.2f}")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, elbo_per_epoch[-1], loss_per_epoch[-1])
+    return elbo_per_epoch, loss_per_epoch
+
+
+@torch.no_grad()
+def encode(vae, images, *, sample=False, generator=None):
+    """Latents of every image, in order: encoder means, or reparameterised samples.
+
+    Parameters
+    ----------
+    images : Tensor of shape (n_samples, input_dim)
+
+    Returns
+    -------
+    latents : ndarray of shape (n_samples, latent_dim), float64
+    """
+    vae.eval()
+    chunks = []
+    for batch in images.split(ENCODE_BATCH):
+        mean, logvar = vae.encode(batch)
+        chunks.append(vae.reparameterize(mean, logvar, generator) if sample else mean)
+    return torch.cat(chunks).double().cpu().numpy()

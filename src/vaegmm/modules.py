@@ -1,0 +1,203 @@
+"""The two modules of a mutual-learning run, each with one job (SERKET's modules, SPEC §2).
+
+- :class:`VAEModule` learns a latent code of the images against the per-datum prior it is sent
+  (backward message, a :class:`~vaegmm.messages.PriorMessage`) and sends the latents of the
+  clean images (forward message, an (N, L) array).
+- :class:`GMMModule` clusters the latents it is sent by Gibbs sampling under a Gauss-Wishart
+  prior and sends each datum its prior (:func:`~vaegmm.messages.prior_message`).
+
+Neither sees the other: the loops (:func:`vaegmm.mutual.fit_mutual`,
+:func:`vaegmm.naming_game.fit_naming_game`) pass the messages, and own seeds, checkpoints and
+the run directory. A module's state to checkpoint is a plain dict (:meth:`VAEModule.state`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from .augment import random_affine
+from .gmm import GibbsGMM
+from .messages import SweepAverager, prior_message
+from .metrics import clustering_metrics
+from .vae import VAE, encode, fit_vae
+
+__all__ = ["VAEModule", "GMMModule", "gauss_wishart_prior"]
+
+
+class VAEModule:
+    """The VAE of a run: per round, a fresh VAE (or the last one, ``vae_init="warm"``) trained on
+    the images (or random views of them) against the prior it is sent.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        Reads the VAE's fields: architecture, latent_dim, hidden_dims, conv_channels, lr,
+        batch_size, vae_init, round0_epochs/vae_epochs, kl_weight/prior_weight, augment_*, send.
+    input_dim : int
+    image_shape : tuple (height, width)
+    device : torch.device
+
+    Attributes
+    ----------
+    vae, optimizer : the current VAE and its Adam optimizer (None before the first round)
+    elbo, loss : per-epoch per-datum means of the current round
+    epoch : epochs of the current round done so far
+    """
+
+    def __init__(self, config, input_dim, image_shape, device):
+        self.config = config
+        self.input_dim, self.image_shape, self.device = input_dim, tuple(image_shape), device
+        self.vae = self.optimizer = None
+        self.augment = None
+        if config.augments:
+            self.augment = functools.partial(random_affine, image_shape=self.image_shape,
+                                             rotation=config.augment_rotation, shift=config.augment_shift,
+                                             scale=config.augment_scale)
+
+    def start_round(self, iteration, seed):
+        """Seed the round's generators; build a fresh VAE (weights from ``seed``, without touching
+        the caller's global RNG) unless a warm-started one carries over."""
+        config = self.config
+        self.iteration = iteration
+        self.epochs = config.first_round_epochs if iteration == 0 else config.vae_epochs
+        self.kl_weight = config.round_kl_weight(iteration)
+        self.shuffle_generator = torch.Generator().manual_seed(seed)
+        self.noise_generator = torch.Generator(device=self.device).manual_seed(seed)
+        if self.vae is None or config.vae_init == "retrain":
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)  # weight initialisation
+                self.vae = VAE(self.input_dim, config.latent_dim, config.hidden_dims, config.architecture,
+                               self.image_shape, config.conv_channels).to(self.device)
+            self.optimizer = torch.optim.Adam(self.vae.parameters(), lr=config.lr)
+        self.elbo, self.loss, self.epoch = [], [], 0
+
+    def state(self, *, weights=True, progress=True):
+        """What a checkpoint needs to continue: the weights and optimizer (``weights``) and, mid-round
+        (``progress``), the generators and the epochs' histories."""
+        state = {"vae": self.vae.state_dict() if weights else None,
+                 "optimizer": self.optimizer.state_dict() if weights else None}
+        if progress:
+            state.update(shuffle_rng=self.shuffle_generator.get_state(), noise_rng=self.noise_generator.get_state(),
+                         elbo=list(self.elbo), loss=list(self.loss))
+        return state
+
+    def restore(self, state, epoch):
+        """Continue from :meth:`state` saved after ``epoch`` epochs of this round."""
+        if state["vae"] is not None:
+            self.vae.load_state_dict(state["vae"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        if epoch > 0:
+            self.shuffle_generator.set_state(state["shuffle_rng"])
+            self.noise_generator.set_state(state["noise_rng"])
+            self.elbo, self.loss = list(state["elbo"]), list(state["loss"])
+        self.epoch = epoch
+
+    def fit(self, images, prior, *, shuffle=True, on_epoch_end=None, progress=True, desc="VAE"):
+        """Train the round's remaining epochs against ``prior``; ``on_epoch_end(epoch)`` after each."""
+
+        def record(epoch, elbo, loss):
+            self.elbo.append(elbo)
+            self.loss.append(loss)
+            self.epoch = epoch
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
+
+        fit_vae(
+            self.vae, self.optimizer, images, prior, epochs=self.epochs, batch_size=self.config.batch_size,
+            kl_weight=self.kl_weight, shuffle=shuffle, generator=self.shuffle_generator,
+            noise_generator=self.noise_generator, augment=self.augment, reconstruct=self.config.augment_target,
+            start_epoch=self.epoch, on_epoch_end=record, progress=progress, desc=desc,
+        )
+        return self
+
+    def encode(self, images):
+        """The forward message: latents of the clean images (encoder means, or samples with
+        ``send="sample"``), (N, L) float64."""
+        return encode(self.vae, images, sample=self.config.send == "sample", generator=self.noise_generator)
+
+
+def gauss_wishart_prior(config, latents):
+    """The GMM's prior hyperparameters ``mean_prior`` and ``wishart_scale`` for ``latents``:
+    ``config.wishart_scale * I`` and m = 0 ("fixed"), or scaled to the latents ("data", Fraley &
+    Raftery 2007, "Bayesian regularization for normal mixture estimation"): m = their mean and
+    W^-1 = nu Cov(x) / K^(2/L), so that E[Lambda_k^-1] is about a K-th of the data's spread in
+    every direction, whatever the latents' scale."""
+    if config.gmm_prior == "fixed":
+        return {"mean_prior": None, "wishart_scale": config.wishart_scale}
+    n_features = latents.shape[1]
+    dof = n_features if config.wishart_dof is None else config.wishart_dof
+    covariance = np.atleast_2d(np.cov(latents, rowvar=False)) / config.n_clusters ** (2.0 / n_features)
+    covariance += 1e-6 * np.trace(covariance) / n_features * np.eye(n_features)
+    return {"mean_prior": latents.mean(axis=0), "wishart_scale": np.linalg.inv(dof * covariance)}
+
+
+class GMMModule:
+    """The GMM of a run: per round, ``config.gmm_chains`` Gibbs chains on the latents it is sent,
+    the one with the highest mean log-likelihood over its last 10 sweeps kept (labels never
+    choose); then the prior message of ``config.prior_from``.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        Reads the GMM's fields: n_clusters, gmm_sweeps, gmm_chains, gmm_init, chain_init, alpha,
+        beta, wishart_scale, wishart_dof, gmm_prior, prior_from, prior_sweeps, prior_covariance.
+    labels : ndarray of shape (n_samples,) or None
+        True labels, only to score each sweep (accuracy, ARI, NMI).
+    device : torch.device
+        On CUDA the per-datum half of each sweep runs in torch there.
+
+    Attributes (after :meth:`fit`)
+    ------------------------------
+    gmm : the kept chain's GibbsGMM (its ``labels_``: the last sweep's assignments)
+    sweeps : its per-sweep records ("log_likelihood", and accuracy/ari/nmi with labels)
+    """
+
+    def __init__(self, config, labels, device):
+        self.config, self.labels, self.device = config, labels, device
+        self.gmm = self.sweeps = self.latents = self._averager = None
+
+    def fit(self, latents, seed, previous=None, progress=True):
+        """Run the chains on ``latents`` from ``numpy.random.SeedSequence`` ``seed``; ``previous``:
+        assignments to start every chain from (``chain_init="previous"``), or None."""
+        config = self.config
+        seeds = [seed] + list(seed.spawn(config.gmm_chains - 1))
+        prior = gauss_wishart_prior(config, latents)
+        best = None
+        for chain_seed in seeds:
+            sweeps = {}
+            averager = SweepAverager(config.gmm_sweeps - config.prior_sweeps) if config.prior_from == "average" else None
+            gmm = GibbsGMM(
+                config.n_clusters, n_sweeps=config.gmm_sweeps, alpha=config.alpha, beta=config.beta, **prior,
+                wishart_dof=config.wishart_dof, init=config.gmm_init,
+                random_state=np.random.default_rng(chain_seed), callback=self._callback(sweeps, averager),
+                progress=progress, device=self.device if self.device.type == "cuda" else None,  # torch sweep on CUDA
+            ).fit(latents, init_labels=previous)
+            sweeps["log_likelihood"] = gmm.log_likelihood_.tolist()
+            score = float(np.mean(gmm.log_likelihood_[-10:]))
+            if best is None or score > best[0]:
+                best = (score, gmm, sweeps, averager)
+        _, self.gmm, self.sweeps, self._averager = best
+        self.latents = latents
+        return self
+
+    def _callback(self, record, averager):
+        """GibbsGMM callback: each sweep's accuracy/ARI/NMI into ``record`` (with labels), and the
+        sweep's clusters into ``averager`` (for ``prior_from="average"``)."""
+
+        def callback(sweep, assignments, gmm):
+            if self.labels is not None:
+                for name, value in clustering_metrics(self.labels, assignments).items():
+                    record.setdefault(name, []).append(value)
+            if averager is not None:
+                averager(sweep, assignments, gmm)
+
+        return callback
+
+    def message(self):
+        """The backward message: every datum's prior for the next round's VAE."""
+        config = self.config
+        return prior_message(config.prior_from, config.prior_covariance, self.gmm, self.latents, self.device,
+                             averager=self._averager)

@@ -1,0 +1,108 @@
+"""The Metropolis-Hastings naming game (issue 11): its acceptance rule and sign draws against
+direct formulas, its baselines, and the command end to end."""
+
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from vaegmm.cli import main
+from vaegmm.config import TrainConfig
+from vaegmm.data import load_dataset
+from vaegmm.gmm import GibbsGMM
+from vaegmm.naming_game import fit_naming_game, mh_acceptance, rotated_view, speak
+
+
+def _blobs(seed=0, n=300):
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]])
+    labels = rng.integers(3, size=n)
+    return centres[labels] + rng.normal(scale=0.6, size=(n, 2)), labels
+
+
+def test_acceptance_is_the_ratio_of_the_listener_gaussians():
+    X, labels = _blobs()
+    gmm = GibbsGMM(3, n_sweeps=20, random_state=0).fit(X)
+    rng = np.random.default_rng(1)
+    proposed, current = rng.integers(3, size=len(X)), rng.integers(3, size=len(X))
+    density = np.stack([stats.multivariate_normal(gmm.means_[k], gmm.covariances_[k]).pdf(X) for k in range(3)], 1)
+    rows = np.arange(len(X))
+    expected = np.minimum(1.0, density[rows, proposed] / density[rows, current])
+    np.testing.assert_allclose(mh_acceptance(gmm, X, proposed, current), expected, rtol=1e-8)
+    assert np.all(mh_acceptance(gmm, X, current, current) == 1.0)
+
+
+def test_speaker_draws_signs_from_its_posterior():
+    X, _ = _blobs()
+    gmm = GibbsGMM(3, n_sweeps=20, random_state=0).fit(X)
+    point = np.array([[2.0, 1.5]])  # between clusters: no probability near 0 or 1
+    probabilities = gmm.predict_proba(point)[0]
+    draws = speak(gmm, np.repeat(point, 20000, axis=0), np.random.default_rng(2))
+    frequencies = np.bincount(draws, minlength=3) / len(draws)
+    assert stats.chisquare(np.bincount(draws, minlength=3), probabilities * len(draws)).pvalue > 1e-3
+    np.testing.assert_allclose(frequencies, probabilities, atol=0.02)
+
+
+def test_resample_parameters_draws_from_the_posterior_given_labels():
+    X, labels = _blobs(n=3000)
+    gmm = GibbsGMM(3, n_sweeps=2, random_state=0).fit(X)
+    gmm.resample_parameters(X, labels, random_state=3)
+    for k in range(3):  # 1000 points per cluster: the posterior is tight around the sample moments
+        np.testing.assert_allclose(gmm.means_[k], X[labels == k].mean(axis=0), atol=0.1)
+    np.testing.assert_allclose(gmm.weights_, np.bincount(labels) / len(labels), atol=0.05)
+    assert np.array_equal(gmm.labels_, labels)
+    with pytest.raises(ValueError, match="labels must be 3000 integers in 0..2"):
+        gmm.resample_parameters(X, np.full(len(X), 3))
+
+
+def test_rotated_view_turns_the_images():
+    data = load_dataset("digits", max_samples=20, seed=0)
+    quarter = rotated_view(data, 90.0)
+    np.testing.assert_allclose(quarter.images, np.rot90(data.images, k=-1, axes=(1, 2)), atol=1e-5)
+    assert quarter.labels is data.labels
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    data = load_dataset("digits", max_samples=200, seed=0)
+    config = TrainConfig(data="digits", vae_epochs=2, round0_epochs=2, gmm_sweeps=4, mutual_iterations=2,
+                         latent_dim=4, hidden_dims=(32,), batch_size=64, n_clusters=4, gmm_prior="data",
+                         gmm_init="kmeans++", device="cpu")
+    return data, config
+
+
+def test_baselines_reject_all_and_accept_all(tiny):
+    data, config = tiny
+    none = fit_naming_game(data, config, mode="none", progress=False, log=None)
+    assert all(record["acceptance"] == 0.0 for record in none.iterations)
+    assert len({record["kappa"] for record in none.iterations}) == 1  # no sign ever changes
+    accept = fit_naming_game(data, config, mode="all", progress=False, log=None)
+    assert all(record["acceptance"] == 1.0 for record in accept.iterations)
+    mh = fit_naming_game(data, config, mode="mh", progress=False, log=None)
+    assert 0.0 < mh.iterations[-1]["acceptance"] < 1.0
+    again = fit_naming_game(data, config, mode="mh", progress=False, log=None)
+    assert [r["kappa"] for r in again.iterations] == [r["kappa"] for r in mh.iterations]  # reproducible from the seed
+    with pytest.raises(ValueError, match="mode must be one of mh, none, all"):
+        fit_naming_game(data, config, mode="some", progress=False, log=None)
+
+
+def test_naming_game_command_writes_metrics_reports_and_agent_runs(tmp_path, capsys):
+    out = tmp_path / "game"
+    flags = ["--data", "digits", "--max-samples", "200", "--vae-iter", "2", "--round0-epochs", "2", "--gmm-iter", "3",
+             "--mutual-iterations", "2", "--latent-dim", "4", "--hidden-dims", "32", "--clusters", "4",
+             "--gmm-prior", "data", "--gmm-init", "kmeans++", "--quiet", "--device", "cpu"]
+    assert main(["naming-game", "--out", str(out), *flags]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["mode"] == "mh" and [r["iteration"] for r in metrics["iterations"]] == [0, 1]
+    for record in metrics["iterations"]:
+        assert -1.0 <= record["kappa"] <= 1.0 and len(record["agents"]) == 2
+        for agent in record["agents"]:
+            assert {"accuracy", "ari", "nmi"} <= set(agent) and 0.0 <= agent["accuracy"] <= 1.0
+    assert (out / "report.md").exists() and (out / "figures" / "naming_game.png").exists()
+    for agent in ("agent_a", "agent_b"):
+        assert (out / agent / "report.html").exists() and (out / agent / "iteration_1" / "history.json").exists()
+        assert (out / agent / "figures" / "reconstructions.png").exists()
+    assert "kappa" in capsys.readouterr().out
+    assert main(["naming-game", "--out", str(out), *flags]) == 2  # refuses to overwrite
+    assert "not empty" in capsys.readouterr().err
