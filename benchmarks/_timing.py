@@ -8,27 +8,26 @@ import time
 import tracemalloc
 
 
-def min_seconds(function, repeats):
-    """Shortest wall time of ``function()`` over ``repeats`` calls: the least disturbed by other
-    work on the machine, for differences of two timings."""
+def _wall_times(function, repeats):
+    """Wall times of ``repeats`` calls of ``function()`` (each after garbage collection)."""
     times = []
     for _ in range(repeats):
         gc.collect()
         started = time.perf_counter()
         function()
         times.append(time.perf_counter() - started)
-    return min(times)
+    return times
+
+
+def min_seconds(function, repeats):
+    """Shortest wall time of ``function()`` over ``repeats`` calls: the least disturbed by other
+    work on the machine, for differences of two timings."""
+    return min(_wall_times(function, repeats))
 
 
 def median_seconds(function, repeats):
     """Median wall time of ``function()`` over ``repeats`` calls (after garbage collection)."""
-    times = []
-    for _ in range(repeats):
-        gc.collect()
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return statistics.median(_wall_times(function, repeats))
 
 
 def peak_traced_bytes(function):

@@ -85,8 +85,8 @@ class GibbsGMM:
     random_state : None, int or numpy.random.Generator, default=None
         Seed or generator; the sampler uses one ``numpy.random.Generator`` and nothing else.
     callback : callable, default=None
-        Called after every sweep as ``callback(sweep, labels, model)``, where ``sweep`` counts
-        from 0, ``labels`` is the assignment drawn in that sweep and ``model`` is this estimator
+        Called after every sweep as ``callback(sweep, assignments, model)``, where ``sweep`` counts
+        from 0, ``assignments`` is the assignment drawn in that sweep and ``model`` is this estimator
         with that sweep's parameters set. Used to record metrics per sweep.
     progress : bool, default=False
         Show a tqdm progress bar over sweeps.

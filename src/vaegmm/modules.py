@@ -164,17 +164,13 @@ class GMMModule:
         assignments to start every chain from (``chain_init="previous"``), or None."""
         config = self.config
         seeds = [seed] + list(seed.spawn(config.gmm_chains - 1))
-        prior = gauss_wishart_prior(config, latents)
         best = None
         for chain_seed in seeds:
             sweeps = {}
             averager = SweepAverager(config.gmm_sweeps - config.prior_sweeps) if config.prior_from == "average" else None
-            gmm = GibbsGMM(
-                config.n_clusters, n_sweeps=config.gmm_sweeps, alpha=config.alpha, beta=config.beta, **prior,
-                wishart_dof=config.wishart_dof, init=config.gmm_init,
-                random_state=np.random.default_rng(chain_seed), callback=self._callback(sweeps, averager),
-                progress=progress, device=self.device if self.device.type == "cuda" else None,  # torch sweep on CUDA
-            ).fit(latents, init_labels=previous)
+            gmm = self.sampler(latents, random_state=np.random.default_rng(chain_seed),
+                               callback=self._callback(sweeps, averager), progress=progress)
+            gmm.fit(latents, init_labels=previous)
             sweeps["log_likelihood"] = gmm.log_likelihood_.tolist()
             score = float(np.mean(gmm.log_likelihood_[-10:]))
             if best is None or score > best[0]:
@@ -182,6 +178,16 @@ class GMMModule:
         _, self.gmm, self.sweeps, self._averager = best
         self.latents = latents
         return self
+
+    def sampler(self, latents, *, random_state=None, callback=None, progress=False):
+        """An unfitted GibbsGMM with the config's settings and its Gauss-Wishart prior for ``latents``."""
+        config = self.config
+        return GibbsGMM(
+            config.n_clusters, n_sweeps=config.gmm_sweeps, alpha=config.alpha, beta=config.beta,
+            **gauss_wishart_prior(config, latents), wishart_dof=config.wishart_dof, init=config.gmm_init,
+            random_state=random_state, callback=callback, progress=progress,
+            device=self.device if self.device.type == "cuda" else None,  # the torch sweep on CUDA
+        )
 
     def _callback(self, record, averager):
         """GibbsGMM callback: each sweep's accuracy/ARI/NMI into ``record`` (with labels), and the

@@ -77,19 +77,6 @@ def resolve_device(name):
     return device
 
 
-def resolve_device(name):
-    """torch.device for "auto", "cpu", "cuda" or "cuda:N"; a clear error if CUDA is missing."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"Unknown device {name!r}; use auto, cpu, cuda or cuda:N.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda was asked for but CUDA is not available here; use device cpu.")
-    return device
-
-
 def check_data(dataset, config):
     """Raise ValueError, naming the config field to change, if ``dataset`` cannot be fitted with ``config``."""
     if len(dataset) < config.n_clusters:

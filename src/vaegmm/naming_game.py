@@ -9,8 +9,9 @@ share. One round:
 
 1. each agent's VAE step against the prior its own GMM sent (N(0, I) in round 0); each sends its
    GMM the latents z of its view;
-2. round 0: each GMM runs its own Gibbs chain (as in a single run): its signs and parameters;
-   later rounds: each GMM draws its parameters given the new latents and the signs it holds;
+2. each GMM draws its parameters given the new latents and the signs it holds; in round 0 the
+   signs start uniformly at random, as in the paper (``mode="none"``: from the agent's own Gibbs
+   chain, what it finds alone);
 3. ``gmm_sweeps`` turns of the game; in each, A speaks to B, then B to A:
 
    - the speaker draws a sign per datum from its posterior, w_n ~ p(w | z_n^Sp, pi^Sp, mu^Sp, Lambda^Sp);
@@ -23,7 +24,8 @@ share. One round:
 4. each GMM sends its VAE the prior of each datum's sign, N(mu_{w_n}, Lambda_{w_n}^-1).
 
 ``mode="none"`` (every proposal rejected: no communication; each agent keeps the signs of its
-own round-0 chain) and ``mode="all"`` (every proposal accepted) are the paper's baselines.
+own round-0 chain, a single run's GMM) and ``mode="all"`` (every proposal accepted) are the
+paper's baselines.
 
 Output: ``metrics.json`` ({"mode", "rotation", "iterations": [{"iteration", "kappa", "acceptance",
 "agents": [{"accuracy", "ari", "nmi", "elbo"}, ...]}]}, kappa = Cohen's kappa between the agents'
@@ -179,13 +181,17 @@ def fit_naming_game(
             agent.vae.start_round(iteration, int(seed.generate_state(1, dtype=np.uint64)[0] >> 1))
             agent.vae.fit(agent_images, agent.prior, progress=progress, desc=f"round {iteration} {agent.name} VAE")
             agent.latents = agent.vae.encode(agent_images)
-        # 2. Each GMM: its own chain (round 0), or its parameters given the new latents and its signs.
+        # 2. Each GMM's parameters given the new latents and the signs it holds. Round 0: the signs
+        #    start uniformly at random (mh, all: the categories emerge in the game), or from the
+        #    agent's own Gibbs chain (none: what each agent finds alone).
         for agent, seed in zip(agents, agent_seeds):
-            if agent.gmm is None:
-                module = GMMModule(config, labels, device).fit(agent.latents, seed, progress=progress)
-                agent.gmm, agent.signs = module.gmm, module.gmm.labels_.copy()
-            else:
-                agent.gmm.resample_parameters(agent.latents, agent.signs, game_rng)
+            module = GMMModule(config, labels, device)
+            if agent.gmm is None and mode == "none":
+                agent.signs = module.fit(agent.latents, seed, progress=progress).gmm.labels_.copy()
+            elif agent.gmm is None:
+                agent.signs = game_rng.integers(config.n_clusters, size=len(dataset))
+            agent.gmm = module.sampler(agent.latents)  # its prior follows the round's latents (gmm_prior="data")
+            agent.gmm.resample_parameters(agent.latents, agent.signs, game_rng)
         # 3. The game.
         turns = {"kappa": [], "acceptance": [], **{f"{agent.name}_ari": [] for agent in agents}}
         for _ in range(config.gmm_sweeps):
