@@ -22,7 +22,7 @@ import numpy as np
 
 from vaegmm.gmm import GibbsGMM
 
-from ._timing import median_seconds, min_seconds, peak_traced_bytes
+from ._timing import min_seconds, peak_traced_bytes
 from .reference_gibbs import reference_sweep
 
 FULL_CASES = [(1_000, 10, 12), (10_000, 10, 12), (60_000, 10, 12), (200_000, 10, 12), (60_000, 50, 32)]

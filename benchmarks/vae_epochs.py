@@ -16,8 +16,7 @@ from vaegmm.data import load_dataset
 from vaegmm.gmm import GibbsGMM
 from vaegmm.metrics import cluster_accuracy
 from vaegmm.messages import PriorMessage
-from vaegmm.vae import encode, fit_vae
-from vaegmm.vae import VAE
+from vaegmm.vae import VAE, encode, fit_vae
 
 from ._timing import median_seconds
 

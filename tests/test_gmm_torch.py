@@ -10,7 +10,7 @@ import torch
 from scipy import stats
 from sklearn.metrics import adjusted_rand_score
 
-from vaegmm.gibbs import log_gaussian_coefficients, quadratic_features, sufficient_statistics
+from vaegmm.gibbs import quadratic_features, sufficient_statistics
 from vaegmm.gmm import GibbsGMM
 from vaegmm.gmm_torch import TorchSweepData, sample_categorical_columns
 from vaegmm.metrics import match_clusters

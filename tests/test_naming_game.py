@@ -104,5 +104,7 @@ def test_naming_game_command_writes_metrics_reports_and_agent_runs(tmp_path, cap
         assert (out / agent / "report.html").exists() and (out / agent / "iteration_1" / "history.json").exists()
         assert (out / agent / "figures" / "reconstructions.png").exists()
     assert "kappa" in capsys.readouterr().out
+    (out / "report.md").unlink()
+    assert main(["report", "--run", str(out)]) == 0 and (out / "report.md").exists()
     assert main(["naming-game", "--out", str(out), *flags]) == 2  # refuses to overwrite
     assert "not empty" in capsys.readouterr().err

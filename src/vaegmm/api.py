@@ -4,7 +4,6 @@ working on a run directory (the last two, with every other figure, live in :mod:
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 

@@ -96,7 +96,8 @@ def _parser():
     figures.add_argument("--run", required=True, help="run directory")
 
     report = commands.add_parser(
-        "report", help="write RUN/report.html (self-contained) and RUN/report.md: config, metrics, captioned figures")
+        "report", help="write RUN/report.html (self-contained) and RUN/report.md: config, metrics, captioned figures "
+                       "(for a naming game: its report.md and each agent's report)")
     report.add_argument("--run", required=True, help="run directory")
     report.add_argument("--refresh-figures", action="store_true",
                         help="rewrite every figure first (default: only when RUN/figures has none)")
@@ -319,9 +320,16 @@ def _cmd_figures(args):
 
 
 def _cmd_report(args):
+    from .naming_game import write_game_report
     from .report import write_report
 
-    for path in write_report(args.run, refresh_figures=args.refresh_figures):
+    if (Path(args.run) / "game.json").exists():  # a naming game: its own report, and each agent's
+        paths = write_game_report(args.run)
+        for name in ("agent_a", "agent_b"):
+            paths += write_report(Path(args.run) / name, refresh_figures=args.refresh_figures)
+    else:
+        paths = write_report(args.run, refresh_figures=args.refresh_figures)
+    for path in paths:
         print(f"wrote {path}")
     return 0
 
