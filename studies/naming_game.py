@@ -39,9 +39,9 @@ def command_run(args, extra):
             subprocess.run(command, check=True)
 
 
-def _cell(values):
+def _cell(values, digits=3):
     values = np.asarray(values, dtype=float)
-    return f"{values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.3f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.{digits}f}"
 
 
 def command_table(args):
@@ -57,7 +57,7 @@ def command_table(args):
         column = lambda agent, key: [record["agents"][agent][key] for record in last]  # noqa: E731
         print(f"| {mode} | {len(games)} | {_cell([r['kappa'] for r in last])} | {_cell(column(0, 'ari'))} | "
               f"{_cell(column(1, 'ari'))} | {_cell(column(0, 'accuracy'))} | {_cell(column(1, 'accuracy'))} | "
-              f"{_cell([100 * r['acceptance'] for r in last])} % |")
+              f"{_cell([100 * r['acceptance'] for r in last], 1)} % |")
 
 
 def main(argv=None):
