@@ -23,8 +23,10 @@ from .rundir import RunDirectory, RunError
 
 __all__ = [
     "FigureKind", "REGISTRY", "RunFacts", "write_figures", "decode_from_gmm_param", "plot_dist", "decode_clusters",
-    "plot_reconstructions", "largest_cluster",
+    "plot_reconstructions", "largest_cluster", "ELBO", "SWEEP_METRICS", "LATENT_PCA", "LATENT_TSNE",
+    "RECONSTRUCTIONS", "CLUSTERS", "GMM_PLOT", "DECODED",
 ]
+
 
 TSNE_MAX_POINTS = 2000  # t-SNE runs on a random subset of this many latents (same subset every round)
 FIGURE_SEED = 0  # seed of every random choice made for the figures (subsets, samples, examples)
@@ -93,12 +95,14 @@ def _elbo_caption(facts):
             + (" (as in training)." if facts.config.kl_weight == 1 else
                f" (training used {facts.config.kl_weight:g}; its loss is in history.json)."))
 
+
 def _sweeps_caption(facts):
     return ("Clustering per Gibbs sweep",
             "Accuracy (clusters matched to labels by the Hungarian algorithm) and adjusted Rand index of the "
             f"GMM's sampled assignments after each of the {facts.config.gmm_sweeps} Gibbs sweeps, one line per "
             "round; round 0 (red) clusters the latents of the VAE trained without mutual learning. Labels are "
             "used for scoring only; the metrics table reports the final sweep.")
+
 
 def _pca_caption(facts):
     first, last, n = facts.first, facts.last, facts.n_samples
@@ -108,6 +112,7 @@ def _pca_caption(facts):
             f"{facts.round_name(first)}) and round {last} (right, {facts.round_name(last)}), projected "
             f"on each round's top two principal axes of the {facts.latent_dim}-dimensional latent space. "
             f"Colour and marker give {facts.colouring()}; each number sits at the median of its points.")
+
 
 def _tsne_caption(facts):
     first, last, n = facts.first, facts.last, facts.n_samples
@@ -122,6 +127,7 @@ def _tsne_caption(facts):
             f"{facts.round_name(last)}). Colour and marker give {facts.colouring()}; each number sits at the "
             "median of its points. t-SNE distances between groups are not to scale.")
 
+
 def _reconstructions_caption(facts):
     first, last, n = facts.first, facts.last, facts.n_samples
     chosen = "one random image of each class in turn" if facts.has_labels else "random images"
@@ -130,6 +136,7 @@ def _reconstructions_caption(facts):
             f"Top row: {min(RECONSTRUCTION_EXAMPLES, n)} training images ({chosen}, seed {FIGURE_SEED}); "
             f"below them, their reconstructions by the VAE of {rows}: the decoder's pixel means at the "
             "encoder's mean latent.")
+
 
 def _round_counts(facts, iteration, cluster=None):
     """Images per cluster of a round, or None if the run lacks the round (or the cluster)."""
@@ -149,6 +156,7 @@ def _clusters_caption(facts, iteration):
             "labelled with the share of the images assigned to it in the last Gibbs sweep; the left image "
             "decodes the cluster mean μ_k, the others decode latents sampled from N(μ_k, Λ_k⁻¹).")
 
+
 def _assigned(facts, iteration, cluster, counts):
     assigned = f"{counts[cluster]:,} of {facts.n_samples:,} images assigned"
     if cluster == largest_cluster(facts.run.path, iteration):
@@ -166,6 +174,7 @@ def _gmm_caption(facts, iteration, cluster):
             f"{assigned}) in the plane named on the axes (two latent dimensions, or the top two principal "
             "axes of the round's latents as `vaegmm train` draws it), points sampled from it (orange), "
             f"every cluster mean (x, numbered 0..{n_clusters - 1}) and the latents (grey).")
+
 
 def _decoded_caption(facts, iteration, cluster):
     counts = _round_counts(facts, iteration, cluster)

@@ -35,7 +35,9 @@ signs), ``game.json`` (the settings), ``agent_a/`` and ``agent_b/`` (each a norm
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,8 +232,6 @@ def _start_directories(run_dir, config, mode, rotation, overwrite):
     if root.exists() and any(root.iterdir()):
         if not overwrite:
             raise RunError(f"{root} is not empty; choose another directory or pass overwrite=True (--overwrite).")
-        import shutil
-
         for child in root.iterdir():
             shutil.rmtree(child) if child.is_dir() else child.unlink()
     root.mkdir(parents=True, exist_ok=True)
@@ -271,8 +271,6 @@ def write_game_report(run_dir):
     metrics_path = root / "metrics.json"
     if not metrics_path.exists():
         raise RunError(f"{root} holds no naming game (no metrics.json); play one with `vaegmm naming-game --out {root}`.")
-    import json
-
     game = json.loads(metrics_path.read_text())
     rounds = game["iterations"]
     figure = plots.plot_naming_game(rounds, root / "figures" / "naming_game.png", AGENT_NAMES)
