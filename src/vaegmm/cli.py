@@ -442,8 +442,9 @@ def main(argv=None):
         return command[args.command](args)
     except KeyboardInterrupt:
         run = getattr(args, "resume", None) or getattr(args, "out", None)
-        hint = f"; continue with `vaegmm train --resume {run}`" if args.command == "train" else ""
-        print(f"vaegmm: interrupted; the last checkpoint is saved{hint}.", file=sys.stderr)
+        saved = {"train": f"; the last checkpoint is saved; continue with `vaegmm train --resume {run}`",
+                 "naming-game": f"; the rounds completed so far are saved in {run} (a game cannot be resumed)"}
+        print(f"vaegmm: interrupted{saved.get(args.command, '')}.", file=sys.stderr)
         return 130
     except (ValueError, OSError, FloatingPointError, RuntimeError) as exc:
         if args.debug:
