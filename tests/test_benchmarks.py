@@ -16,3 +16,10 @@ def test_quick_benchmark_writes_every_column(tmp_path, capsys):
         assert row["sweep_ms"] > 0 and row["peak_mib"] > 0 and row["sklearn_ms"] > 0
     assert rows[1000]["reference_ms"] > 0 and "reference_ms" not in rows[10000]
     assert "| N | K | L |" in capsys.readouterr().out
+
+
+def test_auto_k_benchmark_times_both_sweeps():
+    from benchmarks.auto_k import run
+
+    row = run(n_samples=2000, repeats=1)
+    assert row["auto_sweep_ms"] > 0 and row["finite_sweep_ms"] > 0 and row["ratio"] > 0

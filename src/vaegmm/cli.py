@@ -155,8 +155,12 @@ def _add_config_arguments(parser):
     group.add_argument("--prior-weight", type=float,
                        help="weight of the KL term in the rounds with the GMM's prior (default: as --kl-weight)")
     group = parser.add_argument_group("GMM")
-    group.add_argument("--clusters", type=int, help=f"number of clusters K (default: {defaults.n_clusters})")
-    group.add_argument("--alpha", type=float, help=f"Dirichlet concentration (default: {defaults.alpha})")
+    group.add_argument("--clusters", type=_clusters,
+                       help=f"number of clusters K, or auto: the GMM finds K (default: {defaults.n_clusters})")
+    group.add_argument("--max-clusters", type=int,
+                       help=f"upper bound on K with --clusters auto (default: {defaults.max_clusters})")
+    group.add_argument("--alpha", type=float,
+                       help="Dirichlet concentration (default: 0.3; 0.01 / --max-clusters with --clusters auto)")
     group.add_argument("--beta", type=float, help=f"mean precision scale (default: {defaults.beta})")
     group.add_argument("--wishart-scale", type=float, help=f"W = c * I (default: {defaults.wishart_scale})")
     group.add_argument("--wishart-dof", type=float,
@@ -192,6 +196,16 @@ def _int_list(text):
         return tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _clusters(text):
+    """--clusters: a positive integer or "auto"."""
+    if text.strip() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of clusters or auto, got {text!r}") from None
 
 
 def _field_value(text):

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 __all__ = ["TrainConfig", "ConfigError", "REFERENCE"]
 
@@ -72,8 +72,10 @@ class TrainConfig:
     kl_weight: float = 1.0  # weight of the KL term in the VAE loss (1: the ELBO)
     prior_weight: Optional[float] = None  # KL weight in the rounds with the GMM's prior (None: kl_weight)
     # --- GMM (Gauss–Wishart prior, SPEC §1) ---
-    n_clusters: int = 10  # K
-    alpha: float = 0.3  # symmetric Dirichlet concentration
+    n_clusters: Union[int, str] = 10  # K, or "auto": the GMM finds K (a sparse overfitted mixture, issue 12)
+    max_clusters: int = 30  # the upper bound on K with n_clusters="auto"
+    alpha: Optional[float] = None  # symmetric Dirichlet concentration; None: 0.3, or 0.01 / max_clusters
+    #   with n_clusters="auto" (sparse, so that superfluous clusters empty)
     beta: float = 1.0  # prior precision scale of the cluster means
     wishart_scale: float = 0.55  # W = wishart_scale * I
     wishart_dof: Optional[float] = None  # nu; None means latent_dim
@@ -109,11 +111,14 @@ class TrainConfig:
     def validate(self):
         """Raise ConfigError naming the first unusable value."""
         positive_ints = ("mutual_iterations", "vae_epochs", "gmm_sweeps", "latent_dim", "batch_size", "n_clusters",
-                         "prior_sweeps", "gmm_chains")
+                         "max_clusters", "prior_sweeps", "gmm_chains")
         for name in positive_ints:
+            if name == "n_clusters" and self.n_clusters == "auto":
+                continue
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+                raise ConfigError(f"{name} must be a positive integer{' or auto' if name == 'n_clusters' else ''}, "
+                                  f"got {value!r}.")
         round0 = self.round0_epochs
         if round0 is not None and (isinstance(round0, bool) or not isinstance(round0, int) or round0 < 1):
             raise ConfigError(f"round0_epochs must be a positive integer or None, got {self.round0_epochs!r}.")
@@ -132,6 +137,8 @@ class TrainConfig:
                               "average over at most all sweeps.")
         for name in ("lr", "alpha", "beta", "wishart_scale"):
             value = getattr(self, name)
+            if name == "alpha" and value is None:
+                continue
             if not (isinstance(value, (int, float)) and 0 < value < math.inf):
                 raise ConfigError(f"{name} must be a positive finite number, got {value!r}.")
         if not (isinstance(self.kl_weight, (int, float)) and 0 <= self.kl_weight < math.inf):
@@ -148,6 +155,16 @@ class TrainConfig:
         for name, choices in self.CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}.")
+
+    @property
+    def finds_k(self):
+        """True when the GMM finds K itself (``n_clusters="auto"``)."""
+        return self.n_clusters == "auto"
+
+    @property
+    def cluster_slots(self):
+        """The clusters the GMM holds: n_clusters, or the bound max_clusters when it finds K."""
+        return self.max_clusters if self.finds_k else self.n_clusters
 
     @property
     def first_round_epochs(self):

@@ -24,7 +24,7 @@ from .rundir import RunDirectory, RunError
 __all__ = [
     "FigureKind", "REGISTRY", "RunFacts", "write_figures", "decode_from_gmm_param", "plot_dist", "decode_clusters",
     "plot_reconstructions", "largest_cluster", "ELBO", "SWEEP_METRICS", "LATENT_PCA", "LATENT_TSNE",
-    "RECONSTRUCTIONS", "CLUSTERS", "GMM_PLOT", "DECODED",
+    "RECONSTRUCTIONS", "CLUSTERS", "GMM_PLOT", "DECODED", "CLUSTERS_FOUND",
 ]
 
 
@@ -102,6 +102,16 @@ def _sweeps_caption(facts):
             f"GMM's sampled assignments after each of the {facts.config.gmm_sweeps} Gibbs sweeps, one line per "
             "round; round 0 (red) clusters the latents of the VAE trained without mutual learning. Labels are "
             "used for scoring only; the metrics table reports the final sweep.")
+
+
+def _clusters_found_caption(facts):
+    config = facts.config
+    return ("Clusters found per Gibbs sweep",
+            f"With the number of clusters left to the data (--clusters auto, at most {config.max_clusters}): the "
+            "number of non-empty clusters after each Gibbs sweep, one line per round (round 0 red). The chain "
+            f"starts from k-means with {config.max_clusters} clusters; a sparse Dirichlet prior on the weights "
+            "lets the superfluous ones empty. The K a round reports (metrics table) is the most frequent value "
+            "over the last half of its sweeps (shaded).")
 
 
 def _pca_caption(facts):
@@ -189,13 +199,14 @@ def _decoded_caption(facts, iteration, cluster):
 
 ELBO = FigureKind("elbo.png", _elbo_caption)
 SWEEP_METRICS = FigureKind("sweep_metrics.png", _sweeps_caption)
+CLUSTERS_FOUND = FigureKind("clusters_found.png", _clusters_found_caption)
 LATENT_PCA = FigureKind("latent_pca.png", _pca_caption)
 LATENT_TSNE = FigureKind("latent_tsne.png", _tsne_caption)
 RECONSTRUCTIONS = FigureKind("reconstructions.png", _reconstructions_caption)
 CLUSTERS = FigureKind("clusters_iteration{iteration}.png", _clusters_caption)
 GMM_PLOT = FigureKind("gmm_iteration{iteration}_cluster{cluster}.png", _gmm_caption)
 DECODED = FigureKind("decode_iteration{iteration}_cluster{cluster}.png", _decoded_caption)
-REGISTRY = (ELBO, SWEEP_METRICS, LATENT_PCA, LATENT_TSNE, RECONSTRUCTIONS, CLUSTERS, GMM_PLOT, DECODED)  # report order
+REGISTRY = (ELBO, SWEEP_METRICS, CLUSTERS_FOUND, LATENT_PCA, LATENT_TSNE, RECONSTRUCTIONS, CLUSTERS, GMM_PLOT, DECODED)  # report order
 
 
 # -- drawing ----------------------------------------------------------------------------------
@@ -368,6 +379,9 @@ def write_figures(run_dir, *, device="cpu"):
     written = [plots.plot_elbo([h["elbo"] for h in histories], figures / ELBO.file())]
     if any("accuracy" in h["sweeps"] for h in histories):
         written.append(plots.plot_sweep_metrics([h["sweeps"] for h in histories], figures / SWEEP_METRICS.file()))
+    if any("clusters_found" in h["sweeps"] for h in histories):
+        written.append(plots.plot_clusters_found([h["sweeps"]["clusters_found"] for h in histories],
+                                                 figures / CLUSTERS_FOUND.file(), run.load_config().max_clusters))
     labels = run.load_labels()
     latents = {i: run.load_array(i, "latents") for i in shown}
     n_samples = len(latents[first])

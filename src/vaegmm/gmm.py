@@ -60,12 +60,23 @@ class GibbsGMM:
 
     Parameters
     ----------
-    n_components : int, default=10
-        Number of clusters K.
+    n_components : int or "auto", default=10
+        Number of clusters K; "auto": an overfitted mixture of ``max_components`` clusters with a
+        sparse symmetric Dirichlet prior on the weights (Malsiner-Walli, Frühwirth-Schnatter & Grün
+        2016, "Model-based clustering based on sparse finite Gaussian mixtures"), so that the
+        superfluous clusters empty and the data choose K: the number of non-empty clusters per
+        sweep is ``clusters_found_``, its posterior mode ``n_clusters_found_``. An emptied
+        cluster's parameters are drawn from the prior every sweep, so it stays available to be
+        re-filled. The chain then starts from k-means with ``max_components`` clusters (unless
+        ``init_labels`` are given); a prior scaled to the data (``mean_prior``,
+        ``wishart_scale``; see :func:`vaegmm.modules.gauss_wishart_prior`) is recommended.
+    max_components : int, default=30
+        The upper bound on K with ``n_components="auto"``.
     n_sweeps : int, default=100
         Number of Gibbs sweeps run by :meth:`fit`.
-    alpha : float, default=0.3
-        Concentration of the symmetric Dirichlet prior on the weights.
+    alpha : float, default=None
+        Concentration of the symmetric Dirichlet prior on the weights; None: 0.3 for a fixed K,
+        0.01 / max_components with ``n_components="auto"`` (sparse: Malsiner-Walli et al.'s e0 = 0.01 scaled).
     beta : float, default=1.0
         Scale of the prior precision of the means, mu_k ~ N(m, (beta Lambda_k)^-1).
     mean_prior : array-like of shape (n_features,), default=None
@@ -118,6 +129,14 @@ class GibbsGMM:
         The largest jitter used, relative to the mean diagonal (at most 1e-3).
     log_likelihood_ : ndarray of shape (n_sweeps,)
         log p(X | mu, Lambda, pi) under the parameters each sweep started from.
+    n_components_ : int
+        The number of clusters the arrays hold: ``n_components``, or ``max_components`` for "auto".
+    clusters_found_ : ndarray of shape (n_sweeps,)
+        Non-empty clusters after each sweep.
+    n_clusters_found_ : int
+        The posterior mode of that number over the last half of the sweeps (the estimate of K).
+    clusters_found_posterior_ : dict
+        {number of non-empty clusters: share of the last half of the sweeps}.
     n_features_in_ : int
     """
 
@@ -125,8 +144,9 @@ class GibbsGMM:
         self,
         n_components=10,
         *,
+        max_components=30,
         n_sweeps=100,
-        alpha=0.3,
+        alpha=None,
         beta=1.0,
         mean_prior=None,
         wishart_scale=0.55,
@@ -138,6 +158,7 @@ class GibbsGMM:
         device=None,
     ):
         self.n_components = n_components
+        self.max_components = max_components
         self.n_sweeps = n_sweeps
         self.alpha = alpha
         self.beta = beta
@@ -150,6 +171,25 @@ class GibbsGMM:
         self.progress = progress
         self.device = device
 
+    @property
+    def _auto(self):
+        return isinstance(self.n_components, str) and self.n_components == "auto"
+
+    def _check_components(self):
+        if not (self._auto or (isinstance(self.n_components, numbers.Integral) and self.n_components >= 1)):
+            raise ValueError(f"n_components must be a positive integer or 'auto', got {self.n_components!r}.")
+        if self._auto and not (isinstance(self.max_components, numbers.Integral) and self.max_components >= 1):
+            raise ValueError(f"max_components must be a positive integer, got {self.max_components!r}.")
+
+    def _n_slots(self):
+        """K of the arrays: n_components, or max_components for "auto"."""
+        return self.max_components if self._auto else self.n_components
+
+    def _alpha_value(self):
+        if self.alpha is not None:
+            return self.alpha
+        return 0.01 / self.max_components if self._auto else 0.3
+
     # -- input checks --------------------------------------------------------------------------
     def _validate_data(self, X, *, fitting):
         X = np.asarray(X, dtype=np.float64)
@@ -158,9 +198,11 @@ class GibbsGMM:
         if not np.all(np.isfinite(X)):
             raise ValueError("The data contain NaN or infinite values; remove or fix them before fitting.")
         if fitting:
-            if X.shape[0] < self.n_components:
+            self._check_components()
+            if X.shape[0] < self._n_slots():
                 raise ValueError(
-                    f"Got {X.shape[0]} data points but n_components={self.n_components}; "
+                    f"Got {X.shape[0]} data points but {self._n_slots()} clusters "
+                    f"({'max_components' if self._auto else 'n_components'}); "
                     "use at least as many data points as clusters, or fewer clusters."
                 )
         else:
@@ -177,11 +219,10 @@ class GibbsGMM:
 
     def _resolve_prior(self, n_features):
         """Check the hyperparameters and return (m, W^-1, nu) for data of ``n_features``."""
-        if not (isinstance(self.n_components, numbers.Integral) and self.n_components >= 1):
-            raise ValueError(f"n_components must be a positive integer, got {self.n_components!r}.")
+        self._check_components()
         if not (isinstance(self.n_sweeps, numbers.Integral) and self.n_sweeps >= 1):
             raise ValueError(f"n_sweeps must be a positive integer, got {self.n_sweeps!r}.")
-        if not np.all(np.asarray(self.alpha, dtype=float) > 0):
+        if not np.all(np.asarray(self._alpha_value(), dtype=float) > 0):
             raise ValueError(f"alpha (Dirichlet concentration) must be positive, got {self.alpha!r}.")
         if not self.beta > 0:
             raise ValueError(f"beta must be positive, got {self.beta!r}.")
@@ -214,8 +255,8 @@ class GibbsGMM:
     def _initialize(self, X, rng, mean_prior, scale_inv, dof):
         """Starting (log_weights, means, precisions) of the chain."""
         n_samples, n_features = X.shape
-        K = self.n_components
-        log_weights = sample_log_dirichlet(np.broadcast_to(np.asarray(self.alpha, float), (K,)), rng)
+        K = self._n_slots()
+        log_weights = sample_log_dirichlet(np.broadcast_to(np.asarray(self._alpha_value(), float), (K,)), rng)
         scale_inv_chol = np.broadcast_to(np.linalg.cholesky(scale_inv), (K, n_features, n_features))
         if self.init == "prior":
             precisions = sample_wishart(scale_inv_chol, np.full(K, dof), rng)
@@ -241,10 +282,10 @@ class GibbsGMM:
         if labels.shape != (X.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
             raise ValueError(f"init_labels must be {X.shape[0]} integers, one per data point; got shape "
                              f"{labels.shape} of {labels.dtype}.")
-        if labels.min() < 0 or labels.max() >= self.n_components:
-            raise ValueError(f"init_labels must lie in 0..{self.n_components - 1}; got {labels.min()}..{labels.max()}.")
+        if labels.min() < 0 or labels.max() >= self._n_slots():
+            raise ValueError(f"init_labels must lie in 0..{self._n_slots() - 1}; got {labels.min()}..{labels.max()}.")
         shift = X.mean(axis=0)  # centred, as in the sweeps
-        statistics = sufficient_statistics(X - shift, labels, self.n_components)
+        statistics = sufficient_statistics(X - shift, labels, self._n_slots())
         log_weights, means, precisions, _ = self._sample_parameters(
             statistics, alpha, mean_prior - shift, scale_inv, dof, shift, rng
         )
@@ -299,11 +340,16 @@ class GibbsGMM:
         n_samples, n_features = X.shape
         mean_prior, scale_inv, dof = self._resolve_prior(n_features)
         rng = np.random.default_rng(self.random_state)
-        K = self.n_components
-        alpha = np.broadcast_to(np.asarray(self.alpha, dtype=float), (K,))
+        K = self._n_slots()
+        alpha = np.broadcast_to(np.asarray(self._alpha_value(), dtype=float), (K,))
         self.n_features_in_ = n_features
+        self.n_components_ = K
 
         self._jitter_log = []
+        if init_labels is None and self._auto:  # over-split by k-means; the sparse prior empties the rest
+            from sklearn.cluster import KMeans
+
+            init_labels = KMeans(K, n_init=1, random_state=int(rng.integers(2**31 - 1))).fit_predict(X).astype(np.int64)
         if init_labels is None and self.init == "em":
             init_labels = em_labels(X, K, EM_RESTARTS, int(rng.integers(2**31 - 1)))
         if init_labels is None:
@@ -333,7 +379,7 @@ class GibbsGMM:
         log_likelihood : ndarray of shape (n_sweeps,)
         """
         n_samples, n_features = X.shape
-        K = self.n_components
+        K = self._n_slots()
         log_weights, means, precisions = start
         precisions_chol = cholesky(precisions, self._jitter_log)
         # Work in coordinates centred on the data mean: the Gauss-Wishart posterior is
@@ -348,6 +394,7 @@ class GibbsGMM:
 
             data = TorchSweepData(X - shift, K, self.device, seed=int(rng.integers(2**63 - 1)))
         log_likelihood = np.empty(self.n_sweeps)
+        occupied = np.empty(self.n_sweeps, dtype=np.int64)
         sweeps = range(self.n_sweeps)
         if self.progress:
             from tqdm.auto import tqdm
@@ -358,13 +405,19 @@ class GibbsGMM:
             labels, log_likelihood[sweep] = data.sample_labels(means - shift, precisions_chol, log_weights, rng)
             # pi | z
             statistics = data.sufficient_statistics(labels)
+            occupied[sweep] = np.count_nonzero(statistics[0])
             log_weights, means, precisions, precisions_chol = self._sample_parameters(
                 statistics, alpha, centred_mean_prior, scale_inv, dof, shift, rng
             )
             self.labels_ = labels
             self._set_parameters(log_weights, means, precisions, precisions_chol)
+            self.clusters_found_ = occupied[:sweep + 1]
             if self.callback is not None:
                 self.callback(sweep, labels, self)
+        last_half = occupied[self.n_sweeps // 2:]
+        values, counts = np.unique(last_half, return_counts=True)
+        self.n_clusters_found_ = int(values[np.argmax(counts)])  # ties: the smaller K
+        self.clusters_found_posterior_ = {int(v): float(c / len(last_half)) for v, c in zip(values, counts)}
         return log_likelihood
 
     def resample_parameters(self, X, labels, random_state=None):
@@ -385,18 +438,19 @@ class GibbsGMM:
         """
         X = self._validate_data(X, fitting=True)
         mean_prior, scale_inv, dof = self._resolve_prior(X.shape[1])
-        alpha = np.broadcast_to(np.asarray(self.alpha, dtype=float), (self.n_components,))
+        K = self._n_slots()
+        alpha = np.broadcast_to(np.asarray(self._alpha_value(), dtype=float), (K,))
         labels = np.asarray(labels)
         if labels.shape != (X.shape[0],) or not np.issubdtype(labels.dtype, np.integer) or (
-                labels.size and (labels.min() < 0 or labels.max() >= self.n_components)):
-            raise ValueError(f"labels must be {X.shape[0]} integers in 0..{self.n_components - 1}, one per data point.")
+                labels.size and (labels.min() < 0 or labels.max() >= K)):
+            raise ValueError(f"labels must be {X.shape[0]} integers in 0..{K - 1}, one per data point.")
         self._jitter_log = []
         shift = X.mean(axis=0)
-        statistics = sufficient_statistics(X - shift, labels, self.n_components)
+        statistics = sufficient_statistics(X - shift, labels, K)
         self._set_parameters(*self._sample_parameters(
             statistics, alpha, mean_prior - shift, scale_inv, dof, shift, np.random.default_rng(random_state)))
         del self._jitter_log
-        self.n_features_in_ = X.shape[1]
+        self.n_features_in_, self.n_components_ = X.shape[1], K
         self.labels_ = labels
         return self
 

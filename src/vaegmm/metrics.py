@@ -6,7 +6,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-__all__ = ["cluster_accuracy", "match_clusters", "clustering_metrics"]
+__all__ = ["cluster_accuracy", "many_to_one_accuracy", "match_clusters", "clustering_metrics"]
 
 
 def _contingency(y_true, y_pred):
@@ -49,6 +49,17 @@ def cluster_accuracy(y_true, y_pred):
     table, _, _ = _contingency(y_true, y_pred)
     rows, cols = linear_sum_assignment(table, maximize=True)
     return float(table[rows, cols].sum() / y_true.size)
+
+
+def many_to_one_accuracy(y_true, y_pred):
+    """Accuracy when every cluster is read as its most frequent class (several clusters may share
+    a class). Unlike :func:`cluster_accuracy` it does not penalise a K above the number of
+    classes, and it rises to 1 as K grows: report it beside ARI and NMI, never alone."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.shape != y_pred.shape or y_true.ndim != 1 or y_true.size == 0:
+        raise ValueError(f"y_true and y_pred must be 1-D of one non-zero length, got {y_true.shape} and {y_pred.shape}.")
+    table, _, _ = _contingency(y_true, y_pred)
+    return float(table.max(axis=1).sum() / y_true.size)
 
 
 def clustering_metrics(y_true, y_pred):

@@ -129,7 +129,7 @@ def gauss_wishart_prior(config, latents):
         return {"mean_prior": None, "wishart_scale": config.wishart_scale}
     n_features = latents.shape[1]
     dof = n_features if config.wishart_dof is None else config.wishart_dof
-    covariance = np.atleast_2d(np.cov(latents, rowvar=False)) / config.n_clusters ** (2.0 / n_features)
+    covariance = np.atleast_2d(np.cov(latents, rowvar=False)) / config.cluster_slots ** (2.0 / n_features)
     covariance += 1e-6 * np.trace(covariance) / n_features * np.eye(n_features)
     return {"mean_prior": latents.mean(axis=0), "wishart_scale": np.linalg.inv(dof * covariance)}
 
@@ -172,6 +172,8 @@ class GMMModule:
                                callback=self._callback(sweeps, averager), progress=progress)
             gmm.fit(latents, init_labels=previous)
             sweeps["log_likelihood"] = gmm.log_likelihood_.tolist()
+            if config.finds_k:
+                sweeps["clusters_found"] = gmm.clusters_found_.tolist()
             score = float(np.mean(gmm.log_likelihood_[-10:]))
             if best is None or score > best[0]:
                 best = (score, gmm, sweeps, averager)
@@ -183,7 +185,8 @@ class GMMModule:
         """An unfitted GibbsGMM with the config's settings and its Gauss-Wishart prior for ``latents``."""
         config = self.config
         return GibbsGMM(
-            config.n_clusters, n_sweeps=config.gmm_sweeps, alpha=config.alpha, beta=config.beta,
+            config.n_clusters, max_components=config.max_clusters, n_sweeps=config.gmm_sweeps, alpha=config.alpha,
+            beta=config.beta,
             **gauss_wishart_prior(config, latents), wishart_dof=config.wishart_dof, init=config.gmm_init,
             random_state=random_state, callback=callback, progress=progress,
             device=self.device if self.device.type == "cuda" else None,  # the torch sweep on CUDA

@@ -29,7 +29,7 @@ from .config import TrainConfig
 from .data import ImageDataset
 from .gmm import GibbsGMM
 from .messages import PriorMessage, prior_message, responsibility_moments
-from .metrics import clustering_metrics
+from .metrics import clustering_metrics, many_to_one_accuracy
 from .modules import GMMModule, VAEModule, gauss_wishart_prior
 from .rundir import RunDirectory, checkpoint_state
 from .vae import VAE, encode, fit_vae
@@ -79,10 +79,10 @@ def resolve_device(name):
 
 def check_data(dataset, config):
     """Raise ValueError, naming the config field to change, if ``dataset`` cannot be fitted with ``config``."""
-    if len(dataset) < config.n_clusters:
+    if len(dataset) < config.cluster_slots:
         raise ValueError(
-            f"The data hold {len(dataset)} images but {config.n_clusters} clusters were asked for; "
-            "use fewer clusters (n_clusters) or more data."
+            f"The data hold {len(dataset)} images but {config.cluster_slots} clusters were asked for; "
+            f"use fewer clusters ({'max_clusters' if config.finds_k else 'n_clusters'}) or more data."
         )
     if config.latent_dim >= dataset.flat().shape[1]:
         raise ValueError(
@@ -211,6 +211,11 @@ def fit_mutual(
         final = clustering_metrics(labels, assignments) if labels is not None else dict.fromkeys(("accuracy", "ari", "nmi"))
         metrics = {"iteration": iteration, **final, "elbo": vae_module.elbo[-1], "seconds": seconds,
                    "vae_seconds": vae_seconds, "gmm_seconds": seconds - vae_seconds}
+        if config.finds_k:  # K found: its posterior mode over the chain's last half, and that posterior
+            metrics.update(clusters_found=gmm.n_clusters_found_,
+                           clusters_found_posterior={str(k): v for k, v in gmm.clusters_found_posterior_.items()},
+                           accuracy_many_to_one=(many_to_one_accuracy(labels, assignments) if labels is not None
+                                                 else None))
         result.rounds.append(RoundResult(iteration, vae_module.elbo, vae_module.loss, gmm, latents, assignments,
                                          gmm_module.sweeps, metrics))
         result.vae = vae_module.vae
@@ -248,4 +253,5 @@ def format_round(metrics):
         f"{name} {metrics[name]:.4f}" if metrics[name] is not None else f"{name} n/a"
         for name in ("accuracy", "ari", "nmi")
     )
-    return f"round {metrics['iteration']}: ELBO {metrics['elbo']:.2f}  {scores}  ({metrics['seconds']:.1f} s)"
+    found = f"  K found {metrics['clusters_found']}" if "clusters_found" in metrics else ""
+    return f"round {metrics['iteration']}: ELBO {metrics['elbo']:.2f}  {scores}{found}  ({metrics['seconds']:.1f} s)"

@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "image_grid", "save_image_grid", "plot_elbo", "plot_sweep_metrics", "plot_latent_space",
     "plot_gmm_cluster", "pca_projection", "tsne_embedding", "plot_reconstructions", "plot_evaluation", "plot_naming_game",
+    "plot_clusters_found",
 ]
 
 _FIRST_ROUND_COLOR = "tab:red"  # the reference: red before mutual learning, blue after
@@ -406,4 +408,26 @@ def plot_naming_game(rounds, path, agent_names=("agent_a", "agent_b")):
     if right.get_legend_handles_labels()[0]:
         right.legend(loc="lower right", fontsize=8)
     fig.subplots_adjust(wspace=0.3)
+    return _save(fig, path)
+
+
+def plot_clusters_found(per_round, path, max_clusters=None):
+    """Non-empty clusters after every Gibbs sweep, one line per round (``per_round``: a list of
+    per-sweep counts per round); the last half of each chain, where K is estimated, shaded."""
+    fig, ax = _subplots(figsize=(7.0, 4.2))
+    colors = _round_colors(len(per_round))
+    for iteration, (counts, color) in enumerate(zip(per_round, colors)):
+        sweeps = np.arange(1, len(counts) + 1)
+        ax.step(sweeps, counts, where="post", color=color, label=f"round {iteration}")
+    longest = max(len(counts) for counts in per_round)
+    ax.axvspan(longest // 2 + 0.5, longest + 0.5, color="tab:gray", alpha=0.12,
+               label="last half: K found = its most frequent value")
+    if max_clusters is not None:
+        ax.axhline(max_clusters, color="tab:gray", ls=":", lw=1, label=f"upper bound ({max_clusters})")
+    ax.set_xlabel("Gibbs sweep")
+    ax.set_ylabel("non-empty clusters")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title("Clusters the GMM occupies, per sweep")
     return _save(fig, path)

@@ -121,18 +121,24 @@ _METRIC_COLUMNS = [  # (metrics.json key, heading, format)
     ("accuracy", "accuracy", "{:.4f}"),
     ("ari", "ARI", "{:.4f}"),
     ("nmi", "NMI", "{:.4f}"),
+    ("clusters_found", "K found", "{:d}"),
+    ("accuracy_many_to_one", "accuracy, many-to-one", "{:.4f}"),
     ("seconds", "time (s)", "{:.1f}"),
     ("vae_seconds", "VAE (s)", "{:.1f}"),
     ("gmm_seconds", "GMM (s)", "{:.1f}"),
 ]
 
 
+_FOUND_K_COLUMNS = ("clusters_found", "accuracy_many_to_one")  # only in runs whose GMM finds K
+
+
 def _metric_rows(metrics):
     """Headings and one row of strings per round ("n/a" where a value is null)."""
-    headings = [heading for _, heading, _ in _METRIC_COLUMNS[:1]] + ["prior"] + [h for _, h, _ in _METRIC_COLUMNS[1:]]
+    columns = [c for c in _METRIC_COLUMNS if c[0] not in _FOUND_K_COLUMNS or any(c[0] in row for row in metrics)]
+    headings = [heading for _, heading, _ in columns[:1]] + ["prior"] + [h for _, h, _ in columns[1:]]
     rows = []
     for row in metrics:
-        cells = [fmt.format(row[key]) if row.get(key) is not None else "n/a" for key, _, fmt in _METRIC_COLUMNS]
+        cells = [fmt.format(row[key]) if row.get(key) is not None else "n/a" for key, _, fmt in columns]
         cells.insert(1, "N(0, I)" if row["iteration"] == 0 else "GMM")
         rows.append(cells)
     return headings, rows
