@@ -81,7 +81,19 @@ def test_config_and_cli_take_auto(tmp_path, capsys):
         assert 1 <= row["clusters_found"] <= 12 and 0 <= row["accuracy_many_to_one"] <= 1
         assert sum(row["clusters_found_posterior"].values()) == pytest.approx(1.0)
     assert (out / "figures" / "clusters_found.png").exists()
+    prior = np.load(out / "iteration_0" / "prior.npz")  # the message over all 12 clusters, emptied ones too
+    assert np.isfinite(prior["mean"]).all() and (prior["var"] > 0).all()
     assert "K found" in (out / "report.md").read_text(encoding="utf-8")
     assert json.loads((out / "config.json").read_text())["n_clusters"] == "auto"
     with pytest.raises(SystemExit):  # argparse: usage and "expected a number of clusters or auto"
         main(["train", "--data", "digits", "--clusters", "lots", "--out", str(tmp_path / "x")])
+
+
+def test_evaluate_reports_the_k_found_and_reads_out_with_it():
+    from vaegmm.evaluate import evaluate
+
+    config = TrainConfig(data="digits", max_samples=300, n_clusters="auto", max_clusters=12, gmm_prior="data",
+                         vae_epochs=2, round0_epochs=2, gmm_sweeps=6, latent_dim=4, hidden_dims=(32,), device="cpu")
+    seed = evaluate(config, seeds=[0])["per_seed"][0]
+    for setting in ("round0", "apart", "mutual"):
+        assert 1 <= seed[setting]["clusters_found"] <= 12 and 0 <= seed["readout"][setting]["ari"] <= 1

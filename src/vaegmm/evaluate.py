@@ -46,7 +46,9 @@ READOUT_RESTARTS = 10
 
 
 def _scores(metrics):
-    return {name: metrics[name] for name in _METRICS}
+    """accuracy, ARI, NMI (and, when the GMM found K, that K and the many-to-one accuracy)."""
+    found = {key: metrics[key] for key in ("clusters_found", "accuracy_many_to_one") if key in metrics}
+    return {**{name: metrics[name] for name in _METRICS}, **found}
 
 
 def apart_config(config):
@@ -78,7 +80,11 @@ def _evaluate_seed(config, seed, threads):
     apart = fit_mutual(dataset, apart_config(seeded), progress=False, log=None)
     apart_seconds = time.perf_counter() - started
     rounds = [_scores(r.metrics) for r in mutual.rounds]
-    readout = lambda result: readout_metrics(result.latents, dataset.labels, config.n_clusters, seed)  # noqa: E731
+
+    def readout(result):  # EM with the chain's K (the K it found when it finds K; labels never choose)
+        n_clusters = result.gmm.n_clusters_found_ if config.finds_k else config.n_clusters
+        return readout_metrics(result.latents, dataset.labels, n_clusters, seed)
+
     readout_rounds = [readout(r) for r in mutual.rounds]
     return {
         "dataset": config.data,

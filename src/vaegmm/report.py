@@ -151,7 +151,8 @@ def _summary(facts, image_shape):
     return (f"{facts.n_samples:,} images of {size} pixels from {config.data!r} ({labels}); "
             f"{len(facts.iterations)} rounds of mutual learning (round 0 without, the others with the GMM's "
             f"prior), {_epochs(config)} and {config.gmm_sweeps} Gibbs sweeps each; "
-            f"K = {facts.n_clusters} clusters, latent dimension L = {facts.latent_dim}.")
+            + (f"K found by the GMM (at most {facts.config.max_clusters} clusters)" if facts.config.finds_k
+               else f"K = {facts.n_clusters} clusters") + f", latent dimension L = {facts.latent_dim}.")
 
 
 def _epochs(config):
