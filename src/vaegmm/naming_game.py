@@ -191,7 +191,7 @@ def fit_naming_game(
             if agent.gmm is None and mode == "none":
                 agent.signs = module.fit(agent.latents, seed, progress=progress).gmm.labels_.copy()
             elif agent.gmm is None:
-                agent.signs = game_rng.integers(config.n_clusters, size=len(dataset))
+                agent.signs = game_rng.integers(config.cluster_slots, size=len(dataset))
             agent.gmm = module.sampler(agent.latents)  # its prior follows the round's latents (gmm_prior="data")
             agent.gmm.resample_parameters(agent.latents, agent.signs, game_rng)
         # 3. The game.
