@@ -213,11 +213,16 @@ def _field_value(text):
     field, sep, value = text.partition("=")
     if not sep:
         raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
-    try:
-        value = json.loads(value)
-    except json.JSONDecodeError:
-        pass
+    value = _json_or_text(value)
     return field.strip(), tuple(value) if isinstance(value, list) else value
+
+
+def _json_or_text(text):
+    """``text`` parsed as JSON (20, 0.5, [64, 32], null), or the text itself (a plain string: last)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def _flag(field):
@@ -334,12 +339,12 @@ def _cmd_figures(args):
 
 
 def _cmd_report(args):
-    from .naming_game import write_game_report
+    from .naming_game import AGENT_NAMES, write_game_report
     from .report import write_report
 
     if (Path(args.run) / "game.json").exists():  # a naming game: its own report, and each agent's
         paths = write_game_report(args.run)
-        for name in ("agent_a", "agent_b"):
+        for name in AGENT_NAMES:
             paths += write_report(Path(args.run) / name, refresh_figures=args.refresh_figures)
     else:
         paths = write_report(args.run, refresh_figures=args.refresh_figures)

@@ -45,7 +45,7 @@ from typing import Callable, List, Optional
 
 import numpy as np
 import torch
-from sklearn.metrics import cohen_kappa_score
+from sklearn.metrics import adjusted_rand_score, cohen_kappa_score
 
 from . import plots
 from .augment import affine_views
@@ -203,7 +203,7 @@ def fit_naming_game(
             turns["kappa"].append(float(cohen_kappa_score(agents[0].signs, agents[1].signs)))
             if labels is not None:
                 for agent in agents:
-                    turns[f"{agent.name}_ari"].append(clustering_metrics(labels, agent.signs)["ari"])
+                    turns[f"{agent.name}_ari"].append(float(adjusted_rand_score(labels, agent.signs)))
         # 4. Each GMM's message to its VAE: the prior of each datum's sign.
         for agent in agents:
             agent.prior = PriorMessage.from_gmm(agent.gmm, agent.signs, config.prior_covariance, device)
