@@ -266,27 +266,43 @@ def _train_config(args):
 
 
 def _cmd_train(args):
-    from .data import load_dataset
+    from .data import load_dataset, open_mapped
+    from .distributed import SINGLE, from_environment, launched_by_torchrun, shutdown
     from .figures import write_figures
     from .mutual import fit_mutual, resolve_device
     from .report import write_report
     from .rundir import RunDirectory
 
     config = _train_config(args)
-    resolve_device(config.device)  # fail now, not after loading the data
+    device = resolve_device(config.device)  # fail now, not after loading the data
     _set_threads(args.threads)
+    context = from_environment(device.type) if launched_by_torchrun() else SINGLE  # torchrun: one rank of P
+    say = print if context.is_main else (lambda *_: None)
     if args.resume:
         args.out = args.resume
-        RunDirectory(args.out).check_resumable(config)  # refuses a changed config before loading data
-    else:
-        RunDirectory(args.out).check_replaceable(config, args.overwrite)  # before loading any data
-    dataset = load_dataset(config.data, max_samples=config.max_samples, seed=config.seed)
+    if context.is_main:  # the other ranks never touch the run directory
+        if args.resume:
+            RunDirectory(args.out).check_resumable(config)  # refuses a changed config before loading data
+        else:
+            RunDirectory(args.out).check_replaceable(config, args.overwrite)  # before loading any data
+    # Distributed, a .npy or IDX file is memory-mapped: each rank reads only its shard.
+    dataset = open_mapped(config.data) if context.active and config.max_samples is None else None
+    if dataset is None:
+        dataset = load_dataset(config.data, max_samples=config.max_samples, seed=config.seed)
     labels = "with labels" if dataset.labels is not None else "no labels"
-    print(f"data: {dataset.name}, {len(dataset)} images of {dataset.image_shape[0]}x{dataset.image_shape[1]} ({labels})")
-    with _DeferredInterrupt() as interrupt:
-        result = fit_mutual(dataset, config, run_dir=args.out, progress=not args.quiet, overwrite=args.overwrite,
-                            resume=bool(args.resume), checkpoint_every=args.checkpoint_every,
-                            stop_requested=lambda: interrupt.requested)
+    ranks = f", {context.world_size} processes" if context.active else ""
+    say(f"data: {dataset.name}, {len(dataset)} images of {dataset.image_shape[0]}x{dataset.image_shape[1]} "
+        f"({labels}){ranks}")
+    try:
+        with _DeferredInterrupt() as interrupt:
+            result = fit_mutual(dataset, config, run_dir=args.out, progress=not args.quiet and context.is_main,
+                                overwrite=args.overwrite, resume=bool(args.resume),
+                                checkpoint_every=args.checkpoint_every, stop_requested=lambda: interrupt.requested,
+                                distributed=context)
+    finally:
+        shutdown(context)
+    if not context.is_main:
+        return 0
     if not args.no_figures:
         write_figures(args.out)
         write_report(args.out)

@@ -15,7 +15,8 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["ImageDataset", "load_dataset", "as_image_dataset", "read_idx", "DataError", "BUILTIN_DATASETS", "SUITE"]
+__all__ = ["ImageDataset", "MappedImageDataset", "load_dataset", "open_mapped", "as_image_dataset", "read_idx",
+           "DataError", "BUILTIN_DATASETS", "SUITE"]
 
 BUILTIN_DATASETS = ("mnist5k", "mnist5k-a", "mnist5k-b", "mnist5k-imbalanced", "digits")
 # The datasets of `vaegmm evaluate --suite`. The defaults were chosen on mnist5k-a (seeds
@@ -67,9 +68,94 @@ class ImageDataset:
         """Images as float32 of shape (n_samples, height * width)."""
         return self.images.reshape(len(self), -1)
 
+    def rows(self, start, stop):
+        """Images ``start .. stop - 1`` as float32 of shape (stop - start, height * width)."""
+        return self.flat()[start:stop]
+
     def subset(self, indices):
         labels = None if self.labels is None else self.labels[indices]
         return ImageDataset(self.images[indices], labels, self.name)
+
+
+class MappedImageDataset:
+    """Images of a ``.npy`` or uncompressed IDX file, memory-mapped: :meth:`rows` reads, scales and
+    checks only the rows asked for, so that each process of a distributed run reads only its
+    shard (:mod:`vaegmm.distributed`). ``labels`` (small) are read whole. Made by :func:`open_mapped`.
+
+    Attributes
+    ----------
+    images : numpy.memmap of shape (n_samples, height, width), the file's values
+    labels : ndarray of shape (n_samples,) of int64, or None
+    name : str
+    scale : float, the divisor that brings the values into [0, 1] (255 for 8-bit files)
+    """
+
+    def __init__(self, images, labels, name, scale):
+        self.images, self.labels, self.name, self.scale = images, labels, name, float(scale)
+
+    def __len__(self):
+        return self.images.shape[0]
+
+    @property
+    def image_shape(self):
+        return tuple(self.images.shape[1:])
+
+    def rows(self, start, stop):
+        """Images ``start .. stop - 1`` as float32 of shape (stop - start, height * width), in [0, 1]."""
+        block = np.asarray(self.images[start:stop], dtype=np.float32).reshape(stop - start, -1) / self.scale
+        if not np.all(np.isfinite(block)) or block.size and (block.min() < 0 or block.max() > 1):
+            raise DataError(f"{self.name}: images {start}..{stop - 1} hold values outside 0..{self.scale:g} (or NaN); "
+                            "fix the file, or load it without memory-mapping (one process).")
+        return block
+
+    def flat(self):
+        """Every image, read (float32, (n_samples, height * width))."""
+        return self.rows(0, len(self))
+
+    def subset(self, indices):
+        return as_image_dataset(np.asarray(self.images[indices], dtype=np.float32) / self.scale,
+                                None if self.labels is None else self.labels[indices], self.name)
+
+
+def open_mapped(source):
+    """A :class:`MappedImageDataset` of a ``.npy`` file (8-bit images, or floats in [0, 1]) or an
+    uncompressed IDX images file (labels from its ``*-idx1-ubyte`` file); None for any other
+    source (a folder, a compressed or ``.npz`` file, a built-in dataset), which
+    :func:`load_dataset` reads whole."""
+    path = Path(str(source)).expanduser()
+    if not path.is_file():
+        return None
+    if path.suffix == ".npy":
+        try:
+            images = np.load(path, mmap_mode="r", allow_pickle=False)
+        except Exception as exc:  # numpy raises several types for a file that is not an array
+            raise DataError(f"Cannot read {path} as a NumPy .npy file: {exc}.") from None
+        labels = None
+    elif _IDX_IMAGES.search(path.name) and path.suffix != ".gz":
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES or head[3] not in (2, 3):
+                raise DataError(f"{path} is not an IDX images file (bad magic number); expected MNIST-format data.")
+            shape = tuple(int(d) for d in np.frombuffer(handle.read(4 * head[3]), dtype=">u4"))
+        images = np.memmap(path, dtype=_IDX_DTYPES[head[2]], mode="r", offset=4 + 4 * head[3], shape=shape)
+        label_path = _label_file_for(path)
+        labels = None if label_path is None else read_idx(label_path).astype(np.int64)
+        if labels is not None and labels.shape != (shape[0],):
+            raise DataError(f"{path} holds {shape[0]} images but {label_path} holds {labels.shape[0]} labels; "
+                            "they must match one to one.")
+    else:
+        return None
+    if images.ndim == 2:  # flat rows of square images
+        side = int(round(np.sqrt(images.shape[1])))
+        if side * side != images.shape[1]:
+            raise DataError(f"{path}: flat images of {images.shape[1]} pixels are not square; save them as "
+                            "(n, height, width).")
+        images = images.reshape(images.shape[0], side, side)
+    if images.ndim != 3 or images.shape[0] == 0 or images.dtype.kind not in "uif":
+        raise DataError(f"{path}: images have shape {images.shape} and dtype {images.dtype}; expected a "
+                        "non-empty (n, height, width) array of numbers.")
+    scale = 255.0 if images.dtype.kind in "ui" else 1.0
+    return MappedImageDataset(images, labels, str(path), scale)
 
 
 # ---------------------------------------------------------------------------------------------

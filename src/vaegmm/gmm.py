@@ -107,6 +107,13 @@ class GibbsGMM:
         device (:mod:`vaegmm.gmm_torch`), the K x L x L parameter algebra stays in NumPy; the
         chain has the same distribution, but not the same numbers as the NumPy sampler's for
         one seed. Attributes are NumPy arrays either way.
+    distributed : vaegmm.distributed.Context, default=None
+        Shard the sweeps over the ranks of a ``torch.distributed`` process group (every rank
+        calls ``fit`` with all of X and the same ``random_state``): each rank draws z of its
+        shard with counter-based uniforms, the sufficient statistics are all-reduced and rank
+        0's draw of the parameters is broadcast (:class:`vaegmm.distributed.ShardedSweepData`).
+        The chain does not depend on the number of ranks (up to the order of floating-point
+        sums); it is not the chain of ``distributed=None`` for the same seed. NumPy sweeps only.
 
     Attributes
     ----------
@@ -156,6 +163,7 @@ class GibbsGMM:
         callback=None,
         progress=False,
         device=None,
+        distributed=None,
     ):
         self.n_components = n_components
         self.max_components = max_components
@@ -170,6 +178,7 @@ class GibbsGMM:
         self.callback = callback
         self.progress = progress
         self.device = device
+        self.distributed = distributed
 
     @property
     def _auto(self):
@@ -346,12 +355,18 @@ class GibbsGMM:
         self.n_components_ = K
 
         self._jitter_log = []
+        main = self.distributed is None or self.distributed.is_main  # sharded: rank 0 finds the start
         if init_labels is None and self._auto:  # over-split by k-means; the sparse prior empties the rest
             from sklearn.cluster import KMeans
 
-            init_labels = KMeans(K, n_init=1, random_state=int(rng.integers(2**31 - 1))).fit_predict(X).astype(np.int64)
+            seed = int(rng.integers(2**31 - 1))
+            init_labels = (KMeans(K, n_init=1, random_state=seed).fit_predict(X).astype(np.int64) if main
+                           else np.zeros(n_samples, dtype=np.int64))
         if init_labels is None and self.init == "em":
-            init_labels = em_labels(X, K, EM_RESTARTS, int(rng.integers(2**31 - 1)))
+            seed = int(rng.integers(2**31 - 1))
+            init_labels = em_labels(X, K, EM_RESTARTS, seed) if main else np.zeros(n_samples, dtype=np.int64)
+        if init_labels is not None and self.distributed is not None:
+            init_labels = self.distributed.broadcast(np.asarray(init_labels, dtype=np.int64))
         if init_labels is None:
             start = self._initialize(X, rng, mean_prior, scale_inv, dof)
         else:
@@ -387,7 +402,13 @@ class GibbsGMM:
         # keeps the sufficient statistics and the expanded quadratic form accurate.
         shift = X.mean(axis=0)  # (L,)
         centred_mean_prior = mean_prior - shift
-        if self.device is None:
+        if self.distributed is not None:
+            from .distributed import ShardedSweepData
+
+            data = ShardedSweepData(X - shift, K, self.distributed, seed=int(rng.integers(2**63 - 1)))
+            log_weights, means, precisions = data.share(log_weights, means, precisions)
+            precisions_chol = cholesky(precisions, self._jitter_log)
+        elif self.device is None:
             data = NumpySweepData(X - shift, K)
         else:
             from .gmm_torch import TorchSweepData
@@ -409,6 +430,13 @@ class GibbsGMM:
             log_weights, means, precisions, precisions_chol = self._sample_parameters(
                 statistics, alpha, centred_mean_prior, scale_inv, dof, shift, rng
             )
+            if self.distributed is not None:  # every rank continues from rank 0's draw
+                log_weights, means, precisions, precisions_chol = data.share(log_weights, means, precisions,
+                                                                             precisions_chol)
+                if self.callback is None and sweep < self.n_sweeps - 1:
+                    self._set_parameters(log_weights, means, precisions, precisions_chol)
+                    continue  # the shards' labels are gathered only where they are read
+                labels = data.all_labels(labels)
             self.labels_ = labels
             self._set_parameters(log_weights, means, precisions, precisions_chol)
             self.clusters_found_ = occupied[:sweep + 1]

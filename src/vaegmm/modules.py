@@ -39,6 +39,10 @@ class VAEModule:
     input_dim : int
     image_shape : tuple (height, width)
     device : torch.device
+    distributed : vaegmm.distributed.Context, default=None
+        With an active context the images given to :meth:`fit` and :meth:`encode` are this
+        rank's shard; training is data-parallel (DDP) and :meth:`encode` gathers every rank's
+        latents. The generators are then seeded per rank and epoch.
 
     Attributes
     ----------
@@ -47,9 +51,10 @@ class VAEModule:
     epoch : epochs of the current round done so far
     """
 
-    def __init__(self, config, input_dim, image_shape, device):
+    def __init__(self, config, input_dim, image_shape, device, distributed=None):
         self.config = config
         self.input_dim, self.image_shape, self.device = input_dim, tuple(image_shape), device
+        self.distributed = distributed if distributed is not None and distributed.active else None
         self.vae = self.optimizer = None
         self.augment = None
         if config.augments:
@@ -61,7 +66,7 @@ class VAEModule:
         """Seed the round's generators; build a fresh VAE (weights from ``seed``, without touching
         the caller's global RNG) unless a warm-started one carries over."""
         config = self.config
-        self.iteration = iteration
+        self.iteration, self.seed = iteration, seed
         self.epochs = config.first_round_epochs if iteration == 0 else config.vae_epochs
         self.kl_weight = config.round_kl_weight(iteration)
         self.shuffle_generator = torch.Generator().manual_seed(seed)
@@ -110,13 +115,24 @@ class VAEModule:
             kl_weight=self.kl_weight, shuffle=shuffle, generator=self.shuffle_generator,
             noise_generator=self.noise_generator, augment=self.augment, reconstruct=self.config.augment_target,
             start_epoch=self.epoch, on_epoch_end=record, progress=progress, desc=desc,
+            distributed=self.distributed, reseed=self._reseed if self.distributed is not None else None,
         )
         return self
 
-    def encode(self, images):
+    def _reseed(self, epoch):
+        """Distributed: this rank's generators for ``epoch`` from (round seed, rank, epoch)."""
+        state = np.random.SeedSequence([self.seed, self.distributed.rank, epoch]).generate_state(2, dtype=np.uint64)
+        self.shuffle_generator.manual_seed(int(state[0] >> 1))
+        self.noise_generator.manual_seed(int(state[1] >> 1))
+
+    def encode(self, images, n_samples=None):
         """The forward message: latents of the clean images (encoder means, or samples with
-        ``send="sample"``), (N, L) float64."""
-        return encode(self.vae, images, sample=self.config.send == "sample", generator=self.noise_generator)
+        ``send="sample"``), (N, L) float64. Distributed: ``images`` are this rank's shard of the
+        ``n_samples`` data, and every rank gets all the latents."""
+        latents = encode(self.vae, images, sample=self.config.send == "sample", generator=self.noise_generator)
+        if self.distributed is None:
+            return latents
+        return self.distributed.all_gather_rows(latents, n_samples)
 
 
 def gauss_wishart_prior(config, latents):
@@ -148,6 +164,8 @@ class GMMModule:
         True labels, only to score each sweep (accuracy, ARI, NMI).
     device : torch.device
         On CUDA the per-datum half of each sweep runs in torch there.
+    distributed : vaegmm.distributed.Context, default=None
+        With an active context the sweeps are sharded over the ranks (``GibbsGMM(distributed=...)``).
 
     Attributes (after :meth:`fit`)
     ------------------------------
@@ -155,8 +173,9 @@ class GMMModule:
     sweeps : its per-sweep records ("log_likelihood", and accuracy/ari/nmi with labels)
     """
 
-    def __init__(self, config, labels, device):
+    def __init__(self, config, labels, device, distributed=None):
         self.config, self.labels, self.device = config, labels, device
+        self.distributed = distributed if distributed is not None and distributed.active else None
         self.gmm = self.sweeps = self.latents = self._averager = None
 
     def fit(self, latents, seed, previous=None, progress=True):
@@ -189,7 +208,8 @@ class GMMModule:
             beta=config.beta,
             **gauss_wishart_prior(config, latents), wishart_dof=config.wishart_dof, init=config.gmm_init,
             random_state=random_state, callback=callback, progress=progress,
-            device=self.device if self.device.type == "cuda" else None,  # the torch sweep on CUDA
+            device=self.device if self.device.type == "cuda" and self.distributed is None else None,  # torch on CUDA
+            distributed=self.distributed,
         )
 
     def _callback(self, record, averager):

@@ -27,6 +27,7 @@ import torch
 
 from .config import TrainConfig
 from .data import ImageDataset
+from .distributed import SINGLE
 from .gmm import GibbsGMM
 from .messages import PriorMessage, prior_message, responsibility_moments
 from .metrics import clustering_metrics, many_to_one_accuracy
@@ -84,9 +85,10 @@ def check_data(dataset, config):
             f"The data hold {len(dataset)} images but {config.cluster_slots} clusters were asked for; "
             f"use fewer clusters ({'max_clusters' if config.finds_k else 'n_clusters'}) or more data."
         )
-    if config.latent_dim >= dataset.flat().shape[1]:
+    pixels = int(np.prod(dataset.image_shape))
+    if config.latent_dim >= pixels:
         raise ValueError(
-            f"latent_dim = {config.latent_dim} is not below the {dataset.flat().shape[1]} pixels of an image; "
+            f"latent_dim = {config.latent_dim} is not below the {pixels} pixels of an image; "
             "an autoencoder needs a smaller latent dimension (latent_dim)."
         )
 
@@ -109,12 +111,13 @@ def fit_mutual(
     checkpoint_every=10,
     log: Optional[Callable[[str], None]] = print,
     stop_requested: Optional[Callable[[], bool]] = None,
+    distributed=None,
 ):
     """Run ``config.mutual_iterations`` rounds of VAE + GMM mutual learning on ``dataset``.
 
     Parameters
     ----------
-    dataset : ImageDataset
+    dataset : ImageDataset (or, distributed, a :class:`~vaegmm.data.MappedImageDataset`)
     config : TrainConfig
     run_dir : path, default=None
         Where to write the run directory (see :mod:`vaegmm.rundir`); nothing is written if None.
@@ -136,6 +139,12 @@ def fit_mutual(
         Polled after every epoch; when it returns True the loop writes a checkpoint and raises
         KeyboardInterrupt (the CLI sets it from its Ctrl-C handler). The library installs no
         signal handler: without it a Ctrl-C stops at once and the last checkpoint is kept.
+    distributed : vaegmm.distributed.Context, default=None
+        One rank of a ``torch.distributed`` run (every rank calls ``fit_mutual`` with the same
+        arguments): each reads only its shard of the images, trains the VAE data-parallel and
+        draws the Gibbs assignments of its shard (:mod:`vaegmm.distributed`). Rank 0 alone writes
+        the run directory and logs; when resuming it reads the run directory and sends the
+        other ranks what they need. Every rank returns the same result.
 
     Returns
     -------
@@ -144,34 +153,45 @@ def fit_mutual(
     check_data(dataset, config)
     if not (isinstance(checkpoint_every, int) and checkpoint_every >= 1):
         raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}.")
+    context = distributed if distributed is not None else SINGLE
     device = resolve_device(config.device)
-    images = torch.as_tensor(dataset.flat(), device=device)  # (N, D)
+    if context.active and device.type == "cuda":
+        device = torch.device(context.device)  # this rank's GPU
     labels = dataset.labels
-    n_samples, input_dim = images.shape
+    n_samples, input_dim = len(dataset), int(np.prod(dataset.image_shape))
+    start, stop = context.shard(n_samples)
+    images = torch.as_tensor(dataset.rows(start, stop), device=device)  # (N, D), distributed: this rank's shard
     stop_requested = stop_requested or (lambda: False)
-    run = RunDirectory(run_dir) if run_dir is not None else None
-    checkpoint = None
-    if resume:
-        if run is None:
-            raise ValueError("resume=True needs the run_dir of the run to continue.")
+    if resume and run_dir is None:
+        raise ValueError("resume=True needs the run_dir of the run to continue.")
+    run = RunDirectory(run_dir) if run_dir is not None and context.is_main else None  # rank 0 writes
+    if log is not None and not context.is_main:
+        log = None
+    checkpoint = saved_rounds = None
+    if resume and run is not None:
         checkpoint = run.load_checkpoint(config)  # refuses a different config; None: nothing done yet
+        first_round = 0 if checkpoint is None else checkpoint["iteration"]
+        if first_round > 0:  # completed rounds come from the run directory
+            saved_rounds = ([_load_round(run, i) for i in range(first_round)], run.load_prior(first_round - 1),
+                            run.load_vae(first_round - 1, "cpu")[0])
     elif run is not None:
         run.start(config, overwrite=overwrite)
+    if resume:  # rank 0 sends what it read
+        checkpoint, saved_rounds = context.broadcast_object((checkpoint, saved_rounds))
     if run is not None and labels is not None:
         run.save_labels(labels)
 
-    vae_module = VAEModule(config, input_dim, dataset.image_shape, device)
-    gmm_module = GMMModule(config, labels, device)
+    vae_module = VAEModule(config, input_dim, dataset.image_shape, device, distributed=context)
+    gmm_module = GMMModule(config, labels, device, distributed=context)
     result = MutualResult(config=config, vae=None)
     prior = PriorMessage.standard_normal(n_samples, config.latent_dim, device)
     first_round = 0 if checkpoint is None else checkpoint["iteration"]
-    if first_round > 0:  # completed rounds come from the run directory
-        result.rounds = [_load_round(run, i) for i in range(first_round)]
+    if first_round > 0:
+        result.rounds, saved, result.vae = saved_rounds
+        result.vae.to(device)
         last = result.rounds[-1]
-        saved = run.load_prior(first_round - 1)
         prior = (PriorMessage.from_numpy(saved, device) if saved is not None
                  else PriorMessage.from_gmm(last.gmm, last.assignments, config.prior_covariance, device))
-        result.vae, _ = run.load_vae(first_round - 1, device)
     if checkpoint is not None and log is not None:
         where = ("all rounds are done" if first_round == config.mutual_iterations
                  else f"round {first_round}, epoch {checkpoint['epoch']}")
@@ -188,7 +208,7 @@ def fit_mutual(
             checkpoint = None
 
         def on_epoch_end(epoch):
-            stop = stop_requested()
+            stop = context.any(stop_requested()) if context.active else stop_requested()
             if run is not None and (epoch % checkpoint_every == 0 or epoch == vae_module.epochs or stop):
                 run.save_checkpoint(checkpoint_state(config, iteration, epoch, vae_module.state(),
                                                      time.perf_counter() - started))
@@ -199,7 +219,7 @@ def fit_mutual(
         vae_module.fit(images, prior, shuffle=shuffle, on_epoch_end=on_epoch_end, progress=progress,
                        desc=f"round {iteration} VAE")
         vae_seconds = time.perf_counter() - started
-        latents = vae_module.encode(images)
+        latents = vae_module.encode(images, n_samples)
 
         # 3. GMM step; 4. GMM -> VAE: the prior of the next round.
         previous = result.rounds[-1].assignments if config.chain_init == "previous" and result.rounds else None
@@ -231,7 +251,7 @@ def fit_mutual(
                 config, iteration + 1, 0, vae_module.state(weights=config.vae_init == "warm", progress=False)))
         if log is not None:
             log(format_round(metrics))
-        if stop_requested():
+        if context.any(stop_requested()) if context.active else stop_requested():
             raise KeyboardInterrupt
     return result
 

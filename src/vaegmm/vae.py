@@ -270,7 +270,7 @@ def negative_elbo_terms(vae, images, prior_mean, prior_var=None, prior_precision
 
 def fit_vae(vae, optimizer, images, prior, *, epochs, batch_size, kl_weight=1.0, shuffle=True,
             generator=None, noise_generator=None, augment=None, reconstruct="view", start_epoch=0, on_epoch_end=None,
-            progress=True, desc="VAE"):
+            progress=True, desc="VAE", distributed=None, reseed=None):
     """Train ``vae`` for epochs ``start_epoch + 1 .. epochs`` against a per-datum prior.
 
     Parameters
@@ -293,6 +293,15 @@ def fit_vae(vae, optimizer, images, prior, *, epochs, batch_size, kl_weight=1.0,
     on_epoch_end : callable, default=None
         Called as ``on_epoch_end(epoch, elbo, loss)`` after each epoch (``epoch`` counts the
         epochs done), only once the epoch's loss is known to be finite.
+    distributed : vaegmm.distributed.Context, default=None
+        With an active context, ``images`` are this rank's shard of the data (rows
+        ``context.shard(n_samples)`` of the ``n_samples`` rows of ``prior``'s data), the VAE is wrapped
+        in :class:`~torch.nn.parallel.DistributedDataParallel` and every step trains each rank
+        on ``ceil(batch_size / world_size)`` data of its shard (the prior indexed by their
+        global indices); the ELBO and loss are means over all the data.
+    reseed : callable, default=None
+        Called as ``reseed(epoch)`` before each epoch (e.g. to seed the generators per rank and
+        epoch, so that a resumed distributed run draws what an uninterrupted one would).
 
     Returns
     -------
@@ -303,31 +312,50 @@ def fit_vae(vae, optimizer, images, prior, *, epochs, batch_size, kl_weight=1.0,
     FloatingPointError
         If an epoch's loss is NaN or infinite (before ``on_epoch_end`` sees it).
     """
-    n_samples = images.shape[0]
+    from .distributed import SINGLE
+
+    context = distributed or SINGLE
+    n_local = images.shape[0]
+    model, offset, n_samples, batches = vae, 0, n_local, None
+    if context.active:  # this rank's shard; every rank takes the same number of steps per epoch
+        n_samples = _data_size(prior, context, n_local)
+        offset = context.shard(n_samples)[0]
+        local_batch = -(-batch_size // context.world_size)
+        batches = -(-(-(-n_samples // context.world_size)) // local_batch)
+        if context.world_size > 1:
+            model = torch.nn.parallel.DistributedDataParallel(vae)
     elbo_per_epoch, loss_per_epoch = [], []
     bar = tqdm(range(start_epoch, epochs), desc=desc, unit="epoch", disable=not progress, leave=False,
                initial=start_epoch, total=epochs)
     vae.train()
     for epoch in bar:
-        order = torch.randperm(n_samples, generator=generator) if shuffle else torch.arange(n_samples)
+        if reseed is not None:
+            reseed(epoch)
+        order = torch.randperm(n_local, generator=generator) if shuffle else torch.arange(n_local)
         order = order.to(images.device)
         elbo_sum = loss_sum = 0.0
-        for indices in order.split(batch_size):
-            batch = target = images[indices]
+        for rows in (order.split(batch_size) if batches is None else order.tensor_split(batches)):
+            weight = 1.0
+            if rows.numel() == 0:  # a shard one datum short: a step without loss, so that DDP's steps match
+                rows, weight = order[:1], 0.0
+            indices = rows + offset
+            batch = target = images[rows]
             if augment is not None:  # a random view of each datum, trained against its datum's prior
                 batch = augment(batch, generator=noise_generator)
                 target = target if reconstruct == "clean" else batch
-            logits, mean, logvar = vae(batch, noise_generator)
+            logits, mean, logvar = model(batch, noise_generator)
             reconstruction = F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(dim=-1)
             kl = prior.kl(mean, logvar, indices)  # each datum's own prior, or the shared mixture
             # Both terms summed over pixels/latent dims, averaged over the batch: one scale.
-            loss = (reconstruction + kl_weight * kl).mean()
+            loss = weight * (reconstruction + kl_weight * kl).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             with torch.no_grad():
-                elbo_sum -= float((reconstruction + kl).sum())
-                loss_sum += float(loss) * indices.numel()
+                elbo_sum -= weight * float((reconstruction + kl).sum())
+                loss_sum += float(loss) * rows.numel()
+        if context.active:  # means over all the data
+            elbo_sum, loss_sum = map(float, context.all_reduce_sum(np.array([elbo_sum, loss_sum])))
         if not (np.isfinite(elbo_sum) and np.isfinite(loss_sum)):
             raise FloatingPointError(
                 f"{desc}: the VAE loss became NaN or infinite in epoch {epoch + 1}; lower the learning "
@@ -339,6 +367,14 @@ def fit_vae(vae, optimizer, images, prior, *, epochs, batch_size, kl_weight=1.0,
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, elbo_per_epoch[-1], loss_per_epoch[-1])
     return elbo_per_epoch, loss_per_epoch
+
+
+def _data_size(prior, context, n_local):
+    """All the data's size in a distributed fit: the per-datum prior's rows, or (the shared
+    mixture) the sum of the shards."""
+    if not getattr(prior, "is_mixture", False):
+        return prior.mean.shape[0]
+    return int(context.all_reduce_sum(np.array([float(n_local)]))[0])
 
 
 @torch.no_grad()

@@ -1,0 +1,140 @@
+"""Throughput on 1 and 2 processes with torch.distributed (gloo), issue 13.
+
+    python -m benchmarks.distributed                  # N = 60k and 200k; prints a Markdown table
+    python -m benchmarks.distributed --sizes 20000 --processes 1,2,4
+
+For every N and P, P processes (one thread each) are spawned on this machine and join one gloo
+group, as under ``torchrun``:
+
+- **Gibbs sweep**: ``GibbsGMM(10, distributed=...)`` on synthetic latents (L = 12, 10 clusters),
+  seconds per sweep from fits of 5 and 25 sweeps (their difference over 20), so the start is not
+  counted; per sweep every rank sends K (1 + L + L^2) + 1 numbers (the sufficient statistics and
+  the log-likelihood, all-reduced) and rank 0 broadcasts K (1 + L + 2 L^2) (the parameters).
+- **VAE epoch**: ``fit_vae`` with DDP on random 28x28 images (MLP 784-256-12, batch 256 in all,
+  a per-datum prior), seconds per epoch from fits of 1 and 3 epochs; per step DDP all-reduces
+  the gradient, one number per weight.
+
+The ratio is P processes' throughput over one process's, measured in the same command. The
+last lines project the communication per sweep and per step to 8 GPUs and 4 nodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.multiprocessing as mp
+
+N_FEATURES, N_CLUSTERS, BATCH = 12, 10, 256
+
+
+def _port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _worker(rank, world_size, port, what, n_samples, out):
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
+                      LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
+    from vaegmm.distributed import from_environment, shutdown
+    from vaegmm.gibbs import blas_threads
+
+    context = from_environment("cpu")
+    with blas_threads(1):
+        seconds = _gibbs(context, n_samples) if what == "gibbs" else _vae(context, n_samples)
+    if context.is_main:
+        np.save(out, np.array([seconds]))
+    shutdown(context)
+
+
+def _timed(context, function):
+    context.barrier()
+    start = time.perf_counter()
+    function()
+    context.barrier()
+    return time.perf_counter() - start
+
+
+def _gibbs(context, n_samples):
+    from vaegmm.gmm import GibbsGMM
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=6.0, size=(N_CLUSTERS, N_FEATURES))
+    X = centres[rng.integers(N_CLUSTERS, size=n_samples)] + rng.normal(size=(n_samples, N_FEATURES))
+    fit = lambda sweeps: GibbsGMM(N_CLUSTERS, n_sweeps=sweeps, init="kmeans++", random_state=0,  # noqa: E731
+                                  distributed=context).fit(X)
+    short = min(_timed(context, lambda: fit(5)) for _ in range(2))
+    long = min(_timed(context, lambda: fit(25)) for _ in range(2))
+    return max(long - short, 0.0) / 20
+
+
+def _vae(context, n_samples):
+    from vaegmm.messages import PriorMessage
+    from vaegmm.vae import VAE, fit_vae
+
+    start, stop = context.shard(n_samples)
+    generator = torch.Generator().manual_seed(context.rank)
+    images = (torch.rand((stop - start, 784), generator=generator) < 0.2).float()
+    prior = PriorMessage.standard_normal(n_samples, N_FEATURES, "cpu")
+
+    def fit(epochs):
+        torch.manual_seed(0)
+        vae = VAE(784, N_FEATURES, (256,))
+        fit_vae(vae, torch.optim.Adam(vae.parameters(), 1e-3), images, prior, epochs=epochs, batch_size=BATCH,
+                generator=generator, progress=False, distributed=context)
+
+    return max(_timed(context, lambda: fit(3)) - _timed(context, lambda: fit(1)), 0.0) / 2
+
+
+def measure(what, n_samples, world_size):
+    """Seconds per sweep ("gibbs") or per epoch ("vae") on ``world_size`` processes."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = os.path.join(folder, "seconds.npy")
+        mp.spawn(_worker, args=(world_size, _port(), what, n_samples, out), nprocs=world_size, join=True)
+        return float(np.load(out)[0])
+
+
+def projection():
+    """Communication per Gibbs sweep and per VAE step, and what it costs at a given bandwidth."""
+    K, L = N_CLUSTERS, N_FEATURES
+    sweep = 8 * (K * (1 + L + L * L) + 1 + K * (1 + L + 2 * L * L))  # all-reduce + broadcast, float64
+    weights = sum(p.numel() for p in __import__("vaegmm.vae", fromlist=["VAE"]).VAE(784, L, (256,)).parameters())
+    step = 4 * weights  # float32 gradient all-reduce
+    return sweep, step, weights
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="60000,200000", help="comma-separated N")
+    parser.add_argument("--processes", default="1,2", help="comma-separated process counts (the first is the reference)")
+    parser.add_argument("--skip-vae", action="store_true")
+    args = parser.parse_args(argv)
+    sizes = [int(n) for n in args.sizes.split(",")]
+    worlds = [int(p) for p in args.processes.split(",")]
+    print(f"{os.cpu_count()} CPU cores; every process one thread; gloo on localhost\n")
+    print("| step | N | processes | seconds | throughput (data/s) | ratio to 1 process |")
+    print("|---|---|---|---|---|---|")
+    for what in ("gibbs",) + (() if args.skip_vae else ("vae",)):
+        unit = "per sweep" if what == "gibbs" else "per epoch"
+        for n in sizes:
+            reference = None
+            for world in worlds:
+                seconds = measure(what, n, world)
+                reference = reference or seconds
+                print(f"| {'Gibbs sweep' if what == 'gibbs' else 'VAE epoch'} | {n:,} | {world} | {seconds:.4f} {unit} "
+                      f"| {n / seconds:,.0f} | {reference / seconds:.2f}x |", flush=True)
+    sweep, step, weights = projection()
+    print(f"\nCommunication: {sweep:,} bytes per Gibbs sweep (K = {N_CLUSTERS}, L = {N_FEATURES}; all-reduce of "
+          f"K(1 + L + L^2) + 1 float64, broadcast of K(1 + L + 2L^2)), whatever N; "
+          f"{step / 1e6:.2f} MB per VAE step ({weights:,} float32 gradients, ring all-reduce sends about 2x that).")
+
+
+if __name__ == "__main__":
+    main()

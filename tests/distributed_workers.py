@@ -1,0 +1,108 @@
+"""Worker functions of tests/test_distributed.py, importable by spawned processes."""
+
+import os
+import socket
+
+import numpy as np
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def join(rank, world_size, port):
+    """Set torchrun's environment for this process and join the gloo group."""
+    import torch
+
+    from vaegmm.distributed import from_environment
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
+                      LOCAL_RANK=str(rank))
+    return from_environment("cpu")
+
+
+def gibbs_chain(rank, world_size, port, X, gmm_options, out):
+    """Fit a sharded GibbsGMM; rank 0 saves labels, parameters and the per-sweep labels."""
+    from vaegmm.distributed import shutdown
+    from vaegmm.gmm import GibbsGMM
+
+    context = join(rank, world_size, port)
+    record = []
+    gmm = GibbsGMM(**gmm_options, distributed=context, callback=lambda sweep, labels, model: record.append(labels))
+    gmm.fit(X)
+    if context.is_main:
+        np.savez(out, labels=gmm.labels_, means=gmm.means_, precisions=gmm.precisions_, weights=gmm.weights_,
+                 log_likelihood=gmm.log_likelihood_, sweeps=np.array(record))
+    shutdown(context)
+
+
+def collectives(rank, world_size, port, out):
+    from vaegmm.distributed import shutdown
+
+    context = join(rank, world_size, port)
+    start, stop = context.shard(11)
+    gathered = context.all_gather_rows(np.arange(start, stop) * 10, 11)
+    total = context.all_reduce_sum(np.full(3, rank + 1.0))
+    shared = context.broadcast(np.full(2, float(rank)))
+    obj = context.broadcast_object({"rank": rank})
+    anyone = context.any(rank == world_size - 1)
+    np.savez(f"{out}-{rank}", gathered=gathered, total=total, shared=shared, obj=obj["rank"], anyone=anyone)
+    shutdown(context)
+
+
+def vae_shards(rank, world_size, port, out):
+    """DDP fit against per-datum priors at -4 (first half of the data) and +4 (second half)."""
+    import torch
+
+    from vaegmm.distributed import shutdown
+    from vaegmm.messages import PriorMessage
+    from vaegmm.vae import VAE, encode, fit_vae
+
+    context = join(rank, world_size, port)
+    rng = np.random.default_rng(0)
+    images = torch.as_tensor(rng.random((40, 16)) < 0.3, dtype=torch.float32)
+    mean = torch.full((40, 2), -4.0)
+    mean[20:] = 4.0
+    prior = PriorMessage(mean, var=torch.full((40, 2), 0.1))
+    torch.manual_seed(rank)  # different initial weights: DDP must start every rank from rank 0's
+    vae = VAE(16, 2, (8,))
+    optimizer = torch.optim.Adam(vae.parameters(), lr=1e-2)
+    start, stop = context.shard(40)
+    elbo, _ = fit_vae(vae, optimizer, images[start:stop], prior, epochs=60, batch_size=8, progress=False,
+                      generator=torch.Generator().manual_seed(rank), distributed=context)
+    latents = context.all_gather_rows(encode(vae, images[start:stop]), 40)
+    weights = torch.cat([p.detach().ravel() for p in vae.parameters()]).numpy()
+    np.savez(f"{out}-{rank}", latents=latents, weights=weights, elbo=np.array(elbo))
+    shutdown(context)
+
+
+def mutual_run(rank, world_size, port, run_dir, options, stop_after, resume, out):
+    """fit_mutual on 300 digits; with ``stop_after`` epochs, a Ctrl-C-like stop on rank 0 only."""
+    from vaegmm.config import TrainConfig
+    from vaegmm.data import load_dataset
+    from vaegmm.distributed import shutdown
+    from vaegmm.mutual import fit_mutual
+
+    context = join(rank, world_size, port)
+    config = TrainConfig(**options)
+    dataset = load_dataset(config.data, max_samples=config.max_samples, seed=config.seed)
+    calls = []
+
+    def stop_requested():
+        calls.append(1)
+        return rank == 0 and stop_after is not None and len(calls) > stop_after
+
+    try:
+        result = fit_mutual(dataset, config, run_dir=run_dir, progress=False, log=None, resume=resume,
+                            checkpoint_every=2, stop_requested=stop_requested, distributed=context)
+    except KeyboardInterrupt:
+        np.savez(f"{out}-{rank}", interrupted=True)
+    else:
+        np.savez(f"{out}-{rank}", interrupted=False, latents=result.rounds[-1].latents,
+                 assignments=result.rounds[-1].assignments, elbo=np.array(result.rounds[-1].elbo),
+                 accuracy=[r.metrics["accuracy"] for r in result.rounds])
+    finally:
+        shutdown(context)

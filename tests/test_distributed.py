@@ -1,0 +1,143 @@
+"""torch.distributed (issue 13): counter-based uniforms, collectives, the sharded Gibbs chain, the
+data-parallel VAE and a sharded mutual-learning run with resume, on real gloo process groups of
+2 (or 3) processes on this machine; and torchrun end to end."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch.multiprocessing as mp
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).parent))
+from distributed_workers import collectives, free_port, gibbs_chain, mutual_run, vae_shards  # noqa: E402
+
+from vaegmm.distributed import CounterUniforms, counter_uniforms, shard_bounds  # noqa: E402
+from vaegmm.gibbs import sample_categorical_columns  # noqa: E402
+from vaegmm.gmm import GibbsGMM  # noqa: E402
+from vaegmm.metrics import clustering_metrics  # noqa: E402
+
+
+def spawn(function, world_size, *args):
+    mp.spawn(function, args=(world_size, free_port(), *args), nprocs=world_size, join=True)
+
+
+# -- counter-based uniforms and shards -----------------------------------------------------------
+def test_counter_uniforms_do_not_depend_on_the_split():
+    whole = counter_uniforms(7, 3, 0, 1000)
+    pieces = np.concatenate([counter_uniforms(7, 3, a, b) for a, b in ((0, 1), (1, 400), (400, 1000))])
+    np.testing.assert_array_equal(whole, pieces)
+    assert not np.array_equal(whole, counter_uniforms(7, 4, 0, 1000))  # another sweep
+    assert not np.array_equal(whole, counter_uniforms(8, 3, 0, 1000))  # another seed
+
+
+def test_counter_uniforms_are_uniform_and_uncorrelated():
+    values = np.concatenate([counter_uniforms(seed, sweep, 0, 5000) for seed in (0, 1) for sweep in range(4)])
+    assert np.all((values >= 0) & (values < 1))
+    assert stats.kstest(values, stats.uniform.cdf).pvalue > 1e-3
+    a, b = counter_uniforms(0, 0, 0, 20000), counter_uniforms(0, 1, 0, 20000)
+    assert abs(np.corrcoef(a, b)[0, 1]) < 0.03  # consecutive sweeps
+    assert abs(np.corrcoef(a[:-1], a[1:])[0, 1]) < 0.03  # neighbouring data
+
+
+def test_categorical_draws_with_counter_uniforms_follow_the_probabilities():
+    probabilities = np.array([0.5, 0.3, 0.15, 0.05])
+    n = 40000
+    weighted = np.ascontiguousarray(np.repeat(np.log(probabilities)[:, None], n, axis=1))
+    labels, _ = sample_categorical_columns(weighted, CounterUniforms(seed=3, offset=0))
+    counts = np.bincount(labels, minlength=4)
+    assert stats.chisquare(counts, probabilities * n).pvalue > 1e-3
+
+
+def test_shards_cover_the_data_once():
+    for n, world in ((10, 3), (7, 2), (5, 5), (1000, 8)):
+        bounds = [shard_bounds(n, r, world) for r in range(world)]
+        assert bounds[0][0] == 0 and bounds[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+        assert max(b - a for a, b in bounds) - min(b - a for a, b in bounds) <= 1
+
+
+# -- real process groups ---------------------------------------------------------------------------
+def test_collectives_on_two_gloo_processes(tmp_path):
+    spawn(collectives, 2, str(tmp_path / "c"))
+    for rank in (0, 1):
+        got = np.load(tmp_path / f"c-{rank}.npz")
+        np.testing.assert_array_equal(got["gathered"], np.arange(11) * 10)
+        np.testing.assert_array_equal(got["total"], [3.0, 3.0, 3.0])
+        np.testing.assert_array_equal(got["shared"], [0.0, 0.0])
+        assert int(got["obj"]) == 0 and bool(got["anyone"])
+
+
+@pytest.fixture(scope="module")
+def separated():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0, 0.0], [8.0, 0.0, 0.0], [0.0, 8.0, 0.0], [0.0, 0.0, 8.0]])
+    X = np.concatenate([rng.normal(c, 1.0, (150, 3)) for c in centres])
+    return X, np.repeat(np.arange(4), 150)
+
+
+def test_sharded_gibbs_chain_is_the_same_on_one_two_and_three_processes(tmp_path, separated):
+    X, truth = separated
+    options = dict(n_components=4, n_sweeps=25, random_state=11, init="kmeans++")
+    for world in (1, 2, 3):
+        spawn(gibbs_chain, world, X, options, str(tmp_path / f"chain{world}.npz"))
+    chains = [np.load(tmp_path / f"chain{world}.npz") for world in (1, 2, 3)]
+    for other in chains[1:]:
+        np.testing.assert_array_equal(chains[0]["sweeps"], other["sweeps"])  # every sweep's assignments
+        for key in ("means", "precisions", "weights", "log_likelihood"):
+            np.testing.assert_allclose(chains[0][key], other[key], rtol=1e-9, atol=1e-9)
+    # The same partition and posterior as the ordinary (unsharded) sampler.
+    single = GibbsGMM(**options).fit(X)
+    assert clustering_metrics(truth, chains[1]["labels"])["ari"] == 1.0
+    assert clustering_metrics(single.labels_, chains[1]["labels"])["ari"] == 1.0
+    order = lambda means: means[np.lexsort(means.T[::-1])]  # noqa: E731
+    np.testing.assert_allclose(order(chains[1]["means"]), order(single.means_), atol=0.3)
+
+
+def test_data_parallel_vae_uses_global_indices_and_keeps_ranks_in_step(tmp_path):
+    spawn(vae_shards, 2, str(tmp_path / "v"))
+    first, second = (np.load(tmp_path / f"v-{rank}.npz") for rank in (0, 1))
+    np.testing.assert_array_equal(first["weights"], second["weights"])  # DDP: one model
+    np.testing.assert_array_equal(first["elbo"], second["elbo"])  # means over all the data, on every rank
+    latents = first["latents"]
+    assert np.all(latents[:20].mean(axis=0) < -2) and np.all(latents[20:].mean(axis=0) > 2)  # each datum its prior
+
+
+TINY = dict(data="digits", max_samples=300, mutual_iterations=2, round0_epochs=4, vae_epochs=4, gmm_sweeps=15,
+            batch_size=64, latent_dim=4, hidden_dims=(32,), gmm_prior="data", seed=3)
+
+
+def test_two_process_run_resumes_to_the_uninterrupted_result(tmp_path):
+    spawn(mutual_run, 2, str(tmp_path / "whole"), TINY, None, False, str(tmp_path / "whole"))
+    spawn(mutual_run, 2, str(tmp_path / "cut"), TINY, 5, False, str(tmp_path / "cut"))  # stops in round 1
+    assert bool(np.load(tmp_path / "cut-0.npz")["interrupted"]) and bool(np.load(tmp_path / "cut-1.npz")["interrupted"])
+    checkpoint = (tmp_path / "cut" / "checkpoint.pt")
+    assert checkpoint.exists() and (tmp_path / "cut" / "iteration_0").exists()
+    spawn(mutual_run, 2, str(tmp_path / "cut"), TINY, None, True, str(tmp_path / "resumed"))
+    whole, resumed = np.load(tmp_path / "whole-0.npz"), np.load(tmp_path / "resumed-0.npz")
+    for key in ("latents", "assignments", "elbo", "accuracy"):
+        np.testing.assert_array_equal(whole[key], resumed[key])
+    other = np.load(tmp_path / "resumed-1.npz")
+    np.testing.assert_array_equal(resumed["assignments"], other["assignments"])  # every rank, one result
+    metrics = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert [m["iteration"] for m in metrics["iterations"]] == [0, 1]
+
+
+def test_torchrun_train_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
+               str(free_port()), "-m", "vaegmm", "train", "--data", "digits", "--max-samples", "200",
+               "--mutual-iterations", "2", "--round0-epochs", "2", "--vae-iter", "2", "--gmm-iter", "5",
+               "--latent-dim", "4", "--out", str(out), "--quiet", "--no-figures", "--seed", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("data: digits, 200 images") == 1  # rank 0 alone speaks
+    assert "2 processes" in done.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [m["iteration"] for m in metrics["iterations"]] == [0, 1]
+    assert (out / "iteration_1" / "latents.npy").exists() or any((out / "iteration_1").iterdir())
