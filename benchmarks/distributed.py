@@ -10,9 +10,11 @@ group, as under ``torchrun``:
   seconds per sweep from fits of 5 and 25 sweeps (their difference over 20), so the start is not
   counted; per sweep every rank sends K (1 + L + L^2) + 1 numbers (the sufficient statistics and
   the log-likelihood, all-reduced) and rank 0 broadcasts K (1 + L + 2 L^2) (the parameters).
-- **VAE epoch**: ``fit_vae`` with DDP on random 28x28 images (MLP 784-256-12, batch 256 in all,
-  a per-datum prior), seconds per epoch from fits of 1 and 3 epochs; per step DDP all-reduces
-  the gradient, one number per weight.
+- **VAE epoch**: ``fit_vae`` with DDP on random 28x28 images (MLP 784-256-12, a per-datum
+  prior), seconds per epoch from fits of 1 and 3 epochs (after a warm-up fit; the shortest of 2 each); per step DDP all-reduces the gradient,
+  one number per weight. Per process ``--batch-size`` 256 (the default; DDP's convention and the
+  package's: a step sees P x 256 data) and 1024, each against one process with that batch; and
+  256 / P per process (the steps of one process at batch 256).
 
 The ratio is P processes' throughput over one process's, measured in the same command. The
 last lines project the communication per sweep and per step to 8 GPUs and 4 nodes.
@@ -39,7 +41,7 @@ def _port():
         return sock.getsockname()[1]
 
 
-def _worker(rank, world_size, port, what, n_samples, out):
+def _worker(rank, world_size, port, what, n_samples, out, batch=BATCH):
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
                       LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
@@ -48,7 +50,7 @@ def _worker(rank, world_size, port, what, n_samples, out):
 
     context = from_environment("cpu")
     with blas_threads(1):
-        seconds = _gibbs(context, n_samples) if what == "gibbs" else _vae(context, n_samples)
+        seconds = _gibbs(context, n_samples) if what == "gibbs" else _vae(context, n_samples, batch)
     if context.is_main:
         np.save(out, np.array([seconds]))
     shutdown(context)
@@ -75,7 +77,7 @@ def _gibbs(context, n_samples):
     return max(long - short, 0.0) / 20
 
 
-def _vae(context, n_samples):
+def _vae(context, n_samples, batch):
     from vaegmm.messages import PriorMessage
     from vaegmm.vae import VAE, fit_vae
 
@@ -87,17 +89,20 @@ def _vae(context, n_samples):
     def fit(epochs):
         torch.manual_seed(0)
         vae = VAE(784, N_FEATURES, (256,))
-        fit_vae(vae, torch.optim.Adam(vae.parameters(), 1e-3), images, prior, epochs=epochs, batch_size=BATCH,
+        fit_vae(vae, torch.optim.Adam(vae.parameters(), 1e-3), images, prior, epochs=epochs, batch_size=batch,
                 generator=generator, progress=False, distributed=context)
 
-    return max(_timed(context, lambda: fit(3)) - _timed(context, lambda: fit(1)), 0.0) / 2
+    fit(1)  # warm-up: the first fit of a process is slower
+    short = min(_timed(context, lambda: fit(1)) for _ in range(2))
+    long = min(_timed(context, lambda: fit(3)) for _ in range(2))
+    return max(long - short, 0.0) / 2
 
 
-def measure(what, n_samples, world_size):
-    """Seconds per sweep ("gibbs") or per epoch ("vae") on ``world_size`` processes."""
+def measure(what, n_samples, world_size, batch=BATCH):
+    """Seconds per sweep ("gibbs") or per epoch ("vae", ``batch`` per process) on ``world_size`` processes."""
     with tempfile.TemporaryDirectory() as folder:
         out = os.path.join(folder, "seconds.npy")
-        mp.spawn(_worker, args=(world_size, _port(), what, n_samples, out), nprocs=world_size, join=True)
+        mp.spawn(_worker, args=(world_size, _port(), what, n_samples, out, batch), nprocs=world_size, join=True)
         return float(np.load(out)[0])
 
 
@@ -114,22 +119,33 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="60000,200000", help="comma-separated N")
     parser.add_argument("--processes", default="1,2", help="comma-separated process counts (the first is the reference)")
+    parser.add_argument("--batches", default="256,1024", help="VAE batch sizes per process (the first: the default)")
     parser.add_argument("--skip-vae", action="store_true")
     args = parser.parse_args(argv)
     sizes = [int(n) for n in args.sizes.split(",")]
     worlds = [int(p) for p in args.processes.split(",")]
     print(f"{os.cpu_count()} CPU cores; every process one thread; gloo on localhost\n")
-    print("| step | N | processes | seconds | throughput (data/s) | ratio to 1 process |")
-    print("|---|---|---|---|---|---|")
-    for what in ("gibbs",) + (() if args.skip_vae else ("vae",)):
-        unit = "per sweep" if what == "gibbs" else "per epoch"
-        for n in sizes:
+    print("| step | N | processes | batch per process | seconds | throughput (data/s) | ratio to 1 process |")
+    print("|---|---|---|---|---|---|---|")
+    batches = [int(b) for b in args.batches.split(",")]
+    for n in sizes:
+        reference = None
+        for world in worlds:
+            seconds = measure("gibbs", n, world)
+            reference = reference or seconds
+            print(f"| Gibbs sweep | {n:,} | {world} | — | {seconds:.4f} per sweep | {n / seconds:,.0f} | "
+                  f"{reference / seconds:.2f}x |", flush=True)
+    for n in [] if args.skip_vae else sizes:
+        for batch in batches:  # the same batch per process; then, for the first, one process's steps
             reference = None
-            for world in worlds:
-                seconds = measure(what, n, world)
+            runs = [(world, batch) for world in worlds]
+            if batch == batches[0]:
+                runs += [(world, batch // world) for world in worlds if world > 1]
+            for world, per_process in runs:
+                seconds = measure("vae", n, world, per_process)
                 reference = reference or seconds
-                print(f"| {'Gibbs sweep' if what == 'gibbs' else 'VAE epoch'} | {n:,} | {world} | {seconds:.4f} {unit} "
-                      f"| {n / seconds:,.0f} | {reference / seconds:.2f}x |", flush=True)
+                print(f"| VAE epoch | {n:,} | {world} | {per_process} | {seconds:.4f} per epoch | {n / seconds:,.0f} | "
+                      f"{reference / seconds:.2f}x |", flush=True)
     sweep, step, weights = projection()
     print(f"\nCommunication: {sweep:,} bytes per Gibbs sweep (K = {N_CLUSTERS}, L = {N_FEATURES}; all-reduce of "
           f"K(1 + L + L^2) + 1 float64, broadcast of K(1 + L + 2L^2)), whatever N; "

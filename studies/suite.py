@@ -83,6 +83,15 @@ VARIANTS = {
     "mixture-views-clean-em-200-fine25x4-dataprior": {"prior_from": "mixture", **CLEAN, "gmm_init": "em",
                                                       "round0_epochs": 200, "vae_epochs": 25, "vae_init": "warm",
                                                       "mutual_iterations": 5, "gmm_prior": "data"},
+    # the shipped defaults with two views per image and step and their contrastive loss (session 5)
+    "resp-views-clean-em-r200-c10": {**CLEAN, "gmm_init": "em", "round0_epochs": 100, "vae_epochs": 200,
+                                     "contrast_weight": 10.0},
+    "mixture-views-clean-em-200-fine25x4-dataprior-c10": {"prior_from": "mixture", **CLEAN, "gmm_init": "em",
+                                                          "round0_epochs": 200, "vae_epochs": 25, "vae_init": "warm",
+                                                          "mutual_iterations": 5, "gmm_prior": "data",
+                                                          "contrast_weight": 10.0},
+    "resp-views-clean-em-r200-c10-dataprior": {**CLEAN, "gmm_init": "em", "round0_epochs": 100, "vae_epochs": 200,
+                                               "contrast_weight": 10.0, "gmm_prior": "data"},
 }
 
 

@@ -254,3 +254,56 @@ def test_data_scaled_prior_follows_the_latents_scale():
             for name in ("fixed", "data")}
     assert clustering_metrics(labels, fits["data"].labels_)["ari"] > 0.95
     assert clustering_metrics(labels, fits["fixed"].labels_)["ari"] < 0.5
+
+
+# --- the contrastive loss of two views --------------------------------------------------------
+def test_contrastive_loss_matches_the_nt_xent_formula():
+    from vaegmm.vae import contrastive_loss
+
+    rng = np.random.default_rng(0)
+    first, second = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    rows = np.concatenate([first, second])
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    similarity = rows @ rows.T / 0.3
+    losses = []
+    for i in range(8):
+        partner = (i + 4) % 8
+        others = [j for j in range(8) if j != i]
+        losses.append(-similarity[i, partner] + np.log(np.sum(np.exp(similarity[i, others]))))
+    got = contrastive_loss(torch.as_tensor(first), torch.as_tensor(second), 0.3)
+    assert float(got) == pytest.approx(np.mean(losses), rel=1e-10)
+    same = torch.as_tensor(rng.normal(size=(4, 3)) * np.array([[10.0], [0.0], [0.0], [0.0]]) + np.eye(4, 3) * 5)
+    assert float(contrastive_loss(same, same, 0.1)) < float(contrastive_loss(same, same.flip(0), 0.1))
+
+
+def test_contrast_pulls_the_views_of_an_image_together():
+    from vaegmm.vae import encode
+
+    torch.manual_seed(0)
+    images = torch.rand(64, 16).round()
+    noise = lambda batch, generator=None: (batch + 0.3 * torch.randn(batch.shape, generator=generator)).clamp(0, 1)  # noqa: E731
+    matched, similarity = {}, {}
+    for weight in (0.0, 20.0):
+        torch.manual_seed(1)
+        vae = VAE(16, 4, (32,))
+        fit_vae(vae, torch.optim.Adam(vae.parameters(), lr=1e-2), images, PriorMessage.standard_normal(64, 4, "cpu"),
+                epochs=80, batch_size=64, augment=noise, reconstruct="clean", contrast_weight=weight,
+                contrast_temperature=0.5, generator=torch.Generator().manual_seed(0),
+                noise_generator=torch.Generator().manual_seed(0), progress=False)
+        first, second = (encode(vae, noise(images, torch.Generator().manual_seed(s))) for s in range(2))
+        first /= np.linalg.norm(first, axis=1, keepdims=True)
+        second /= np.linalg.norm(second, axis=1, keepdims=True)
+        cosine = first @ second.T  # (view of image i, view of image j)
+        similarity[weight] = np.mean(np.diag(cosine))
+        matched[weight] = np.mean(np.argmax(cosine, axis=1) == np.arange(64))  # a view finds its image's other view
+    assert similarity[20.0] > similarity[0.0] + 0.05
+    assert matched[20.0] > matched[0.0] + 0.1
+
+
+def test_contrast_is_validated():
+    with pytest.raises(ConfigError, match="contrast_weight must be a non-negative number"):
+        TrainConfig(contrast_weight=-1)
+    with pytest.raises(ConfigError, match="contrast_temperature must be a positive number"):
+        TrainConfig(contrast_temperature=0)
+    with pytest.raises(ConfigError, match="needs random views"):
+        TrainConfig(contrast_weight=1.0, augment_rotation=0, augment_shift=0, augment_scale=0)

@@ -23,3 +23,12 @@ def test_auto_k_benchmark_times_both_sweeps():
 
     row = run(n_samples=2000, repeats=1)
     assert row["auto_sweep_ms"] > 0 and row["finite_sweep_ms"] > 0 and row["ratio"] > 0
+
+
+def test_distributed_benchmark_prints_its_table(capsys):
+    from benchmarks.distributed import main as distributed_main
+
+    distributed_main(["--sizes", "3000", "--processes", "1,2", "--batches", "256"])
+    table = capsys.readouterr().out
+    assert table.count("| Gibbs sweep | 3,000 |") == 2 and table.count("| VAE epoch | 3,000 |") == 3
+    assert "bytes per Gibbs sweep" in table

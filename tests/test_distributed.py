@@ -141,3 +141,41 @@ def test_torchrun_train_end_to_end(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert [m["iteration"] for m in metrics["iterations"]] == [0, 1]
     assert (out / "iteration_1" / "latents.npy").exists() or any((out / "iteration_1").iterdir())
+
+
+# -- memory-mapped shards ------------------------------------------------------------------------
+def _write_idx(path, array, code):
+    header = bytes([0, 0, code, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.astype(array.dtype.newbyteorder(">")).tobytes())
+
+
+def test_mapped_npy_and_idx_read_only_the_rows_asked_for(tmp_path):
+    from vaegmm.data import MappedImageDataset, load_dataset, open_mapped
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(9, 5, 4), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=9).astype(np.uint8)
+    np.save(tmp_path / "x.npy", images)
+    _write_idx(tmp_path / "train-images-idx3-ubyte", images, 0x08)
+    _write_idx(tmp_path / "train-labels-idx1-ubyte", labels, 0x08)
+    for name in ("x.npy", "train-images-idx3-ubyte"):
+        mapped = open_mapped(tmp_path / name)
+        assert isinstance(mapped, MappedImageDataset) and isinstance(mapped.images, np.memmap)
+        assert len(mapped) == 9 and mapped.image_shape == (5, 4)
+        whole = load_dataset(tmp_path / name)
+        np.testing.assert_allclose(mapped.rows(3, 7), whole.flat()[3:7], rtol=1e-6)
+        np.testing.assert_allclose(mapped.flat(), whole.flat(), rtol=1e-6)
+    np.testing.assert_array_equal(open_mapped(tmp_path / "train-images-idx3-ubyte").labels, labels)
+    assert open_mapped("mnist5k") is None and open_mapped(tmp_path) is None  # read whole instead
+
+
+def test_mapped_rows_outside_the_range_name_the_rows(tmp_path):
+    from vaegmm.data import DataError, open_mapped
+
+    images = np.zeros((4, 3, 3), dtype=np.float32)
+    images[2, 0, 0] = 7.0  # floats must already be in [0, 1]
+    np.save(tmp_path / "x.npy", images)
+    mapped = open_mapped(tmp_path / "x.npy")
+    mapped.rows(0, 2)
+    with pytest.raises(DataError, match="images 2..3"):
+        mapped.rows(2, 4)

@@ -149,6 +149,11 @@ def _add_config_arguments(parser):
     group.add_argument("--augment-target", choices=TrainConfig.CHOICES["augment_target"],
                        help="with augmentation, the decoder reconstructs the view or the clean image "
                             f"(default: {defaults.augment_target})")
+    group.add_argument("--contrast-weight", type=float,
+                       help="train on two views per image with this weight on their contrastive loss "
+                            f"(NT-Xent on the encoder means; default: {defaults.contrast_weight:g}, none)")
+    group.add_argument("--contrast-temperature", type=float,
+                       help=f"temperature of the contrastive loss (default: {defaults.contrast_temperature:g})")
     group.add_argument("--batch-size", type=int, help=f"VAE minibatch size (default: {defaults.batch_size})")
     group.add_argument("--lr", type=float, help=f"Adam learning rate (default: {defaults.lr})")
     group.add_argument("--kl-weight", type=float, help=f"weight of the KL term (default: {defaults.kl_weight})")

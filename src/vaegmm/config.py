@@ -19,7 +19,7 @@ __all__ = ["TrainConfig", "ConfigError", "REFERENCE"]
 # with, where they differ from today's defaults.
 _BEFORE_KEY_EXISTED = {"prior_from": "last", "augment_rotation": 0.0, "augment_shift": 0.0,
                        "augment_scale": 0.0, "augment_target": "view", "prior_weight": None,
-                       "gmm_prior": "fixed"}
+                       "gmm_prior": "fixed", "contrast_weight": 0.0}
 
 
 # The reference implementation's configuration (the README's "reference"), as changes to the
@@ -67,6 +67,10 @@ class TrainConfig:
     #   the GMM always clusters the clean images' latents
     augment_target: str = "clean"  # with augmentation, the decoder reconstructs the "clean" image (a
     #   denoising VAE: the latent keeps what all views of an image share) or the "view"
+    contrast_weight: float = 0.0  # with augmentation, two views per image and step, and this weight on
+    #   their contrastive loss (NT-Xent of SimCLR on the encoder means: an image's two views together,
+    #   apart from the batch's other images); 0: one view, no contrast
+    contrast_temperature: float = 0.5  # the NT-Xent temperature
     batch_size: int = 256  # minibatch size of the VAE (chosen by a 3-seed study, see README)
     lr: float = 1e-3  # Adam learning rate
     kl_weight: float = 1.0  # weight of the KL term in the VAE loss (1: the ELBO)
@@ -126,6 +130,15 @@ class TrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < upper):
                 raise ConfigError(f"{name} must be a number in [0, {upper:g}), got {value!r}.")
+        for name in ("contrast_weight", "contrast_temperature"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf) or (
+                    name == "contrast_temperature" and value == 0):
+                raise ConfigError(f"{name} must be a {'positive' if name == 'contrast_temperature' else 'non-negative'} "
+                                  f"number, got {value!r}.")
+        if self.contrast_weight > 0 and not self.augments:
+            raise ConfigError("contrast_weight > 0 needs random views (augment_rotation, augment_shift or "
+                              "augment_scale above 0).")
         if self.max_samples is not None and (not isinstance(self.max_samples, int) or self.max_samples < 1):
             raise ConfigError(f"max_samples must be a positive integer or None, got {self.max_samples!r}.")
         if any(h < 1 for h in self.hidden_dims):

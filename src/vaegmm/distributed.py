@@ -6,9 +6,10 @@ process group. Each of the P processes (ranks) owns a contiguous **shard** of th
 ``[N r / P, N (r + 1) / P)``:
 
 - **VAE step**: :class:`torch.nn.parallel.DistributedDataParallel`; every rank trains on
-  minibatches of its own shard (its data's indices, so each datum keeps its own prior) and the
-  gradients are averaged, so one step sees ``batch_size`` data in all. The latents are encoded
-  per shard and all-gathered.
+  minibatches of ``batch_size`` data of its own shard (their global indices, so each datum keeps
+  its own prior) and the gradients are averaged: as in DDP's convention, one step sees
+  ``P * batch_size`` data (pass ``batch_size / P`` to keep one process's steps). The latents
+  are encoded per shard and all-gathered.
 - **Gibbs step**: every rank draws the assignments of its shard given (pi, mu, Lambda) with
   :func:`counter_uniforms` (one uniform per datum and sweep from the datum's global index, so
   the draw does not depend on P); the clusters' sufficient statistics (K (1 + L + L^2) numbers)

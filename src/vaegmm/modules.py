@@ -116,6 +116,7 @@ class VAEModule:
             noise_generator=self.noise_generator, augment=self.augment, reconstruct=self.config.augment_target,
             start_epoch=self.epoch, on_epoch_end=record, progress=progress, desc=desc,
             distributed=self.distributed, reseed=self._reseed if self.distributed is not None else None,
+            contrast_weight=self.config.contrast_weight, contrast_temperature=self.config.contrast_temperature,
         )
         return self
 

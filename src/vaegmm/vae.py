@@ -17,7 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 __all__ = ["VAE", "kl_to_diagonal_prior", "kl_to_full_prior", "kl_to_components", "kl_to_mixture_prior",
-           "negative_elbo_terms", "fit_vae", "encode"]
+           "negative_elbo_terms", "contrastive_loss", "fit_vae", "encode"]
 
 # Bounds on the encoder's log-variance keep exp(logvar) and the KL finite (variance in
 # [e^-12, e^8] ~ [6e-6, 3e3]); latents of a trained VAE live far inside this range.
@@ -270,7 +270,7 @@ def negative_elbo_terms(vae, images, prior_mean, prior_var=None, prior_precision
 
 def fit_vae(vae, optimizer, images, prior, *, epochs, batch_size, kl_weight=1.0, shuffle=True,
             generator=None, noise_generator=None, augment=None, reconstruct="view", start_epoch=0, on_epoch_end=None,
-            progress=True, desc="VAE", distributed=None, reseed=None):
+            progress=True, desc="VAE", distributed=None, reseed=None, contrast_weight=0.0, contrast_temperature=0.5):
     """Train ``vae`` for epochs ``start_epoch + 1 .. epochs`` against a per-datum prior.
 
     Parameters
@@ -293,12 +293,17 @@ def fit_vae(vae, optimizer, images, prior, *, epochs, batch_size, kl_weight=1.0,
     on_epoch_end : callable, default=None
         Called as ``on_epoch_end(epoch, elbo, loss)`` after each epoch (``epoch`` counts the
         epochs done), only once the epoch's loss is known to be finite.
+    contrast_weight : float, default=0
+        With ``augment``, above 0: two random views of every image per step, the VAE's loss the
+        mean of theirs, plus this weight times :func:`contrastive_loss` of their encoder means.
+    contrast_temperature : float, default=0.5
     distributed : vaegmm.distributed.Context, default=None
         With an active context, ``images`` are this rank's shard of the data (rows
         ``context.shard(n_samples)`` of the ``n_samples`` rows of ``prior``'s data), the VAE is wrapped
         in :class:`~torch.nn.parallel.DistributedDataParallel` and every step trains each rank
-        on ``ceil(batch_size / world_size)`` data of its shard (the prior indexed by their
-        global indices); the ELBO and loss are means over all the data.
+        on ``batch_size`` data of its shard (the prior indexed by their global indices), as in
+        DDP's convention: one step sees ``world_size * batch_size`` data. The ELBO and loss are
+        means over all the data.
     reseed : callable, default=None
         Called as ``reseed(epoch)`` before each epoch (e.g. to seed the generators per rank and
         epoch, so that a resumed distributed run draws what an uninterrupted one would).
@@ -315,15 +320,15 @@ def fit_vae(vae, optimizer, images, prior, *, epochs, batch_size, kl_weight=1.0,
     from .distributed import SINGLE
 
     context = distributed or SINGLE
+    contrast = contrast_weight > 0
     n_local = images.shape[0]
     model, offset, n_samples, batches = vae, 0, n_local, None
     if context.active:  # this rank's shard; every rank takes the same number of steps per epoch
         n_samples = _data_size(prior, context, n_local)
         offset = context.shard(n_samples)[0]
-        local_batch = -(-batch_size // context.world_size)
-        batches = -(-(-(-n_samples // context.world_size)) // local_batch)
+        batches = -(-(-(-n_samples // context.world_size)) // batch_size)  # steps: the largest shard's
         if context.world_size > 1:
-            model = torch.nn.parallel.DistributedDataParallel(vae)
+            model = torch.nn.parallel.DistributedDataParallel(vae, gradient_as_bucket_view=True)
     elbo_per_epoch, loss_per_epoch = [], []
     bar = tqdm(range(start_epoch, epochs), desc=desc, unit="epoch", disable=not progress, leave=False,
                initial=start_epoch, total=epochs)
@@ -340,6 +345,9 @@ def fit_vae(vae, optimizer, images, prior, *, epochs, batch_size, kl_weight=1.0,
                 rows, weight = order[:1], 0.0
             indices = rows + offset
             batch = target = images[rows]
+            views = 2 if contrast and augment is not None else 1
+            if views == 2:  # two views of each datum, in one forward pass
+                batch, target, indices = batch.repeat(2, 1), target.repeat(2, 1), indices.repeat(2)
             if augment is not None:  # a random view of each datum, trained against its datum's prior
                 batch = augment(batch, generator=noise_generator)
                 target = target if reconstruct == "clean" else batch
@@ -347,7 +355,11 @@ def fit_vae(vae, optimizer, images, prior, *, epochs, batch_size, kl_weight=1.0,
             reconstruction = F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(dim=-1)
             kl = prior.kl(mean, logvar, indices)  # each datum's own prior, or the shared mixture
             # Both terms summed over pixels/latent dims, averaged over the batch: one scale.
-            loss = weight * (reconstruction + kl_weight * kl).mean()
+            loss = (reconstruction + kl_weight * kl).mean()
+            if views == 2:
+                reconstruction, kl = (0.5 * (term[:len(rows)] + term[len(rows):]) for term in (reconstruction, kl))
+                loss = loss + contrast_weight * contrastive_loss(*mean.chunk(2), contrast_temperature)
+            loss = weight * loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -367,6 +379,27 @@ def fit_vae(vae, optimizer, images, prior, *, epochs, batch_size, kl_weight=1.0,
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, elbo_per_epoch[-1], loss_per_epoch[-1])
     return elbo_per_epoch, loss_per_epoch
+
+
+def contrastive_loss(first, second, temperature=0.5):
+    """NT-Xent (SimCLR, Chen et al. 2020) of paired rows: each row of ``first`` should be closer in
+    cosine similarity to its row of ``second`` than to any other row of either, and vice versa.
+
+    Parameters
+    ----------
+    first, second : Tensor of shape (B, L), e.g. the encoder means of two views of B images
+    temperature : float
+
+    Returns
+    -------
+    loss : scalar Tensor, the mean over the 2B rows of -log softmax of the pair's similarity
+    """
+    rows = F.normalize(torch.cat([first, second]), dim=1)
+    similarity = rows @ rows.T / temperature
+    similarity.fill_diagonal_(float("-inf"))  # a row is not its own pair
+    n = first.shape[0]
+    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(rows.device)
+    return F.cross_entropy(similarity, partner)
 
 
 def _data_size(prior, context, n_local):
