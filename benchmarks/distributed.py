@@ -12,9 +12,9 @@ group, as under ``torchrun``:
   the log-likelihood, all-reduced) and rank 0 broadcasts K (1 + L + 2 L^2) (the parameters).
 - **VAE epoch**: ``fit_vae`` with DDP on random 28x28 images (MLP 784-256-12, a per-datum
   prior), seconds per epoch from fits of 1 and 3 epochs (after a warm-up fit; the shortest of 2 each); per step DDP all-reduces the gradient,
-  one number per weight. Per process ``--batch-size`` 256 (the default; DDP's convention and the
-  package's: a step sees P x 256 data) and 1024, each against one process with that batch; and
-  256 / P per process (the steps of one process at batch 256).
+  one number per weight. Rows are per batch *per process*: 256 and 1024, each against one
+  process with that batch (``--batch-size`` P x 256 or P x 1024 on P processes: a step sees more
+  data), and 256 / P (``--batch-size 256`` on P processes: the same steps as one process).
 
 The ratio is P processes' throughput over one process's, measured in the same command. The
 last lines project the communication per sweep and per step to 8 GPUs and 4 nodes.
@@ -89,7 +89,8 @@ def _vae(context, n_samples, batch):
     def fit(epochs):
         torch.manual_seed(0)
         vae = VAE(784, N_FEATURES, (256,))
-        fit_vae(vae, torch.optim.Adam(vae.parameters(), 1e-3), images, prior, epochs=epochs, batch_size=batch,
+        fit_vae(vae, torch.optim.Adam(vae.parameters(), 1e-3), images, prior, epochs=epochs,
+                batch_size=batch * context.world_size,  # batch_size is the batch of all ranks together
                 generator=generator, progress=False, distributed=context)
 
     fit(1)  # warm-up: the first fit of a process is slower

@@ -6,10 +6,10 @@ process group. Each of the P processes (ranks) owns a contiguous **shard** of th
 ``[N r / P, N (r + 1) / P)``:
 
 - **VAE step**: :class:`torch.nn.parallel.DistributedDataParallel`; every rank trains on
-  minibatches of ``batch_size`` data of its own shard (their global indices, so each datum keeps
-  its own prior) and the gradients are averaged: as in DDP's convention, one step sees
-  ``P * batch_size`` data (pass ``batch_size / P`` to keep one process's steps). The latents
-  are encoded per shard and all-gathered.
+  minibatches of ``batch_size / P`` data of its own shard (their global indices, so each datum
+  keeps its own prior) and the gradients are averaged, so one step sees ``batch_size`` data in
+  all, as in one process: ``batch_size`` is a setting of the model, not of the launch. The
+  latents are encoded per shard and all-gathered.
 - **Gibbs step**: every rank draws the assignments of its shard given (pi, mu, Lambda) with
   :func:`counter_uniforms` (one uniform per datum and sweep from the datum's global index, so
   the draw does not depend on P); the clusters' sufficient statistics (K (1 + L + L^2) numbers)
@@ -111,7 +111,9 @@ class Context:
         return tensor.cpu().numpy()
 
     def any(self, flag):
-        """True on every rank if ``flag`` is True on any."""
+        """True on every rank if ``flag`` is True on any (``flag`` itself in a single process)."""
+        if not self.active:
+            return bool(flag)
         return bool(self.all_reduce_sum(np.array([float(bool(flag))]))[0] > 0)
 
     def broadcast(self, array):

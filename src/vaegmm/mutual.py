@@ -208,7 +208,7 @@ def fit_mutual(
             checkpoint = None
 
         def on_epoch_end(epoch):
-            stop = context.any(stop_requested()) if context.active else stop_requested()
+            stop = context.any(stop_requested())  # a stop on any rank stops every rank
             if run is not None and (epoch % checkpoint_every == 0 or epoch == vae_module.epochs or stop):
                 run.save_checkpoint(checkpoint_state(config, iteration, epoch, vae_module.state(),
                                                      time.perf_counter() - started))
@@ -251,7 +251,7 @@ def fit_mutual(
                 config, iteration + 1, 0, vae_module.state(weights=config.vae_init == "warm", progress=False)))
         if log is not None:
             log(format_round(metrics))
-        if context.any(stop_requested()) if context.active else stop_requested():
+        if context.any(stop_requested()):
             raise KeyboardInterrupt
     return result
 

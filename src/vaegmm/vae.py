@@ -301,9 +301,9 @@ def fit_vae(vae, optimizer, images, prior, *, epochs, batch_size, kl_weight=1.0,
         With an active context, ``images`` are this rank's shard of the data (rows
         ``context.shard(n_samples)`` of the ``n_samples`` rows of ``prior``'s data), the VAE is wrapped
         in :class:`~torch.nn.parallel.DistributedDataParallel` and every step trains each rank
-        on ``batch_size`` data of its shard (the prior indexed by their global indices), as in
-        DDP's convention: one step sees ``world_size * batch_size`` data. The ELBO and loss are
-        means over all the data.
+        on ``ceil(batch_size / world_size)`` data of its shard (the prior indexed by their
+        global indices), so that one step sees ``batch_size`` data in all, as in one process.
+        The ELBO and loss are means over all the data.
     reseed : callable, default=None
         Called as ``reseed(epoch)`` before each epoch (e.g. to seed the generators per rank and
         epoch, so that a resumed distributed run draws what an uninterrupted one would).
@@ -326,7 +326,8 @@ def fit_vae(vae, optimizer, images, prior, *, epochs, batch_size, kl_weight=1.0,
     if context.active:  # this rank's shard; every rank takes the same number of steps per epoch
         n_samples = _data_size(prior, context, n_local)
         offset = context.shard(n_samples)[0]
-        batches = -(-(-(-n_samples // context.world_size)) // batch_size)  # steps: the largest shard's
+        local_batch = -(-batch_size // context.world_size)  # batch_size is the batch of all ranks together
+        batches = -(-(-(-n_samples // context.world_size)) // local_batch)  # steps: the largest shard's
         if context.world_size > 1:
             model = torch.nn.parallel.DistributedDataParallel(vae, gradient_as_bucket_view=True)
     elbo_per_epoch, loss_per_epoch = [], []
