@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import re
 import signal
 import sys
@@ -304,8 +305,11 @@ def _cmd_train(args):
                                 overwrite=args.overwrite, resume=bool(args.resume),
                                 checkpoint_every=args.checkpoint_every, stop_requested=lambda: interrupt.requested,
                                 distributed=context)
-    finally:
+    except KeyboardInterrupt:  # every rank stops at the same epoch end, after the checkpoint
         shutdown(context)
+        raise
+    # (Any other error leaves the group as it is: this process exits and torchrun stops the others.)
+    shutdown(context)
     if not context.is_main:
         return 0
     if not args.no_figures:
@@ -481,8 +485,11 @@ def main(argv=None):
     try:
         return command[args.command](args)
     except KeyboardInterrupt:
+        if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone says it
+            return 130
         run = getattr(args, "resume", None) or getattr(args, "out", None)
-        saved = {"train": f"; the last checkpoint is saved; continue with `vaegmm train --resume {run}`",
+        launcher = "torchrun --nproc_per_node=P -m vaegmm" if "WORLD_SIZE" in os.environ else "vaegmm"
+        saved = {"train": f"; the last checkpoint is saved; continue with `{launcher} train --resume {run}`",
                  "naming-game": f"; the rounds completed so far are saved in {run} (a game cannot be resumed)"}
         print(f"vaegmm: interrupted{saved.get(args.command, '')}.", file=sys.stderr)
         return 130
