@@ -273,7 +273,7 @@ def _train_config(args):
 
 def _cmd_train(args):
     from .data import load_dataset, open_mapped
-    from .distributed import SINGLE, from_environment, launched_by_torchrun, shutdown
+    from .distributed import from_environment, shutdown
     from .figures import write_figures
     from .mutual import fit_mutual, resolve_device
     from .report import write_report
@@ -282,7 +282,7 @@ def _cmd_train(args):
     config = _train_config(args)
     device = resolve_device(config.device)  # fail now, not after loading the data
     _set_threads(args.threads)
-    context = from_environment(device.type) if launched_by_torchrun() else SINGLE  # torchrun: one rank of P
+    context = from_environment(device.type)  # under torchrun one rank of P, else the single process
     say = print if context.is_main else (lambda *_: None)
     if args.resume:
         args.out = args.resume

@@ -191,19 +191,15 @@ def from_environment(device_type="cpu"):
 
 
 def shutdown(context):
-    """Leave the process group (at the end of a run): wait for every rank, free what still holds
-    the group (a DistributedDataParallel wrapper in a reference cycle), then destroy it, so that
-    no gloo thread outlives it into the interpreter's exit (which aborts the process)."""
+    """Leave the process group (at the end of a run): wait for every rank, then destroy it. Without
+    the barrier a rank that left while another was still finishing its last collective sometimes
+    aborted at exit in gloo's teardown ("terminate called without an active exception")."""
     if context.active:
-        import gc
-
         import torch.distributed as dist
 
         if dist.is_initialized():
-            gc.collect()
             dist.barrier()
             dist.destroy_process_group()
-            gc.collect()
 
 
 class ShardedSweepData:

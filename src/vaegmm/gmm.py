@@ -355,16 +355,16 @@ class GibbsGMM:
         self.n_components_ = K
 
         self._jitter_log = []
-        main = self.distributed is None or self.distributed.is_main  # sharded: rank 0 finds the start
-        if init_labels is None and self._auto:  # over-split by k-means; the sparse prior empties the rest
-            from sklearn.cluster import KMeans
+        if init_labels is None and (self._auto or self.init == "em"):
+            seed = int(rng.integers(2**31 - 1))
+            if self.distributed is not None and not self.distributed.is_main:
+                init_labels = np.zeros(n_samples, dtype=np.int64)  # rank 0 finds the start (broadcast below)
+            elif self._auto:  # over-split by k-means; the sparse prior empties the rest
+                from sklearn.cluster import KMeans
 
-            seed = int(rng.integers(2**31 - 1))
-            init_labels = (KMeans(K, n_init=1, random_state=seed).fit_predict(X).astype(np.int64) if main
-                           else np.zeros(n_samples, dtype=np.int64))
-        if init_labels is None and self.init == "em":
-            seed = int(rng.integers(2**31 - 1))
-            init_labels = em_labels(X, K, EM_RESTARTS, seed) if main else np.zeros(n_samples, dtype=np.int64)
+                init_labels = KMeans(K, n_init=1, random_state=seed).fit_predict(X).astype(np.int64)
+            else:
+                init_labels = em_labels(X, K, EM_RESTARTS, seed)
         if init_labels is not None and self.distributed is not None:
             init_labels = self.distributed.broadcast(np.asarray(init_labels, dtype=np.int64))
         if init_labels is None:
@@ -406,8 +406,8 @@ class GibbsGMM:
             from .distributed import ShardedSweepData
 
             data = ShardedSweepData(X - shift, K, self.distributed, seed=int(rng.integers(2**63 - 1)))
-            log_weights, means, precisions = data.share(log_weights, means, precisions)
-            precisions_chol = cholesky(precisions, self._jitter_log)
+            log_weights, means, precisions, precisions_chol = data.share(log_weights, means, precisions,
+                                                                         precisions_chol)
         elif self.device is None:
             data = NumpySweepData(X - shift, K)
         else:
@@ -433,11 +433,10 @@ class GibbsGMM:
             if self.distributed is not None:  # every rank continues from rank 0's draw
                 log_weights, means, precisions, precisions_chol = data.share(log_weights, means, precisions,
                                                                              precisions_chol)
-                if self.callback is None and sweep < self.n_sweeps - 1:
-                    self._set_parameters(log_weights, means, precisions, precisions_chol)
-                    continue  # the shards' labels are gathered only where they are read
-                labels = data.all_labels(labels)
-            self.labels_ = labels
+                # The shards' labels are gathered only where they are read.
+                labels = data.all_labels(labels) if self.callback is not None or sweep == self.n_sweeps - 1 else None
+            if labels is not None:
+                self.labels_ = labels
             self._set_parameters(log_weights, means, precisions, precisions_chol)
             self.clusters_found_ = occupied[:sweep + 1]
             if self.callback is not None:

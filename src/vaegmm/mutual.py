@@ -170,10 +170,10 @@ def fit_mutual(
     checkpoint = saved_rounds = None
     if resume and run is not None:
         checkpoint = run.load_checkpoint(config)  # refuses a different config; None: nothing done yet
-        first_round = 0 if checkpoint is None else checkpoint["iteration"]
-        if first_round > 0:  # completed rounds come from the run directory
-            saved_rounds = ([_load_round(run, i) for i in range(first_round)], run.load_prior(first_round - 1),
-                            run.load_vae(first_round - 1, "cpu")[0])
+        done = 0 if checkpoint is None else checkpoint["iteration"]
+        if done > 0:  # completed rounds come from the run directory
+            saved_rounds = ([_load_round(run, i) for i in range(done)], run.load_prior(done - 1),
+                            run.load_vae(done - 1, "cpu")[0])
     elif run is not None:
         run.start(config, overwrite=overwrite)
     if resume:  # rank 0 sends what it read

@@ -320,7 +320,7 @@ def fit_vae(vae, optimizer, images, prior, *, epochs, batch_size, kl_weight=1.0,
     from .distributed import SINGLE
 
     context = distributed or SINGLE
-    contrast = contrast_weight > 0
+    views = 2 if contrast_weight > 0 and augment is not None else 1  # two views of each datum per step
     n_local = images.shape[0]
     model, offset, n_samples, batches = vae, 0, n_local, None
     if context.active:  # this rank's shard; every rank takes the same number of steps per epoch
@@ -346,8 +346,7 @@ def fit_vae(vae, optimizer, images, prior, *, epochs, batch_size, kl_weight=1.0,
                 rows, weight = order[:1], 0.0
             indices = rows + offset
             batch = target = images[rows]
-            views = 2 if contrast and augment is not None else 1
-            if views == 2:  # two views of each datum, in one forward pass
+            if views == 2:  # both views in one forward pass
                 batch, target, indices = batch.repeat(2, 1), target.repeat(2, 1), indices.repeat(2)
             if augment is not None:  # a random view of each datum, trained against its datum's prior
                 batch = augment(batch, generator=noise_generator)
