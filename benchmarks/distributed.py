@@ -45,7 +45,7 @@ def _worker(rank, world_size, port, what, n_samples, out, batch=BATCH):
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
                       LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
-    from vaegmm.distributed import from_environment, shutdown
+    from vaegmm.distributed import exit_process, from_environment, shutdown
     from vaegmm.gibbs import blas_threads
 
     context = from_environment("cpu")
@@ -54,6 +54,7 @@ def _worker(rank, world_size, port, what, n_samples, out, batch=BATCH):
     if context.is_main:
         np.save(out, np.array([seconds]))
     shutdown(context)
+    exit_process(0)
 
 
 def _timed(context, function):

@@ -26,7 +26,7 @@ def join(rank, world_size, port):
 
 def gibbs_chain(rank, world_size, port, X, gmm_options, out):
     """Fit a sharded GibbsGMM; rank 0 saves labels, parameters and the per-sweep labels."""
-    from vaegmm.distributed import shutdown
+    from vaegmm.distributed import exit_process, shutdown
     from vaegmm.gmm import GibbsGMM
 
     context = join(rank, world_size, port)
@@ -37,10 +37,11 @@ def gibbs_chain(rank, world_size, port, X, gmm_options, out):
         np.savez(out, labels=gmm.labels_, means=gmm.means_, precisions=gmm.precisions_, weights=gmm.weights_,
                  log_likelihood=gmm.log_likelihood_, sweeps=np.array(record))
     shutdown(context)
+    exit_process(0)
 
 
 def collectives(rank, world_size, port, out):
-    from vaegmm.distributed import shutdown
+    from vaegmm.distributed import exit_process, shutdown
 
     context = join(rank, world_size, port)
     start, stop = context.shard(11)
@@ -51,13 +52,14 @@ def collectives(rank, world_size, port, out):
     anyone = context.any(rank == world_size - 1)
     np.savez(f"{out}-{rank}", gathered=gathered, total=total, shared=shared, obj=obj["rank"], anyone=anyone)
     shutdown(context)
+    exit_process(0)
 
 
 def vae_shards(rank, world_size, port, out):
     """DDP fit against per-datum priors at -4 (first half of the data) and +4 (second half)."""
     import torch
 
-    from vaegmm.distributed import shutdown
+    from vaegmm.distributed import exit_process, shutdown
     from vaegmm.messages import PriorMessage
     from vaegmm.vae import VAE, encode, fit_vae
 
@@ -77,13 +79,14 @@ def vae_shards(rank, world_size, port, out):
     weights = torch.cat([p.detach().ravel() for p in vae.parameters()]).numpy()
     np.savez(f"{out}-{rank}", latents=latents, weights=weights, elbo=np.array(elbo))
     shutdown(context)
+    exit_process(0)
 
 
 def mutual_run(rank, world_size, port, run_dir, options, stop_after, resume, out):
     """fit_mutual on 300 digits; with ``stop_after`` epochs, a Ctrl-C-like stop on rank 0 only."""
     from vaegmm.config import TrainConfig
     from vaegmm.data import load_dataset
-    from vaegmm.distributed import shutdown
+    from vaegmm.distributed import exit_process, shutdown
     from vaegmm.mutual import fit_mutual
 
     context = join(rank, world_size, port)
@@ -106,3 +109,4 @@ def mutual_run(rank, world_size, port, run_dir, options, stop_after, resume, out
                  accuracy=[r.metrics["accuracy"] for r in result.rounds])
     finally:
         shutdown(context)
+    exit_process(0)

@@ -127,6 +127,13 @@ def test_two_process_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert [m["iteration"] for m in metrics["iterations"]] == [0, 1]
 
 
+def test_exit_process_flushes_and_keeps_the_exit_code():
+    script = "import sys\nfrom vaegmm.distributed import exit_process\nprint('said', end='')\n" \
+             "print('warned', end='', file=sys.stderr)\nexit_process(3)\nprint('never')"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (3, "said", "warned")
+
+
 def test_torchrun_train_end_to_end(tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",

@@ -483,21 +483,25 @@ def main(argv=None):
                "report": _cmd_report, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
                "naming-game": _cmd_naming_game}
     try:
-        return command[args.command](args)
+        code = command[args.command](args)
     except KeyboardInterrupt:
-        if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone says it
-            return 130
-        run = getattr(args, "resume", None) or getattr(args, "out", None)
-        launcher = "torchrun --nproc_per_node=P -m vaegmm" if "WORLD_SIZE" in os.environ else "vaegmm"
-        saved = {"train": f"; the last checkpoint is saved; continue with `{launcher} train --resume {run}`",
-                 "naming-game": f"; the rounds completed so far are saved in {run} (a game cannot be resumed)"}
-        print(f"vaegmm: interrupted{saved.get(args.command, '')}.", file=sys.stderr)
-        return 130
+        code = 130
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone says it
+            run = getattr(args, "resume", None) or getattr(args, "out", None)
+            launcher = "torchrun --nproc_per_node=P -m vaegmm" if "WORLD_SIZE" in os.environ else "vaegmm"
+            saved = {"train": f"; the last checkpoint is saved; continue with `{launcher} train --resume {run}`",
+                     "naming-game": f"; the rounds completed so far are saved in {run} (a game cannot be resumed)"}
+            print(f"vaegmm: interrupted{saved.get(args.command, '')}.", file=sys.stderr)
     except (ValueError, OSError, FloatingPointError, RuntimeError) as exc:
         if args.debug:
             raise
         print(f"vaegmm: error: {_with_flags(str(exc))}", file=sys.stderr)
-        return 2
+        code = 2
+    from .distributed import exit_process, launched_by_torchrun
+
+    if launched_by_torchrun():  # one rank of P: leave without torch's teardown (see exit_process)
+        exit_process(code)
+    return code
 
 
 if __name__ == "__main__":
