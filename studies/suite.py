@@ -92,6 +92,10 @@ VARIANTS = {
                                                           "contrast_weight": 10.0},
     "resp-views-clean-em-r200-c10-dataprior": {**CLEAN, "gmm_init": "em", "round0_epochs": 100, "vae_epochs": 200,
                                                "contrast_weight": 10.0, "gmm_prior": "data"},
+    # session 6: does the mixture message keep improving the representation with more rounds?
+    "mixture-views-clean-em-200-fine25x8-dataprior": {"prior_from": "mixture", **CLEAN, "gmm_init": "em",
+                                                      "round0_epochs": 200, "vae_epochs": 25, "vae_init": "warm",
+                                                      "mutual_iterations": 9, "gmm_prior": "data"},
 }
 
 
