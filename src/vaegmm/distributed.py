@@ -194,7 +194,8 @@ def from_environment(device_type="cpu"):
 def shutdown(context):
     """Leave the process group (at the end of a run): wait for every rank, then destroy it. Without
     the barrier a rank that left while another was still finishing its last collective sometimes
-    aborted at exit in gloo's teardown ("terminate called without an active exception")."""
+    aborted at exit in gloo's teardown ("terminate called without an active exception"). A
+    script of one's own then ends with :func:`exit_process` (``vaegmm train`` does)."""
     if context.active:
         import torch.distributed as dist
 

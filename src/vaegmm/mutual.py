@@ -143,7 +143,7 @@ def fit_mutual(
         One rank of a ``torch.distributed`` run (every rank calls ``fit_mutual`` with the same
         arguments): each reads only its shard of the images, trains the VAE data-parallel and
         draws the Gibbs assignments of its shard (:mod:`vaegmm.distributed`). Rank 0 alone writes
-        the run directory and logs; when resuming it reads the run directory and sends the
+        the run directory, logs and shows progress; when resuming it reads the run directory and sends the
         other ranks what they need. Every rank returns the same result.
 
     Returns
@@ -165,8 +165,8 @@ def fit_mutual(
     if resume and run_dir is None:
         raise ValueError("resume=True needs the run_dir of the run to continue.")
     run = RunDirectory(run_dir) if run_dir is not None and context.is_main else None  # rank 0 writes
-    if log is not None and not context.is_main:
-        log = None
+    if not context.is_main:  # rank 0 alone logs and shows progress
+        log, progress = None, False
     checkpoint = saved_rounds = None
     if resume and run is not None:
         checkpoint = run.load_checkpoint(config)  # refuses a different config; None: nothing done yet
