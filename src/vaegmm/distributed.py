@@ -209,9 +209,9 @@ def exit_process(code=0):
 
     Once a process has wrapped a model in DistributedDataParallel, torch (2.13) keeps the gloo
     process group, and its worker and transport threads, alive after
-    :func:`torch.distributed.destroy_process_group`; tearing them down with the interpreter aborted
-    about one rank in a hundred at exit ("terminate called without an active exception"), after all
-    its work was done and written. A rank therefore ends with :func:`os._exit`, which skips that
+    :func:`torch.distributed.destroy_process_group`; tearing them down with the interpreter now and
+    then aborted a rank at exit ("terminate called without an active exception": 1 run in 36 before
+    :func:`shutdown` had its barrier, once in CI after), after all its work was done and written. A rank therefore ends with :func:`os._exit`, which skips that
     teardown: call it last, after :func:`shutdown`, once every file is closed."""
     import logging
 

@@ -143,8 +143,8 @@ def fit_mutual(
         One rank of a ``torch.distributed`` run (every rank calls ``fit_mutual`` with the same
         arguments): each reads only its shard of the images, trains the VAE data-parallel and
         draws the Gibbs assignments of its shard (:mod:`vaegmm.distributed`). Rank 0 alone writes
-        the run directory, logs and shows progress; when resuming it reads the run directory and sends the
-        other ranks what they need. Every rank returns the same result.
+        the run directory, logs and shows progress; when resuming it reads the run directory and
+        sends the other ranks what they need. Every rank returns the same result.
 
     Returns
     -------
