@@ -4,6 +4,7 @@ data-parallel VAE and a sharded mutual-learning run with resume, on real gloo pr
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -117,6 +118,7 @@ def test_two_process_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert bool(np.load(tmp_path / "cut-0.npz")["interrupted"]) and bool(np.load(tmp_path / "cut-1.npz")["interrupted"])
     checkpoint = (tmp_path / "cut" / "checkpoint.pt")
     assert checkpoint.exists() and (tmp_path / "cut" / "iteration_0").exists()
+    shutil.copytree(tmp_path / "cut", tmp_path / "cut-on-one")
     spawn(mutual_run, 2, str(tmp_path / "cut"), TINY, None, True, str(tmp_path / "resumed"))
     whole, resumed = np.load(tmp_path / "whole-0.npz"), np.load(tmp_path / "resumed-0.npz")
     for key in ("latents", "assignments", "elbo", "accuracy"):
@@ -124,6 +126,15 @@ def test_two_process_run_resumes_to_the_uninterrupted_result(tmp_path):
     other = np.load(tmp_path / "resumed-1.npz")
     np.testing.assert_array_equal(resumed["assignments"], other["assignments"])  # every rank, one result
     metrics = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert [m["iteration"] for m in metrics["iterations"]] == [0, 1]
+    # Another number of processes resumes too: round 0 is read back, round 1 goes on from the
+    # 2-process checkpoint (other per-rank noise, so close to the uninterrupted run, not equal).
+    spawn(mutual_run, 1, str(tmp_path / "cut-on-one"), TINY, None, True, str(tmp_path / "on-one"))
+    on_one = np.load(tmp_path / "on-one-0.npz")
+    assert not bool(on_one["interrupted"]) and on_one["accuracy"][0] == whole["accuracy"][0]
+    assert on_one["elbo"][0] == whole["elbo"][0]  # round 1's first epoch, done before the stop
+    assert abs(on_one["elbo"][-1] - whole["elbo"][-1]) < 0.05 * abs(whole["elbo"][-1])
+    metrics = json.loads((tmp_path / "cut-on-one" / "metrics.json").read_text())
     assert [m["iteration"] for m in metrics["iterations"]] == [0, 1]
 
 

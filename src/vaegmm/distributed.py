@@ -212,10 +212,17 @@ def exit_process(code=0):
     :func:`torch.distributed.destroy_process_group`; tearing them down with the interpreter now and
     then aborted a rank at exit ("terminate called without an active exception": 1 run in 36 before
     :func:`shutdown` had its barrier, once in CI after), after all its work was done and written. A rank therefore ends with :func:`os._exit`, which skips that
-    teardown: call it last, after :func:`shutdown`, once every file is closed."""
+    teardown: call it last, after :func:`shutdown`, once every file is closed. Python's own
+    clean-up that matters is done first: logging is flushed, and multiprocessing's finalizers run
+    (they release the named semaphores of locks such as tqdm's, which would otherwise be reported
+    as leaked)."""
     import logging
 
     logging.shutdown()
+    if "multiprocessing" in sys.modules:
+        from multiprocessing import util
+
+        util._run_finalizers()  # what multiprocessing runs at a normal exit, minus joining children
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
