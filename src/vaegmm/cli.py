@@ -301,7 +301,7 @@ def _cmd_train(args):
         f"({labels}){ranks}")
     try:
         with _DeferredInterrupt() as interrupt:
-            result = fit_mutual(dataset, config, run_dir=args.out, progress=not args.quiet and context.is_main,
+            result = fit_mutual(dataset, config, run_dir=args.out, progress=not args.quiet,
                                 overwrite=args.overwrite, resume=bool(args.resume),
                                 checkpoint_every=args.checkpoint_every, stop_requested=lambda: interrupt.requested,
                                 distributed=context)
@@ -482,13 +482,15 @@ def main(argv=None):
     command = {"train": _cmd_train, "decode": _cmd_decode, "plot-gmm": _cmd_plot_gmm, "figures": _cmd_figures,
                "report": _cmd_report, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
                "naming-game": _cmd_naming_game}
+    from .distributed import exit_process, launched_by_torchrun
+
     try:
         code = command[args.command](args)
     except KeyboardInterrupt:
         code = 130
         if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone says it
             run = getattr(args, "resume", None) or getattr(args, "out", None)
-            launcher = "torchrun --nproc_per_node=P -m vaegmm" if "WORLD_SIZE" in os.environ else "vaegmm"
+            launcher = "torchrun --nproc_per_node=P -m vaegmm" if launched_by_torchrun() else "vaegmm"
             saved = {"train": f"; the last checkpoint is saved; continue with `{launcher} train --resume {run}`",
                      "naming-game": f"; the rounds completed so far are saved in {run} (a game cannot be resumed)"}
             print(f"vaegmm: interrupted{saved.get(args.command, '')}.", file=sys.stderr)
@@ -497,8 +499,6 @@ def main(argv=None):
             raise
         print(f"vaegmm: error: {_with_flags(str(exc))}", file=sys.stderr)
         code = 2
-    from .distributed import exit_process, launched_by_torchrun
-
     if launched_by_torchrun():  # one rank of P: leave without torch's teardown (see exit_process)
         exit_process(code)
     return code

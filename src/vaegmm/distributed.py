@@ -22,6 +22,7 @@ process group. Each of the P processes (ranks) owns a contiguous **shard** of th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import dataclass
@@ -211,8 +212,9 @@ def exit_process(code=0):
     process group, and its worker and transport threads, alive after
     :func:`torch.distributed.destroy_process_group`; tearing them down with the interpreter now and
     then aborted a rank at exit ("terminate called without an active exception": 1 run in 36 before
-    :func:`shutdown` had its barrier, once in CI after), after all its work was done and written. A rank therefore ends with :func:`os._exit`, which skips that
-    teardown: call it last, after :func:`shutdown`, once every file is closed. Python's own
+    :func:`shutdown` had its barrier, once in CI after), after all its work was done and written.
+    A rank therefore ends with :func:`os._exit`, which skips that teardown: call it last, after
+    :func:`shutdown`, once every file is closed. Python's own
     clean-up that matters is done first: logging is flushed, and multiprocessing's finalizers run
     (they release the named semaphores of locks such as tqdm's, which would otherwise be reported
     as leaked)."""
@@ -224,10 +226,8 @@ def exit_process(code=0):
 
         util._run_finalizers()  # what multiprocessing runs at a normal exit, minus joining children
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a closed or broken pipe: nothing more to say
             stream.flush()
-        except (OSError, ValueError):  # a closed or broken pipe: nothing more can be said
-            pass
     os._exit(code)
 
 
