@@ -402,9 +402,69 @@ def test_second_train_into_same_out(run_dir, tmp_path, capsys):
     with np.load(out / "iteration_0" / "gmm.npz") as gmm:
         assert gmm["mu"].shape == (3, 2)
 
-    # The same config again: accepted without --overwrite.
+    # The same config again: the finished run is kept as it is (exit 0, said on stdout).
+    capsys.readouterr()
+    before = _file_bytes(out)
+    assert main(["train", *TINY_ARGS, "--out", str(out)]) == 0
+    assert "already holds this run, finished" in capsys.readouterr().out
+    assert _file_bytes(out) == before
+
+
+def _file_bytes(folder):
+    """{relative path: bytes} of every file under ``folder``."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def test_rerunning_a_finished_run_keeps_every_file(tmp_path, capsys):
+    """The same command on a finished run (figures drawn there by the user included) changes no
+    byte, says where the run is, and exits 0."""
+    out = tmp_path / "run"
+    assert main(["train", *TINY_ARGS, "--out", str(out)]) == 0
+    assert main(["decode", "--run", str(out), "--cluster", "0", "--samples", "4"]) == 0
+    before = _file_bytes(out)
+    assert any(name.startswith("figures/decode") for name in before)
     capsys.readouterr()
     assert main(["train", *TINY_ARGS, "--out", str(out)]) == 0
+    said = capsys.readouterr()
+    assert f"{out} already holds this run, finished (1 rounds); nothing was changed" in said.out
+    assert said.err == ""
+    assert _file_bytes(out) == before
+
+
+def test_rerunning_an_interrupted_run_says_resume_and_keeps_every_file(tmp_path, capsys, monkeypatch):
+    """A run stopped by Ctrl-C, then the same command again: refused with the --resume command,
+    nothing touched; --resume then finishes it."""
+    import vaegmm.cli as cli
+
+    class ControlC:  # the Ctrl-C handler's flag, already set: stop at the first epoch end
+        requested = True
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    out = tmp_path / "run"
+    args = ["train", *TINY_ARGS, "--mutual-iterations", "2", "--out", str(out)]
+    with monkeypatch.context() as patch:
+        patch.setattr(cli, "_DeferredInterrupt", ControlC)
+        assert main(args) == 130
+    assert (out / "checkpoint.pt").exists() and not (out / "metrics.json").exists()
+    before = _file_bytes(out)
+    capsys.readouterr()
+    assert main(args) == 2
+    assert_one_line_error(capsys, "interrupted run", f"vaegmm train --resume {out}")
+    assert _file_bytes(out) == before
+    assert main(["train", "--resume", str(out)]) == 0
+    assert len(json.loads((out / "metrics.json").read_text())["iterations"]) == 2
+
+
+def test_out_beside_resume_must_name_the_same_run(run_dir, tmp_path, capsys):
+    other = tmp_path / "elsewhere"
+    assert main(["train", "--resume", str(run_dir), "--out", str(other)]) == 2
+    assert_one_line_error(capsys, "drop --out")
+    assert not other.exists()
 
 
 def test_overwrite_removes_files_of_the_replaced_run(run_dir, tmp_path):

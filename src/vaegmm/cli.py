@@ -35,9 +35,10 @@ def _parser():
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train VAE+GMM by mutual learning and write a run directory")
-    train.add_argument("--out", default="runs/default", help="run directory to write (default: %(default)s)")
+    train.add_argument("--out", help="run directory to write (default: runs/default; with --resume, the run's own)")
     train.add_argument("--config", help="config.json of an earlier run to reproduce; flags given override it")
-    train.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
+    train.add_argument("--overwrite", action="store_true",
+                       help="delete the run already in --out (finished, interrupted or different) and train anew")
     train.add_argument("--resume", metavar="DIR",
                        help="continue the interrupted run in DIR from its checkpoint (its saved config; "
                             "flags that change it are refused)")
@@ -277,20 +278,37 @@ def _cmd_train(args):
     from .figures import write_figures
     from .mutual import fit_mutual, resolve_device
     from .report import write_report
-    from .rundir import RunDirectory
+    from .rundir import RunComplete, RunDirectory
 
+    if args.resume:
+        if args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve():
+            raise ValueError(f"--resume continues {args.resume} in place; drop --out {args.out} "
+                             "(to copy a run elsewhere, copy its directory first).")
+        if args.overwrite:
+            raise ValueError("--resume continues a run and --overwrite deletes it; give one of them.")
+        args.out = args.resume
+    elif args.out is None:
+        args.out = "runs/default"
     config = _train_config(args)
     device = resolve_device(config.device)  # fail now, not after loading the data
     _set_threads(args.threads)
     context = from_environment(device.type)  # under torchrun one rank of P, else the single process
     say = print if context.is_main else (lambda *_: None)
-    if args.resume:
-        args.out = args.resume
+    finished = None
     if context.is_main:  # the other ranks never touch the run directory
         if args.resume:
             RunDirectory(args.out).check_resumable(config)  # refuses a changed config before loading data
         else:
-            RunDirectory(args.out).check_replaceable(config, args.overwrite)  # before loading any data
+            try:
+                RunDirectory(args.out).check_replaceable(config, args.overwrite)  # before loading any data
+            except RunComplete as done:
+                finished = str(done)
+    if context.active:  # every rank learns whether there is anything to do
+        finished = context.broadcast_object(finished)
+    if finished is not None:  # the same command again: the finished run stays as it is
+        shutdown(context)
+        say(f"vaegmm: {finished}")
+        return 0
     # Distributed, a .npy or IDX file is memory-mapped: each rank reads only its shard.
     dataset = open_mapped(config.data) if context.active and config.max_samples is None else None
     if dataset is None:
@@ -429,12 +447,13 @@ def _cmd_naming_game(args):
 
 
 def _set_threads(threads):
-    import torch
+    """--threads: the package's one CPU thread limit (:mod:`vaegmm.threads`)."""
+    from .threads import set_threads
 
     if threads is not None:
         if threads < 1:
             raise ValueError(f"--threads must be positive, got {threads}.")
-        torch.set_num_threads(threads)
+        set_threads(threads)
 
 
 def _cmd_predict(args):

@@ -36,6 +36,7 @@ from .gibbs import em_labels
 from .metrics import clustering_metrics, match_clusters
 from .mutual import encode, fit_mutual
 from .rundir import RunDirectory, write_json
+from .threads import set_threads
 
 __all__ = ["evaluate", "evaluate_suite", "predict", "summarise", "apart_config", "mean_std", "readout_metrics",
            "SUITE", "READOUT_RESTARTS"]
@@ -68,7 +69,7 @@ def _evaluate_seed(config, seed, threads):
     """Scores of one seed: round 0, apart, mutual (last round), every round, by the final Gibbs
     sweep and by the EM read-out, and times."""
     if threads is not None:
-        torch.set_num_threads(threads)
+        set_threads(threads)
     dataset = load_dataset(config.data, max_samples=config.max_samples, seed=seed)
     if dataset.labels is None:
         raise ValueError(f"evaluate needs labelled data to score; {config.data!r} has no labels.")

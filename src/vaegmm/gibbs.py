@@ -9,7 +9,7 @@ every array is float64. They know nothing of the VAE or of the estimator's state
 
 from __future__ import annotations
 
-import contextlib
+import warnings
 
 import numpy as np
 from scipy.special import logsumexp
@@ -415,23 +415,38 @@ class NumpySweepData:
 
 
 def blas_threads(limit):
-    """Context limiting the BLAS thread pool to ``limit`` threads (no-op for None or without threadpoolctl)."""
-    if limit is None:
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
-    except ImportError:  # pragma: no cover
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=limit, user_api="blas")
+    """Context limiting the BLAS and OpenMP pools to ``min(limit, the package's limit)`` threads;
+    ``limit=None``: the package's limit (:mod:`vaegmm.threads`, set by ``--threads``)."""
+    from .threads import limit_threads
+
+    return limit_threads(limit)
 
 
 def em_labels(X, n_components, restarts, seed, reg_covar=None):
     """Assignments of the most likely of ``restarts`` EM fits (scikit-learn, k-means starts);
-    ``reg_covar`` defaults to 1e-6 of the data's mean variance."""
+    ``reg_covar`` defaults to 1e-6 of the data's mean variance.
+
+    Runs on one thread (:data:`vaegmm.threads.ONE_THREAD`: more cost more than they save at
+    this size, and oversubscribe a busy machine). Data with fewer distinct points than
+    components warn once, in vaegmm's words, instead of scikit-learn's ConvergenceWarnings.
+    """
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture
+
+    from .threads import ONE_THREAD, limit_threads
 
     if reg_covar is None:
         reg_covar = 1e-6 * (float(np.mean(np.var(X, axis=0))) or 1.0)
     mixture = GaussianMixture(n_components, covariance_type="full", n_init=restarts, random_state=seed,
                               reg_covar=reg_covar)
-    return mixture.fit(X).predict(X).astype(np.int64)
+    with limit_threads(ONE_THREAD), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        labels = mixture.fit(X).predict(X).astype(np.int64)
+    for warning in caught:
+        if not issubclass(warning.category, ConvergenceWarning):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    if any(issubclass(warning.category, ConvergenceWarning) for warning in caught):
+        warnings.warn(f"EM start: the {len(X)} latents have fewer distinct points than the {n_components} "
+                      "clusters asked (or did not converge); some clusters start empty.",
+                      RuntimeWarning, stacklevel=2)
+    return labels

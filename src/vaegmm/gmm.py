@@ -51,6 +51,7 @@ from .gibbs import (
     sample_wishart,
     sufficient_statistics,
 )
+from .threads import ONE_THREAD
 
 __all__ = ["GibbsGMM"]
 
@@ -362,7 +363,8 @@ class GibbsGMM:
             elif self._auto:  # over-split by k-means; the sparse prior empties the rest
                 from sklearn.cluster import KMeans
 
-                init_labels = KMeans(K, n_init=1, random_state=seed).fit_predict(X).astype(np.int64)
+                with blas_threads(ONE_THREAD):  # as EM's start (vaegmm.threads)
+                    init_labels = KMeans(K, n_init=1, random_state=seed).fit_predict(X).astype(np.int64)
             else:
                 init_labels = em_labels(X, K, EM_RESTARTS, seed)
         if init_labels is not None and self.distributed is not None:

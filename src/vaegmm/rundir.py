@@ -36,9 +36,11 @@ from .config import TrainConfig
 from .gmm import GibbsGMM
 from .vae import VAE
 
-__all__ = ["RunError", "RunDirectory", "atomic_write_bytes", "checkpoint_state", "write_json"]
+__all__ = ["RunError", "RunComplete", "RunDirectory", "atomic_write_bytes", "checkpoint_state", "write_json"]
 
 _ROUND = re.compile(r"^iteration_(\d+)$")
+_RUN_FILES = ("config.json", "metrics.json", "labels.npy", "images.npy", "checkpoint.pt", "report.html",
+              "report.md")
 CHECKPOINT_FORMAT = 1  # bump when the checkpoint's contents change
 
 
@@ -53,6 +55,10 @@ def checkpoint_state(config, iteration, epoch, vae_state, vae_seconds=0.0):
 
 class RunError(ValueError):
     """A run directory that cannot be used as asked; the message says why."""
+
+
+class RunComplete(RunError):
+    """The run asked for is already in the directory, finished: there is nothing to do."""
 
 
 def atomic_write_bytes(path, payload):
@@ -106,34 +112,67 @@ class RunDirectory:
 
     # -- writing -------------------------------------------------------------------------------
     def check_replaceable(self, config, overwrite=False):
-        """Refuse to write ``config``'s run over a different run unless ``overwrite``."""
+        """Refuse to start ``config``'s run here over a run already here, unless ``overwrite``.
+
+        A different run, or an interrupted run of the same config, raises :class:`RunError`
+        (the latter says to resume it); the same run, finished, raises :class:`RunComplete`.
+        Only ``overwrite`` lets :meth:`start` delete a run's files.
+        """
         existing = self.path / "config.json"
-        if existing.exists() and not overwrite:
-            try:
-                same = json.loads(existing.read_text()) == config.to_dict()
-            except (OSError, ValueError):
-                same = False
-            if not same:
+        if overwrite:
+            return
+        if not existing.exists():
+            if self._run_files():
                 raise RunError(
-                    f"{self.path} already holds a different run; choose another output directory "
-                    "or pass --overwrite (overwrite=True) to replace it."
+                    f"{self.path} holds a run's files ({', '.join(sorted(p.name for p in self._run_files()))}) "
+                    "but no config.json; choose another output directory or pass --overwrite (overwrite=True)."
                 )
+            return
+        try:
+            same = json.loads(existing.read_text()) == config.to_dict()
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            raise RunError(
+                f"{self.path} already holds a different run; choose another output directory "
+                "or pass --overwrite (overwrite=True) to replace it."
+            )
+        if self.is_finished(config):
+            raise RunComplete(
+                f"{self.path} already holds this run, finished ({config.mutual_iterations} rounds); nothing was "
+                "changed. Pass --overwrite (overwrite=True) to train it again."
+            )
+        raise RunError(
+            f"{self.path} holds an interrupted run of this config; continue it with `vaegmm train --resume "
+            f"{self.path}` (resume=True), or pass --overwrite (overwrite=True) to start it again."
+        )
+
+    def is_finished(self, config):
+        """Whether every round of ``config`` is saved here, with its metrics."""
+        rounds = list(range(config.mutual_iterations))
+        return self.iterations() == rounds and len(self.load_metrics()) == len(rounds)
 
     def start(self, config, overwrite=False):
-        """Begin a run here: check, remove an earlier run's files, write config.json."""
+        """Begin a run here: check (:meth:`check_replaceable`), remove the replaced run's files
+        (only with ``overwrite``), write config.json."""
         self.check_replaceable(config, overwrite)
         self.clear()
         self.save_config(config)
 
+    def _run_files(self):
+        """The files and folders here that a run writes (nothing else a user may keep here)."""
+        if not self.path.is_dir():
+            return []
+        return [child for child in self.path.iterdir()
+                if (child.is_dir() and (_ROUND.match(child.name) or child.name == "figures"))
+                or (child.is_file() and child.name in _RUN_FILES)]
+
     def clear(self):
         """Delete the files a run writes (and nothing else a user may keep here)."""
-        if not self.path.is_dir():
-            return
-        for child in self.path.iterdir():
-            if child.is_dir() and (_ROUND.match(child.name) or child.name == "figures"):
+        for child in self._run_files():
+            if child.is_dir():
                 shutil.rmtree(child)
-            elif child.name in ("config.json", "metrics.json", "labels.npy", "images.npy", "checkpoint.pt", "report.html",
-                                "report.md"):
+            else:
                 child.unlink()
 
     def save_config(self, config):
