@@ -32,3 +32,12 @@ def test_distributed_benchmark_prints_its_table(capsys):
     table = capsys.readouterr().out
     assert table.count("| Gibbs sweep | 3,000 |") == 2 and table.count("| VAE epoch | 3,000 |") == 3
     assert "bytes per Gibbs sweep" in table
+
+
+def test_threads_benchmark_times_the_em_start_quiet_and_busy():
+    from benchmarks.threads import run
+
+    rows = run(n_samples=1000, repeats=1, busy_threads=1)
+    assert [row["call"] for row in rows] == ["GibbsGMM EM start (thread limit)", "EM without a thread limit"]
+    for row in rows:
+        assert row["quiet_s"] > 0 and row["busy_s"] > 0 and row["ratio"] == row["busy_s"] / row["quiet_s"]

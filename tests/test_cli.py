@@ -342,7 +342,7 @@ def test_error_cuda_device_without_cuda(tmp_path, capsys):
 def test_error_decode_missing_iteration(run_dir, capsys):
     code = main(["decode", "--run", str(run_dir), "--iteration", "7", "--out", str(run_dir / "never.png")])
     assert code == 2
-    assert_one_line_error(capsys, "7", "available: 0, 1")
+    assert_one_line_error(capsys, "7", "available rounds: 0, 1")
     assert not (run_dir / "never.png").exists()
 
 
@@ -551,3 +551,12 @@ def test_set_sets_any_config_field_by_name():
                                  "--set", "hidden_dims=[64, 32]", "--set", "prior_from=last"])
     config = _train_config(args)
     assert (config.n_clusters, config.prior_sweeps, config.hidden_dims, config.prior_from) == (7, 20, (64, 32), "last")
+
+
+def test_evaluate_never_replaces_an_evaluation_without_overwrite(tmp_path, capsys):
+    out = tmp_path / "evaluation"
+    out.mkdir()
+    (out / "evaluation.json").write_text('{"kept": true}')
+    assert main(["evaluate", *TINY_ARGS[:-2], "--seeds", "0", "--out", str(out)]) == 2
+    assert_one_line_error(capsys, "already holds an evaluation", "--overwrite")
+    assert (out / "evaluation.json").read_text() == '{"kept": true}'

@@ -275,3 +275,37 @@ def test_shifting_the_data_and_prior_shifts_the_means_only():
     np.testing.assert_array_equal(a.labels_, b.labels_)
     np.testing.assert_allclose(b.means_, a.means_ + shift, atol=1e-8)
     np.testing.assert_allclose(b.precisions_, a.precisions_, rtol=1e-8)
+
+
+def test_em_start_runs_inside_the_thread_limit_on_one_thread(monkeypatch):
+    """The EM start (and the read-out) run scikit-learn on one thread, whatever the BLAS/OpenMP
+    pools would take, so a start never oversubscribes a busy machine."""
+    from threadpoolctl import threadpool_info
+    from sklearn.mixture import GaussianMixture
+
+    from vaegmm.gibbs import em_labels
+
+    seen = []
+    fit = GaussianMixture.fit
+
+    def spy(self, X, y=None):
+        seen.append({pool["user_api"]: pool["num_threads"] for pool in threadpool_info()})
+        return fit(self, X, y)
+
+    monkeypatch.setattr(GaussianMixture, "fit", spy)
+    X = np.random.default_rng(0).normal(size=(200, 3))
+    em_labels(X, 3, 1, 0)
+    assert seen and all(threads == 1 for threads in seen[0].values())
+
+
+def test_em_start_on_identical_points_warns_once_in_our_words():
+    import warnings
+
+    from vaegmm.gibbs import em_labels
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        labels = em_labels(np.repeat([[0.0, 1.0], [2.0, 3.0]], 5, axis=0), 3, 2, 0)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "2 distinct points for 3 clusters" in messages[0], messages
+    assert sorted(set(labels)) == [0, 1] and labels[0] != labels[-1] and len(set(labels[:5])) == 1

@@ -60,6 +60,7 @@ def _parser():
                                f"paths (alone: {','.join(_SUITE)}); per dataset and overall")
     evaluate.add_argument("--jobs", type=int, default=1, help="seeds trained in parallel processes (default: %(default)s)")
     evaluate.add_argument("--threads", type=int, help="torch CPU threads with --jobs 1 (default: torch's choice)")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace an evaluation already in --out")
     _add_config_arguments(evaluate)
 
     game = commands.add_parser(
@@ -81,7 +82,7 @@ def _parser():
     predict = commands.add_parser("predict", help="cluster new images with a trained run's encoder and GMM")
     predict.add_argument("--run", required=True, help="run directory written by `vaegmm train`")
     predict.add_argument("--data", required=True, help="images to cluster (as train's --data)")
-    predict.add_argument("--iteration", type=int, help="round to use (default: the last)")
+    predict.add_argument("--round", "--iteration", dest="iteration", type=int, help="round to use (default: the last)")
     predict.add_argument("--out", help="folder for predictions.csv, assignments.npy, probabilities.npy "
                                        "(default: RUN/predictions)")
 
@@ -192,7 +193,7 @@ def _add_config_arguments(parser):
 
 def _add_run_arguments(parser):
     parser.add_argument("--run", required=True, help="run directory written by `vaegmm train`")
-    parser.add_argument("--iteration", type=int, help="round to load (default: the last)")
+    parser.add_argument("--round", "--iteration", dest="iteration", type=int, help="round to load (default: the last)")
     parser.add_argument("--cluster", type=int, default=0, help="cluster k (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the samples (default: %(default)s)")
     parser.add_argument("--out", help="PNG to write (default: in RUN/figures)")
@@ -401,6 +402,10 @@ def _cmd_evaluate(args):
 
     config = _train_config(args)
     _set_threads(args.threads)
+    written = Path(args.out) / ("suite.json" if args.suite is not None else "evaluation.json")
+    if written.exists() and not args.overwrite:
+        raise ValueError(f"{written} already holds an evaluation; choose another --out or pass --overwrite to "
+                         "replace it.")
     if args.suite is not None:
         datasets = [name.strip() for name in args.suite.split(",") if name.strip()]
         print(f"evaluating {len(args.seeds)} seeds on each of {', '.join(datasets)} (labels used for scoring only)")
@@ -465,7 +470,7 @@ def _cmd_predict(args):
         print(f"wrote {path}")
     if prediction["metrics"] is not None:
         scores = "  ".join(f"{k} {v:.4f}" if v is not None else f"{k} n/a" for k, v in prediction["metrics"].items())
-        print(f"iteration {prediction['iteration']}: {scores}")
+        print(f"round {prediction['iteration']}: {scores}")
     return 0
 
 

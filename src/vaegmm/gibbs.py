@@ -428,25 +428,22 @@ def em_labels(X, n_components, restarts, seed, reg_covar=None):
 
     Runs on one thread (:data:`vaegmm.threads.ONE_THREAD`: more cost more than they save at
     this size, and oversubscribe a busy machine). Data with fewer distinct points than
-    components warn once, in vaegmm's words, instead of scikit-learn's ConvergenceWarnings.
+    components need no EM: each distinct point is its own cluster, the rest start empty, and
+    one warning says so.
     """
-    from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture
 
     from .threads import ONE_THREAD, limit_threads
 
+    distinct, labels = np.unique(X, axis=0, return_inverse=True)
+    if len(distinct) < n_components:
+        warnings.warn(f"EM start: the latents hold {len(distinct)} distinct points for {n_components} clusters; "
+                      "each distinct point starts its own cluster and the others start empty.",
+                      RuntimeWarning, stacklevel=2)
+        return labels.reshape(-1).astype(np.int64)
     if reg_covar is None:
         reg_covar = 1e-6 * (float(np.mean(np.var(X, axis=0))) or 1.0)
     mixture = GaussianMixture(n_components, covariance_type="full", n_init=restarts, random_state=seed,
                               reg_covar=reg_covar)
-    with limit_threads(ONE_THREAD), warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        labels = mixture.fit(X).predict(X).astype(np.int64)
-    for warning in caught:
-        if not issubclass(warning.category, ConvergenceWarning):
-            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    if any(issubclass(warning.category, ConvergenceWarning) for warning in caught):
-        warnings.warn(f"EM start: the {len(X)} latents have fewer distinct points than the {n_components} "
-                      "clusters asked (or did not converge); some clusters start empty.",
-                      RuntimeWarning, stacklevel=2)
-    return labels
+    with limit_threads(ONE_THREAD):
+        return mixture.fit(X).predict(X).astype(np.int64)

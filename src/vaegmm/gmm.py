@@ -86,14 +86,15 @@ class GibbsGMM:
         Scale matrix W of the Wishart prior; a float c means c * I.
     wishart_dof : float, default=None
         Degrees of freedom nu of the Wishart prior (> n_features - 1); n_features when None.
-    init : {"prior", "kmeans++"}, default="prior"
-        How the chain starts. "prior" draws (pi, mu, Lambda) from the prior, as the reference
+    init : {"prior", "kmeans++", "em"}, default="prior"
+        How the chain starts (``vaegmm train`` uses "em", ``--gmm-init``). "prior" draws (pi, mu, Lambda) from the prior, as the reference
         implementation does; "kmeans++" places the means on data points chosen by k-means++
         seeding with the prior's expected precision nu W, which is robust to latents whose
         scale differs from the prior's. "em" starts from the assignments of the most likely of
         ``EM_RESTARTS`` k-means-started EM fits of a full-covariance mixture (a stable mode,
         so that the chain's luck does not decide the partition), drawing the first (pi, mu,
-        Lambda) from their posterior given them.
+        Lambda) from their posterior given them. The EM fits run on one thread
+        (:mod:`vaegmm.threads`).
     random_state : None, int or numpy.random.Generator, default=None
         Seed or generator; the sampler uses one ``numpy.random.Generator`` and nothing else.
     callback : callable, default=None

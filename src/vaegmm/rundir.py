@@ -260,7 +260,7 @@ class RunDirectory:
             )
         if iteration not in available:
             raise RunError(
-                f"Iteration {iteration} is not in {self.path}; available: {', '.join(map(str, available))}."
+                f"Round {iteration} is not in {self.path}; available rounds: {', '.join(map(str, available))}."
             )
         return self.round_path(iteration)
 
