@@ -1,4 +1,4 @@
-"""The Gibbs sweep when the GMM finds K (issue 12): ``GibbsGMM("auto", max_components=30)``
+"""The Gibbs sweep when the GMM finds K: ``GibbsGMM("auto", max_components=30)``
 against a finite ``GibbsGMM(30)`` on the same data, in the same process.
 
     python -m benchmarks.auto_k            # N = 10k, L = 12; prints a Markdown table

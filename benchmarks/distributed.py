@@ -1,4 +1,4 @@
-"""Throughput on 1 and 2 processes with torch.distributed (gloo), issue 13.
+"""Throughput on 1 and 2 processes with torch.distributed (gloo).
 
     python -m benchmarks.distributed                  # N = 60k and 200k; prints a Markdown table
     python -m benchmarks.distributed --sizes 20000 --processes 1,2,4

@@ -1,4 +1,4 @@
-"""The naming-game study of issue 11 (docs/naming-game.md): the Metropolis-Hastings game against
+"""The naming-game study (docs/naming-game.md): the Metropolis-Hastings game against
 its two baselines (no communication: every proposal rejected; accept all), over seeds.
 
     python studies/naming_game.py run --seeds 0-2 --out runs/naming-study [vaegmm naming-game flags ...]

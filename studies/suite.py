@@ -1,4 +1,4 @@
-"""The suite study of issue 10 (docs/accuracy.md): named variants of the configuration, each
+"""The suite study (docs/accuracy.md): named variants of the configuration, each
 scored like `vaegmm evaluate` (round 0, apart, mutual; final Gibbs sweep and EM read-out) on
 one dataset of the suite over several seeds.
 
@@ -30,7 +30,7 @@ from accuracy import parse_variant as _parse_variant
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "suite_results.jsonl"
 
-# The study's base: the package defaults before issue 10 (prior_from="responsibilities",
+# The study's base: the package defaults before this study (prior_from="responsibilities",
 # everything else the reference's), explicit so that the variants reproduce whatever the defaults.
 BASE = {"prior_from": "responsibilities", "vae_init": "retrain", "gmm_init": "prior", "augment_rotation": 0.0,
         "augment_shift": 0.0, "augment_scale": 0.0, "augment_target": "view", "round0_epochs": 100,
@@ -72,7 +72,7 @@ VARIANTS = {
                                            "gmm_prior": "data"},
     "mixture-views-clean-em-r200-pw3": {"prior_from": "mixture", **CLEAN, "gmm_init": "em", "round0_epochs": 100,
                                         "vae_epochs": 200, "prior_weight": 3.0},
-    # the mixture message and the fine-tune with the GMM's prior scaled to the latents (session 4)
+    # the mixture message and the fine-tune with the GMM's prior scaled to the latents
     "mixture-views-clean-em-r200-dataprior": {"prior_from": "mixture", **CLEAN, "gmm_init": "em", "round0_epochs": 100,
                                               "vae_epochs": 200, "gmm_prior": "data"},
     "mixture-views-clean-em-200-fine50-dataprior": {"prior_from": "mixture", **CLEAN, "gmm_init": "em",
@@ -83,7 +83,7 @@ VARIANTS = {
     "mixture-views-clean-em-200-fine25x4-dataprior": {"prior_from": "mixture", **CLEAN, "gmm_init": "em",
                                                       "round0_epochs": 200, "vae_epochs": 25, "vae_init": "warm",
                                                       "mutual_iterations": 5, "gmm_prior": "data"},
-    # the shipped defaults with two views per image and step and their contrastive loss (session 5)
+    # the shipped defaults with two views per image and step and their contrastive loss
     "resp-views-clean-em-r200-c10": {**CLEAN, "gmm_init": "em", "round0_epochs": 100, "vae_epochs": 200,
                                      "contrast_weight": 10.0},
     "mixture-views-clean-em-200-fine25x4-dataprior-c10": {"prior_from": "mixture", **CLEAN, "gmm_init": "em",
@@ -92,7 +92,7 @@ VARIANTS = {
                                                           "contrast_weight": 10.0},
     "resp-views-clean-em-r200-c10-dataprior": {**CLEAN, "gmm_init": "em", "round0_epochs": 100, "vae_epochs": 200,
                                                "contrast_weight": 10.0, "gmm_prior": "data"},
-    # session 6: does the mixture message keep improving the representation with more rounds?
+    # does the mixture message keep improving the representation with more rounds?
     "mixture-views-clean-em-200-fine25x8-dataprior": {"prior_from": "mixture", **CLEAN, "gmm_init": "em",
                                                       "round0_epochs": 200, "vae_epochs": 25, "vae_init": "warm",
                                                       "mutual_iterations": 9, "gmm_prior": "data"},

@@ -1,4 +1,4 @@
-"""A probe for docs/accuracy.md ("Where issue 10 stands", choice 3): does a manifold step
+"""A probe for docs/accuracy.md: does a manifold step
 between the VAE's latents and the mixture (N2D: UMAP, then a Gaussian mixture) raise the level,
 for the latents of round 0, the apart baseline and the last round of the shipped defaults?
 

@@ -1,4 +1,4 @@
-"""FROZEN: ``vaegmm/mutual.py`` as it was before the module seam of issue 11 (HEAD 05d8246), imports
+"""FROZEN: ``vaegmm/mutual.py`` as it was before the module seam (HEAD 05d8246), imports
 made absolute. tests/test_modules.py checks that today's loop reproduces this one bit for bit;
 do not edit it (except to follow a rename of the primitives it imports).
 

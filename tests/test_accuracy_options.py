@@ -1,4 +1,4 @@
-"""The options of the accuracy study of issue 10: random affine views, the mixture message,
+"""The options of the accuracy study: random affine views, the mixture message,
 the denoising target, round 0's own epochs, the EM start of the chain, the suite's data."""
 
 import math

@@ -1,4 +1,4 @@
-"""The GMM finds K itself (issue 12): a sparse overfitted mixture (n_components="auto")."""
+"""The GMM finds K itself: a sparse overfitted mixture (n_components="auto")."""
 
 import json
 

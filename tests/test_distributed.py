@@ -1,4 +1,4 @@
-"""torch.distributed (issue 13): counter-based uniforms, collectives, the sharded Gibbs chain, the
+"""torch.distributed: counter-based uniforms, collectives, the sharded Gibbs chain, the
 data-parallel VAE and a sharded mutual-learning run with resume, on real gloo process groups of
 2 (or 3) processes on this machine; and torchrun end to end."""
 

@@ -1,4 +1,4 @@
-"""The module seam (issue 11): the loop of VAEModule and GMMModule gives, bit for bit, what the
+"""The module seam: the loop of VAEModule and GMMModule gives, bit for bit, what the
 hard-wired loop of vaegmm 0.x gave (``reference_loop.py``: the loop before the seam, frozen), and
 the library leaves the caller's global RNG alone."""
 

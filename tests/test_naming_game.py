@@ -1,4 +1,4 @@
-"""The Metropolis-Hastings naming game (issue 11): its acceptance rule and sign draws against
+"""The Metropolis-Hastings naming game: its acceptance rule and sign draws against
 direct formulas, its baselines, and the command end to end."""
 
 import json

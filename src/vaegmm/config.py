@@ -76,7 +76,7 @@ class TrainConfig:
     kl_weight: float = 1.0  # weight of the KL term in the VAE loss (1: the ELBO)
     prior_weight: Optional[float] = None  # KL weight in the rounds with the GMM's prior (None: kl_weight)
     # --- GMM (Gauss–Wishart prior, SPEC §1) ---
-    n_clusters: Union[int, str] = 10  # K, or "auto": the GMM finds K (a sparse overfitted mixture, issue 12)
+    n_clusters: Union[int, str] = 10  # K, or "auto": the GMM finds K (a sparse overfitted mixture)
     max_clusters: int = 30  # the upper bound on K with n_clusters="auto"
     alpha: Optional[float] = None  # symmetric Dirichlet concentration; None: 0.3, or 0.01 / max_clusters
     #   with n_clusters="auto" (sparse, so that superfluous clusters empty)
