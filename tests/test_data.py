@@ -414,7 +414,7 @@ def test_error_empty_array(tmp_path, suffix):
 def test_error_corrupt_npz(tmp_path):
     path = tmp_path / "broken.npz"
     path.write_bytes(b"this is not a zip archive")
-    with pytest.raises(DataError, match="Cannot read"):
+    with pytest.raises(DataError, match=r"is not a NumPy \.npz archive \(it does not start with the zip signature\)"):
         load_dataset(path)
 
 

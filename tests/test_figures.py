@@ -2,6 +2,7 @@
 the report; plotting works for any K and latent dimension."""
 
 import base64
+import json
 import re
 import shutil
 
@@ -201,3 +202,53 @@ def test_elbo_plot_with_one_round_and_many_rounds(tmp_path):
     _check_image(plots.plot_elbo([np.linspace(-200, -100, 3)], tmp_path / "one.png"))
     curves = [np.linspace(-250, -100 + r, 40) for r in range(5)]
     _check_image(plots.plot_elbo(curves, tmp_path / "five.png"))
+
+
+def test_report_config_shows_the_values_used_for_derived_fields(run_dir):
+    # The fixture trains 2 VAE epochs with L = 3, K = 5 and the default KL weight; round0_epochs,
+    # alpha, wishart_dof and prior_weight are left None ("derived").
+    config = json.loads((run_dir / "config.json").read_text())
+    assert [config[k] for k in ("round0_epochs", "alpha", "wishart_dof", "prior_weight")] == [None] * 4
+    expected = {"round0_epochs": "1 (default: half of vae_epochs, rounded up)",
+                "alpha": "0.3 (default for a fixed K)",
+                "wishart_dof": "3 (default: = latent_dim)",
+                "prior_weight": "1 (default: = kl_weight)"}
+    text = (run_dir / "report.md").read_text(encoding="utf-8")
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    for field, value in expected.items():
+        assert f"| {field} | {value} |" in text, field
+        assert f'<td class="key">{field}</td><td>{value}</td>' in page, field
+        assert f"| {field} | None |" not in text
+
+
+def test_report_derived_values_follow_the_config():
+    from vaegmm.config import TrainConfig
+    from vaegmm.report import resolved_defaults
+
+    auto = TrainConfig(n_clusters="auto", max_clusters=20, vae_epochs=7, kl_weight=0.5, latent_dim=6)
+    assert resolved_defaults(auto) == {
+        "round0_epochs": (4, "default: half of vae_epochs, rounded up"),
+        "prior_weight": (0.5, "default: = kl_weight"),
+        "alpha": (0.01 / 20, "default: 0.01 / max_clusters, as K is found"),
+        "wishart_dof": (6, "default: = latent_dim"),
+    }
+    assert resolved_defaults(TrainConfig(round0_epochs=3, alpha=2.0, wishart_dof=20.0, prior_weight=0.1)) == {}
+
+
+def test_figure_titles_and_captions_say_round(run_dir, monkeypatch):
+    from matplotlib.text import Text
+
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig) or path)  # draw, write nothing
+    figures.write_figures(run_dir)
+    assert len(drawn) == len(_expected_figures(run_dir))
+    texts = [t.get_text() for fig in drawn for t in fig.findobj(Text) if t.get_text()]
+    assert not [t for t in texts if re.search(r"\biterations?\b", t, re.IGNORECASE)]
+    titles = [ax.get_title() for fig in drawn for ax in fig.axes]
+    assert "round 0 (without mutual learning)" in titles and "round 1 (with mutual learning)" in titles
+    assert any(title.startswith("GMM cluster") and title.endswith(", round 1") for title in titles)
+    assert "round 0" in texts and "round 1" in texts  # the reconstruction figure's row labels
+    captured, _ = collect_figures(run_dir)
+    for figure in captured:
+        assert not re.search(r"\biterations?\b", figure.title + " " + figure.caption, re.IGNORECASE), figure.path.name
+    assert any("round 1" in figure.title for figure in captured)

@@ -126,10 +126,11 @@ def open_mapped(source):
     if not path.is_file():
         return None
     if path.suffix == ".npy":
+        _check_numpy_signature(path)
         try:
             images = np.load(path, mmap_mode="r", allow_pickle=False)
         except Exception as exc:  # numpy raises several types for a file that is not an array
-            raise DataError(f"Cannot read {path} as a NumPy .npy file: {exc}.") from None
+            raise _numpy_file_error(path, exc) from None
         labels = None
     elif _IDX_IMAGES.search(path.name) and path.suffix != ".gz":
         with open(path, "rb") as handle:
@@ -177,7 +178,7 @@ def read_idx(path):
         with _open(path) as handle:
             raw = handle.read()
     except (OSError, EOFError) as exc:
-        raise DataError(f"Cannot read IDX file {path}: {exc}.") from None
+        raise DataError(f"Cannot read IDX file {path}: {_reason(exc)}.") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise DataError(f"{path} is not an IDX file (bad magic number); expected MNIST-format data.")
     dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
@@ -240,7 +241,45 @@ def _load_idx(paths, name):
     return as_image_dataset(np.concatenate(images), all_labels, name)
 
 
+# The first bytes of the files numpy writes: numpy.savez (a zip archive; an empty one starts
+# with the end-of-archive record) and numpy.save (the .npy format's magic string).
+_NPZ_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
+_NPY_SIGNATURE = b"\x93NUMPY"
+_SAVE_HINT = {".npz": "save images with numpy.savez(path, x=images, y=labels)",
+              ".npy": "save images with numpy.save(path, images)"}
+
+
+def _reason(exc):
+    """An exception's message as a clause to embed in a sentence: no trailing period, one line."""
+    return " ".join(str(exc).split()).rstrip(". ") or type(exc).__name__
+
+
+def _check_numpy_signature(path):
+    """Raise DataError unless ``path`` starts as numpy's .npz (zip) or .npy files do. numpy would
+    otherwise take any other file for a pickle and suggest loading it with allow_pickle, which
+    runs whatever code the file holds."""
+    with open(path, "rb") as handle:
+        head = handle.read(len(_NPY_SIGNATURE))
+    if path.suffix == ".npz" and not head.startswith(_NPZ_SIGNATURES):
+        what = "an empty file" if not head else "it does not start with the zip signature"
+        raise DataError(f"{path} is not a NumPy .npz archive ({what}); {_SAVE_HINT['.npz']}.")
+    if path.suffix == ".npy" and head != _NPY_SIGNATURE:
+        what = "an empty file" if not head else "it does not start with the .npy magic string"
+        raise DataError(f"{path} is not a NumPy .npy file ({what}); {_SAVE_HINT['.npy']}.")
+
+
+def _numpy_file_error(path, exc):
+    """A DataError for a .npz/.npy file numpy could not read: one sentence, no allow_pickle advice."""
+    kind = "NumPy .npz archive" if path.suffix == ".npz" else "NumPy .npy file"
+    if "pickle" in str(exc).lower():  # object arrays: Python objects that only unpickling (unsafe) would restore
+        reason = "it holds Python objects rather than numeric arrays"
+    else:
+        reason = _reason(exc)
+    return DataError(f"{path} is not a readable {kind} ({reason}); {_SAVE_HINT[path.suffix]}.")
+
+
 def _load_array_file(path):
+    _check_numpy_signature(path)
     try:
         if path.suffix == ".npy":
             return as_image_dataset(np.load(path, allow_pickle=False), None, str(path))
@@ -258,7 +297,7 @@ def _load_array_file(path):
     except DataError:
         raise
     except Exception as exc:  # numpy raises several types for a file that is not an array
-        raise DataError(f"Cannot read {path} as a NumPy {path.suffix} file: {exc}.") from None
+        raise _numpy_file_error(path, exc) from None
     return as_image_dataset(images, labels, str(path))
 
 

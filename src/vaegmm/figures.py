@@ -20,6 +20,7 @@ import torch
 from . import plots
 from .data import DataError, ImageDataset, load_dataset
 from .rundir import RunDirectory, RunError
+from .threads import limit_threads
 
 __all__ = [
     "FigureKind", "REGISTRY", "RunFacts", "write_figures", "decode_from_gmm_param", "plot_dist", "decode_clusters",
@@ -101,7 +102,8 @@ def _sweeps_caption(facts):
             "Accuracy (clusters matched to labels by the Hungarian algorithm) and adjusted Rand index of the "
             f"GMM's sampled assignments after each of the {facts.config.gmm_sweeps} Gibbs sweeps, one line per "
             "round; round 0 (red) clusters the latents of the VAE trained without mutual learning. Labels are "
-            "used for scoring only; the metrics table reports the final sweep.")
+            "used for scoring only. Each y axis spans the values plotted (not 0–1), so small differences show; "
+            "the dashed line marks the final sweep, the state the metrics table reports.")
 
 
 def _clusters_found_caption(facts):
@@ -121,7 +123,8 @@ def _pca_caption(facts):
             f"The latents sent to the GMM ({latent_kind}) of all {n:,} images in round {first} (left, "
             f"{facts.round_name(first)}) and round {last} (right, {facts.round_name(last)}), projected "
             f"on each round's top two principal axes of the {facts.latent_dim}-dimensional latent space. "
-            f"Colour and marker give {facts.colouring()}; each number sits at the median of its points.")
+            f"Colour and marker give {facts.colouring()}; each label sits at the median of its points (moved "
+            "aside, with a thin line to that median, where labels would overlap).")
 
 
 def _tsne_caption(facts):
@@ -132,10 +135,11 @@ def _tsne_caption(facts):
     perplexity = min(30.0, (shown - 1) / 3.0)
     return ("Latent space (t-SNE)",
             f"The same {facts.latent_dim}-dimensional latents embedded in 2-D by t-SNE (scikit-learn, "
-            f"Barnes–Hut, perplexity {perplexity:g}, PCA initialisation, 500 iterations) on {subset}: "
+            f"Barnes–Hut, perplexity {perplexity:g}, PCA initialisation, 500 gradient steps) on {subset}: "
             f"round {first} (left, {facts.round_name(first)}) and round {last} (right, "
-            f"{facts.round_name(last)}). Colour and marker give {facts.colouring()}; each number sits at the "
-            "median of its points. t-SNE distances between groups are not to scale.")
+            f"{facts.round_name(last)}). Colour and marker give {facts.colouring()}; each label sits at the "
+            "median of its points (moved aside, with a thin line to it, where labels would overlap). t-SNE "
+            "distances between groups are not to scale.")
 
 
 def _reconstructions_caption(facts):
@@ -183,7 +187,8 @@ def _gmm_caption(facts, iteration, cluster):
             f"Round {iteration}'s GMM (plot_dist): the density of cluster {cluster}'s Gaussian (blue contours; "
             f"{assigned}) in the plane named on the axes (two latent dimensions, or the top two principal "
             "axes of the round's latents as `vaegmm train` draws it), points sampled from it (orange), "
-            f"every cluster mean (x, numbered 0..{n_clusters - 1}) and the latents (grey).")
+            f"every cluster mean (x, numbered 0..{n_clusters - 1}; a number that would overlap another sits "
+            "further out, with a thin line to its x) and the latents (grey).")
 
 
 def _decoded_caption(facts, iteration, cluster):
@@ -238,7 +243,7 @@ def decode_from_gmm_param(iteration, decode_k, sample_num, model_dir, *, seed=0,
     latents, _ = gmm.sample(sample_num, component=decode_k, random_state=seed)
     images = _decode(run, iteration, latents, device)
     path = path or run.figures / DECODED.file(iteration=iteration, cluster=decode_k)
-    plots.save_image_grid(path, images, title=f"Decoded from cluster {decode_k} (iteration {iteration})")
+    plots.save_image_grid(path, images, title=f"Decoded from cluster {decode_k} (round {iteration})")
     return images
 
 
@@ -260,7 +265,7 @@ def decode_clusters(model_dir, iteration, samples_per_cluster=8, *, seed=0, path
     return plots.save_image_grid(
         path, images, n_cols=samples_per_cluster + 1,
         row_labels=[f"k={k} ({100 * share:.0f}%)" for k, share in enumerate(shares)],
-        title=f"Iteration {iteration}: decoded mean (left)\nand {samples_per_cluster} samples of each cluster",
+        title=f"Round {iteration}: decoded mean (left)\nand {samples_per_cluster} samples of each cluster",
     )
 
 
@@ -291,7 +296,7 @@ def plot_reconstructions(model_dir, images, iterations=None, *, labels=None, n_e
     images = np.asarray(images, dtype=np.float32)
     chosen = _example_indices(len(images), labels, n_examples, seed)
     inputs = images[chosen]
-    rows = [(f"iteration {i}", _reconstruct(run, i, inputs, device)) for i in iterations]
+    rows = [(f"round {i}", _reconstruct(run, i, inputs, device)) for i in iterations]
     path = path or run.figures / RECONSTRUCTIONS.file()
     return plots.plot_reconstructions(
         inputs, rows, path, title="Inputs (top) and their reconstructions by the VAE of each round",
@@ -352,7 +357,7 @@ def plot_dist(load_iteration, decode_k, sample_num, dir_name, *, dims=(0, 1), se
     path = path or run.figures / GMM_PLOT.file(iteration=load_iteration, cluster=decode_k)
     return plots.plot_gmm_cluster(
         gmm.means_, gmm.covariances_, decode_k, samples, path, projection, axis_labels,
-        title=f"GMM cluster {decode_k}, iteration {load_iteration}", points=latents,
+        title=f"GMM cluster {decode_k}, round {load_iteration}", points=latents,
     )
 
 
@@ -364,10 +369,8 @@ def write_figures(run_dir, *, device="cpu"):
     from config.json: not for ``train_model`` runs), ``clusters_iteration<i>.png`` for the first
     and last rounds, and, for the last round's largest cluster k,
     ``gmm_iteration<i>_cluster<k>.png`` and ``decode_iteration<i>_cluster<k>.png``.
-    t-SNE and the other CPU work use at most ``torch.get_num_threads()`` threads.
+    t-SNE and the other CPU work use at most the package's thread limit (:mod:`vaegmm.threads`).
     """
-    from threadpoolctl import threadpool_limits
-
     run = RunDirectory(run_dir)
     iterations = run.iterations()
     if not iterations:
@@ -389,7 +392,7 @@ def write_figures(run_dir, *, device="cpu"):
     if n_samples > TSNE_MAX_POINTS:
         subset = np.sort(np.random.default_rng(FIGURE_SEED).choice(n_samples, TSNE_MAX_POINTS, replace=False))
     pca_panels, pca_axes, tsne_panels = [], [], []
-    with threadpool_limits(limits=torch.get_num_threads()):
+    with limit_threads():
         for iteration in shown:
             colours, legend = ((labels, "true label") if labels is not None
                                else (run.load_array(iteration, "assignments"), "GMM cluster"))
@@ -397,10 +400,10 @@ def write_figures(run_dir, *, device="cpu"):
             projection, center = plots.pca_projection(latents[iteration])
             embedding = (latents[iteration] - center) @ projection.T  # (N, 2)
             shares = embedding.var(axis=0) / max(latents[iteration].var(axis=0).sum(), 1e-300)
-            pca_panels.append((f"iteration {iteration} ({name})", embedding, colours, legend))
+            pca_panels.append((f"round {iteration} ({name})", embedding, colours, legend))
             pca_axes.append(tuple(f"principal axis {a + 1} ({100 * share:.0f}% of variance)"
                                   for a, share in enumerate(shares)))
-            tsne_panels.append((f"iteration {iteration} ({name})",
+            tsne_panels.append((f"round {iteration} ({name})",
                                 plots.tsne_embedding(latents[iteration][subset], seed=FIGURE_SEED),
                                 colours[subset], legend))
     written.append(plots.plot_latent_space(

@@ -140,18 +140,104 @@ def plot_sweep_metrics(sweeps_per_round, path, metrics=("accuracy", "ari")):
     fig, axes = _subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.0), squeeze=False)
     colors = _round_colors(len(sweeps_per_round))
     for ax, metric in zip(axes[0], metrics):
+        plotted = []
         for iteration, (sweeps, color) in enumerate(zip(sweeps_per_round, colors)):
             values = sweeps.get(metric)
             if values:
                 label = "round 0 (no mutual learning)" if iteration == 0 else f"round {iteration}"
                 ax.plot(np.arange(1, len(values) + 1), values, color=color, label=label, lw=1.6)
+                plotted.append(np.asarray(values, dtype=float))
+        # The metrics table reports each round's state after its final sweep.
+        final = max((len(values) for values in plotted), default=0)
+        if final:
+            ax.axvline(final, color="0.35", ls="--", lw=1.0, label="reported: final sweep")
         ax.set_xlabel("Gibbs sweep")
         ax.set_ylabel({"accuracy": "accuracy (Hungarian)", "ari": "ARI", "nmi": "NMI"}.get(metric, metric))
-        ax.set_ylim(0, 1)
+        ax.set_ylim(*_metric_limits(np.concatenate(plotted) if plotted else []))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
+        ax.legend(loc="best", fontsize=9)
+    fig.subplots_adjust(wspace=0.3)
     fig.suptitle("Clustering of the GMM per sweep (labels used for scoring only)")
     return _save(fig, path)
+
+
+def _metric_limits(values, margin=0.02):
+    """y limits around the finite ``values`` with a margin of ``margin`` (or 5% of their range,
+    if larger) on each side, so that small differences between sweeps and rounds show;
+    (0, 1) when there is nothing finite to plot."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 1.0
+    low, high = float(values.min()), float(values.max())
+    pad = max(margin, 0.05 * (high - low))
+    return low - pad, high + pad
+
+
+def _text_box(text, fontsize, pad):
+    """Width and height in points of a one-line label in a box padded by ``pad`` × fontsize: a
+    generous estimate (wider and taller than the glyphs of DejaVu Sans, bold included)."""
+    return (0.72 * len(text) + 2 * pad + 0.1) * fontsize, (1.3 + 2 * pad) * fontsize
+
+
+def _overlaps(box, boxes, gap):
+    x0, y0, x1, y1 = box
+    return any(x0 < b[2] + gap and b[0] < x1 + gap and y0 < b[3] + gap and b[1] < y1 + gap for b in boxes)
+
+
+_MARKER_HALF = 4.0  # half the side, in points, of the square a marker of obstacles= occupies
+
+
+def _place_labels(ax, anchors, texts, *, fontsize=10, offset=(0.0, 0.0), pad=0.15, obstacles=(), weights=None):
+    """Write ``texts[i]`` in a white box near ``anchors[i]`` (data coordinates) so that no two
+    labels overlap.
+
+    Each label goes where it prefers if that place is free: centred on its anchor for
+    ``offset=(0, 0)``; otherwise its box's corner (or edge) nearest the anchor sits ``offset``
+    points from it, e.g. (5, 4): up and to the right. If that place is taken, it goes to the
+    nearest free place on rings around it (inside the axes if possible), with a thin line back to
+    its anchor. ``obstacles``: points (data coordinates) whose markers the labels must not cover.
+    Call after the axes' limits and position are final (after any colorbar).
+
+    Returns
+    -------
+    list of matplotlib.text.Annotation, one per label, in the order of ``texts``
+    """
+    anchors = np.asarray(anchors, dtype=float).reshape(len(texts), 2)
+    ax.autoscale_view()
+    to_points = 72.0 / ax.figure.dpi
+    where = ax.transData.transform(anchors) * to_points  # (n, 2), points from the figure's corner
+    frame = ax.bbox.extents * to_points  # x0, y0, x1, y1
+    taken = [(x - _MARKER_HALF, y - _MARKER_HALF, x + _MARKER_HALF, y + _MARKER_HALF)
+             for x, y in ax.transData.transform(np.asarray(obstacles, dtype=float).reshape(-1, 2)) * to_points]
+    step = 0.5 * fontsize
+    rings = [np.zeros(2)] + [ring * step * np.array([np.cos(angle), np.sin(angle)])
+                             for ring in range(1, 41) for angle in np.linspace(0, 2 * np.pi, 8 + 4 * ring,
+                                                                                 endpoint=False)]
+    artists = []
+    for index, text in enumerate(texts):
+        size = np.array(_text_box(str(text), fontsize, pad))
+        preferred = np.asarray(offset, dtype=float) + np.sign(offset) * size / 2  # the box's centre
+
+        def box_at(shift):
+            centre = where[index] + preferred + shift
+            return (*(centre - size / 2), *(centre + size / 2))
+
+        def inside(box):
+            return frame[0] <= box[0] and box[2] <= frame[2] and frame[1] <= box[1] and box[3] <= frame[3]
+
+        free = [shift for shift in rings if not _overlaps(box_at(shift), taken, 2.0)]
+        shift = next((c for c in free if inside(box_at(c))), free[0] if free else rings[-1])
+        taken.append(box_at(shift))
+        kwargs = dict(textcoords="offset points", xytext=tuple(preferred + shift), ha="center", va="center",
+                      fontsize=fontsize, fontweight="normal" if weights is None else weights[index],
+                      annotation_clip=False, zorder=6,
+                      bbox=dict(boxstyle=f"round,pad={pad}", facecolor="white", edgecolor="none", alpha=0.8))
+        if np.any(shift):
+            kwargs["arrowprops"] = dict(arrowstyle="-", color="0.3", lw=0.6, shrinkA=0, shrinkB=2)
+        artists.append(ax.annotate(str(text), anchors[index], **kwargs))
+    return artists
 
 
 def pca_projection(points, n_components=2):
@@ -227,10 +313,6 @@ def plot_latent_space(panels, path, suptitle="Latent space", max_points=None, se
             mask = colours == value
             ax.scatter(*embedding[mask].T, s=size, alpha=0.6, color=cmap(i % cmap.N),
                        marker=markers[i % len(markers)], label=str(value), linewidths=0)
-        for value in values:  # the value written at the median of its points
-            ax.annotate(str(value), np.median(embedding[colours == value], axis=0), ha="center", va="center",
-                        fontsize=11, fontweight="bold",
-                        bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none", alpha=0.7))
         ax.set_title(title, fontsize=11)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -245,6 +327,12 @@ def plot_latent_space(panels, path, suptitle="Latent space", max_points=None, se
     axes[0][-1].legend(handles, [str(v) for v in all_values], title=panels[-1][3], fontsize=9, loc="upper left",
                        bbox_to_anchor=(1.02, 1.0), ncol=1 + len(all_values) // 16, frameon=False)
     fig.suptitle(suptitle, fontsize=12)
+    # Each value written at the median of its points, moved aside where labels would overlap.
+    for ax, (_, embedding, colours, _) in zip(axes[0], panels):
+        embedding, colours = np.asarray(embedding)[keep], np.asarray(colours)[keep]
+        values = np.unique(colours)
+        _place_labels(ax, [np.median(embedding[colours == value], axis=0) for value in values],
+                      [str(value) for value in values], fontsize=11, weights=["bold"] * len(values))
     return _save(fig, path)
 
 
@@ -295,9 +383,6 @@ def plot_gmm_cluster(means, covariances, cluster, samples, path, projection, axi
     ax.scatter(*samples2.T, s=16, color="tab:orange", edgecolors="k", linewidths=0.3, zorder=3,
                label=f"{len(samples)} samples from cluster {cluster}")
     ax.scatter(*means2.T, marker="x", s=70, color="k", linewidths=2.0, label="cluster means", zorder=4)
-    for k, (x, y) in enumerate(means2):
-        ax.annotate(str(k), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=10, zorder=5,
-                    fontweight="bold" if k == cluster else "normal")
     ax.set_xlim(low[0], high[0])
     ax.set_ylim(low[1], high[1])
     ax.set_xlabel(axis_labels[0])
@@ -305,7 +390,16 @@ def plot_gmm_cluster(means, covariances, cluster, samples, path, projection, axi
     ax.set_title(title or f"GMM cluster {cluster}")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=3, fontsize=9, frameon=False,
               markerscale=1.5)
+    _number_means(ax, means2, cluster, offset=(6.5, 5.5))
     return _save(fig, path)
+
+
+def _number_means(ax, means2, cluster, offset):
+    """Each cluster mean's number beside its "x" (the plotted cluster's in bold, placed first),
+    never on another number or on an "x"."""
+    order = [cluster] + [k for k in range(len(means2)) if k != cluster]
+    _place_labels(ax, means2[order], [str(k) for k in order], fontsize=10, offset=offset, obstacles=means2,
+                 weights=["bold" if k == cluster else "normal" for k in order])
 
 
 def _plot_gmm_cluster_on_line(means, covariances, cluster, samples, path, direction, axis_label, title, points):
@@ -333,14 +427,13 @@ def _plot_gmm_cluster_on_line(means, covariances, cluster, samples, path, direct
             label=f"{len(samples)} samples from cluster {cluster}")
     ax.scatter(means1, np.full_like(means1, 2 * base), marker="x", s=70, color="k", linewidths=2.0,
                label="cluster means", zorder=4)
-    for k, x in enumerate(means1):
-        ax.annotate(str(k), (x, 2 * base), textcoords="offset points", xytext=(4, -12), fontsize=10,
-                    fontweight="bold" if k == cluster else "normal")
     ax.set_xlim(low, high)
     ax.set_xlabel(axis_label)
     ax.set_ylabel("density")
     ax.set_title(title or f"GMM cluster {cluster}")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=9, frameon=False)
+    ax.set_ylim(min(ax.get_ylim()[0], 6 * base), ax.get_ylim()[1])  # room for the numbers under the means
+    _number_means(ax, np.column_stack([means1, np.full_like(means1, 2 * base)]), cluster, offset=(0.0, -6.5))
     return _save(fig, path)
 
 

@@ -20,7 +20,7 @@ from . import __version__
 from .figures import ELBO, RECONSTRUCTIONS, REGISTRY, RunFacts, write_figures
 from .rundir import RunDirectory, RunError, atomic_write_bytes
 
-__all__ = ["Figure", "collect_figures", "write_report", "REPORT_HTML", "REPORT_MD"]
+__all__ = ["Figure", "collect_figures", "write_report", "resolved_defaults", "REPORT_HTML", "REPORT_MD"]
 
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
@@ -169,9 +169,47 @@ def _generated():
     return f"vaegmm {__version__}, {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"
 
 
+def resolved_defaults(config):
+    """The value each "derived" (None) field of ``config`` stands for, with how it is derived:
+    {field: (value used, note)} for the fields left None. Each is resolved where the run
+    resolves it, so that the report cannot disagree with training:
+
+    - ``round0_epochs``: :attr:`TrainConfig.first_round_epochs` (half of vae_epochs, rounded up);
+    - ``prior_weight``: :meth:`TrainConfig.round_kl_weight` of a round with the GMM prior (kl_weight);
+    - ``alpha``: the :class:`~vaegmm.gmm.GibbsGMM` the run builds (:meth:`vaegmm.modules.GMMModule.sampler`)
+      resolves it, 0.3, or 0.01 / max_clusters with n_clusters="auto";
+    - ``wishart_dof``: the GibbsGMM's n_features, i.e. latent_dim (as ``gauss_wishart_prior`` too).
+    """
+    from .gmm import GibbsGMM
+
+    resolved = {}
+    if config.round0_epochs is None:
+        resolved["round0_epochs"] = (config.first_round_epochs, "default: half of vae_epochs, rounded up")
+    if config.prior_weight is None:
+        resolved["prior_weight"] = (config.round_kl_weight(1), "default: = kl_weight")
+    if config.alpha is None:
+        gmm = GibbsGMM(config.n_clusters, max_components=config.max_clusters, alpha=None)
+        resolved["alpha"] = (gmm._alpha_value(), "default: 0.01 / max_clusters, as K is found"
+                             if config.finds_k else "default for a fixed K")
+    if config.wishart_dof is None:
+        resolved["wishart_dof"] = (config.latent_dim, "default: = latent_dim")
+    return resolved
+
+
 def _config_items(config):
-    return [(key, "None" if value is None else ", ".join(map(str, value)) if isinstance(value, list) else str(value))
-            for key, value in config.to_dict().items()]
+    """(field, value) rows of the config table; a derived (None) field shows the value used."""
+    derived = resolved_defaults(config)
+    rows = []
+    for key, value in config.to_dict().items():
+        if key in derived:
+            used, note = derived[key]
+            text = f"{used:g} ({note})"
+        elif value is None:
+            text = "None"
+        else:
+            text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+        rows.append((key, text))
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
