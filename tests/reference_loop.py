@@ -367,17 +367,18 @@ def gauss_wishart_prior(config, latents):
     W^-1 = nu Cov(x) / K^(2/L), so that E[Lambda_k^-1] is about a K-th of the data's spread in
     every direction, whatever the latents' scale."""
     if config.gmm_prior == "fixed":
-        return {"mean_prior": None, "wishart_scale": config.wishart_scale}
+        return {"prior": "fixed", "mean_prior": None, "wishart_scale": config.wishart_scale}
     n_features = latents.shape[1]
     dof = n_features if config.wishart_dof is None else config.wishart_dof
     covariance = np.atleast_2d(np.cov(latents, rowvar=False)) / config.n_clusters ** (2.0 / n_features)
     covariance += 1e-6 * np.trace(covariance) / n_features * np.eye(n_features)
-    return {"mean_prior": latents.mean(axis=0), "wishart_scale": np.linalg.inv(dof * covariance)}
+    return {"prior": "data", "mean_prior": latents.mean(axis=0), "wishart_scale": np.linalg.inv(dof * covariance)}
 
 
 def _gmm_step(config, latents, labels, previous, numpy_seed, progress, device):
-    """Run ``config.gmm_chains`` Gibbs chains on the latents and keep the one whose mean
-    log-likelihood over its last 10 sweeps is highest (labels never choose).
+    """Run ``config.gmm_chains`` Gibbs chains on the latents and keep the one whose reported
+    state has the highest joint log posterior (labels never choose). (Updated with GibbsGMM's
+    contract: ``report`` and the chain's score; the loop itself is as it was.)
 
     Returns
     -------
@@ -394,12 +395,14 @@ def _gmm_step(config, latents, labels, previous, numpy_seed, progress, device):
         callbacks = [_sweep_recorder(labels, sweeps)] + ([averager] if averager is not None else [])
         gmm = GibbsGMM(
             config.n_clusters, n_sweeps=config.gmm_sweeps, alpha=config.alpha, beta=config.beta, **prior,
-            wishart_dof=config.wishart_dof, init=config.gmm_init,
+            wishart_dof=config.wishart_dof, init=config.gmm_init, report=config.gmm_report,
             random_state=np.random.default_rng(seed), callback=_combine(*callbacks),
             progress=progress, device=device if device.type == "cuda" else None,  # torch sampler on CUDA
         ).fit(latents, init_labels=previous)
         sweeps["log_likelihood"] = gmm.log_likelihood_.tolist()
-        score = float(np.mean(gmm.log_likelihood_[-10:]))
+        sweeps["log_posterior"] = gmm.log_posterior_.tolist()
+        sweeps["reported_sweep"] = int(gmm.reported_sweep_)
+        score = float(gmm.log_posterior_[gmm.reported_sweep_])
         if best is None or score > best[0]:
             best = (score, gmm, sweeps, averager)
     _, gmm, sweeps, averager = best

@@ -246,7 +246,8 @@ def test_data_scaled_prior_follows_the_latents_scale():
     np.testing.assert_allclose(np.linalg.inv(2 * prior["wishart_scale"]), expected, rtol=1e-4)
     scaled = gauss_wishart_prior(config, 10 * X)
     np.testing.assert_allclose(scaled["wishart_scale"], prior["wishart_scale"] / 100, rtol=1e-6)
-    assert gauss_wishart_prior(config.replace(gmm_prior="fixed"), X) == {"mean_prior": None, "wishart_scale": 0.55}
+    assert gauss_wishart_prior(config.replace(gmm_prior="fixed"), X) == {"prior": "fixed", "mean_prior": None,
+                                                                          "wishart_scale": 0.55}
     # Clusters at 1/100 of the fixed prior's scale, chains started at the truth (EM): the fixed prior merges
     # them, the scaled one keeps them.
     fits = {name: GibbsGMM(4, n_sweeps=30, init="em", random_state=1,

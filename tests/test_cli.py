@@ -20,6 +20,7 @@ import torch
 
 from vaegmm.cli import main
 from vaegmm.config import TrainConfig
+from vaegmm.metrics import clustering_metrics
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TIMING_KEYS = {"seconds", "vae_seconds", "gmm_seconds"}
@@ -215,9 +216,14 @@ def test_train_writes_round_files(run_dir, iteration):
     assert all(np.isfinite(history["elbo"]))
     assert len(history["sweeps"]["accuracy"]) == TRAIN_CONFIG.gmm_sweeps
     assert all(0.0 <= a <= 1.0 for a in history["sweeps"]["accuracy"])
-    # The last sweep's accuracy is the round's accuracy in metrics.json.
+    # The round's accuracy in metrics.json is that of the reported state (the most probable
+    # sweep's parameters), whose assignments are saved; the sweep is recorded.
     row = json.loads((run_dir / "metrics.json").read_text())["iterations"][iteration]
-    assert history["sweeps"]["accuracy"][-1] == pytest.approx(row["accuracy"])
+    labels = np.load(run_dir / "labels.npy")
+    assert clustering_metrics(labels, assignments)["accuracy"] == pytest.approx(row["accuracy"])
+    posterior = history["sweeps"]["log_posterior"]
+    assert len(posterior) == TRAIN_CONFIG.gmm_sweeps
+    assert posterior[history["sweeps"]["reported_sweep"]] == max(posterior)
     assert history["elbo"][-1] == pytest.approx(row["elbo"])
 
 

@@ -15,7 +15,7 @@ from vaegmm.gibbs import (
 from vaegmm.gmm import GibbsGMM
 from sklearn.metrics import adjusted_rand_score
 
-from vaegmm.metrics import match_clusters
+from vaegmm.metrics import clustering_metrics, match_clusters
 
 
 def _random_spd(rng, dim, n):
@@ -157,10 +157,11 @@ def test_callback_sees_every_sweep():
     rng = np.random.default_rng(10)
     X, _, _, _ = _mixture(rng, n=100)
     seen = []
-    gmm = GibbsGMM(3, n_sweeps=7, random_state=0, callback=lambda sweep, labels, model: seen.append((sweep, labels.copy())))
+    gmm = GibbsGMM(3, n_sweeps=7, random_state=0, report="last",
+                   callback=lambda sweep, labels, model: seen.append((sweep, labels.copy())))
     gmm.fit(X)
     assert [s for s, _ in seen] == list(range(7))
-    np.testing.assert_array_equal(seen[-1][1], gmm.labels_)
+    assert clustering_metrics(seen[-1][1], gmm.labels_)["accuracy"] == 1.0  # the last draw, renumbered
     assert gmm.log_likelihood_.shape == (7,) and np.all(np.isfinite(gmm.log_likelihood_))
 
 
@@ -202,7 +203,9 @@ def test_bad_hyperparameters_are_refused(params, match):
 
 
 def test_predict_before_fit_and_nan_data_are_refused():
-    with pytest.raises(RuntimeError, match="not fitted"):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError, match="not fitted"):
         GibbsGMM(2).predict(np.zeros((3, 2)))
     with pytest.raises(ValueError, match="NaN"):
         GibbsGMM(2).fit(np.array([[0.0, np.nan], [1.0, 1.0], [2.0, 2.0]]))
@@ -266,12 +269,15 @@ def test_monomial_and_cholesky_forms_give_the_same_chain(monkeypatch):
     np.testing.assert_allclose(fast.log_likelihood_, slow.log_likelihood_, rtol=1e-10)
 
 
-def test_shifting_the_data_and_prior_shifts_the_means_only():
+@pytest.mark.parametrize("prior", ["data", "fixed"])
+def test_shifting_the_data_and_prior_shifts_the_means_only(prior):
+    """The data prior follows the data by itself; the fixed one when its mean is shifted too."""
     rng = np.random.default_rng(24)
     X, _, _, _ = _mixture(rng, n=300)
     shift = np.array([100.0, -50.0])
-    a = GibbsGMM(3, n_sweeps=10, random_state=3, init="kmeans++").fit(X)
-    b = GibbsGMM(3, n_sweeps=10, random_state=3, init="kmeans++", mean_prior=shift).fit(X + shift)
+    a = GibbsGMM(3, n_sweeps=10, random_state=3, init="kmeans++", prior=prior).fit(X)
+    b = GibbsGMM(3, n_sweeps=10, random_state=3, init="kmeans++", prior=prior,
+                 mean_prior=shift if prior == "fixed" else None).fit(X + shift)
     np.testing.assert_array_equal(a.labels_, b.labels_)
     np.testing.assert_allclose(b.means_, a.means_ + shift, atol=1e-8)
     np.testing.assert_allclose(b.precisions_, a.precisions_, rtol=1e-8)
@@ -309,3 +315,98 @@ def test_em_start_on_identical_points_warns_once_in_our_words():
     messages = [str(w.message) for w in caught]
     assert len(messages) == 1 and "2 distinct points for 3 clusters" in messages[0], messages
     assert sorted(set(labels)) == [0, 1] and labels[0] != labels[-1] and len(set(labels[:5])) == 1
+
+
+def test_log_joint_matches_scipy():
+    """log p(X, z, pi, mu, Lambda) from the statistics equals the sum of scipy's log densities."""
+    from scipy.special import gammaln  # noqa: F401  (scipy.stats.dirichlet needs nothing else)
+
+    from vaegmm.gibbs import log_joint, sufficient_statistics
+
+    rng = np.random.default_rng(30)
+    n, K, L = 40, 3, 2
+    X = rng.normal(size=(n, L))
+    labels = rng.integers(K, size=n)
+    labels[:K] = np.arange(K)
+    weights = rng.dirichlet(np.ones(K))
+    means = rng.normal(size=(K, L))
+    precisions = _random_spd(rng, L, K)
+    alpha, beta, nu = np.full(K, 0.7), 1.3, L + 1.5
+    m = rng.normal(size=L)
+    scale = np.linalg.inv(_random_spd(rng, L, 1)[0])
+    expected = stats.dirichlet(alpha).logpdf(weights) + np.sum(np.log(weights[labels]))
+    for k in range(K):
+        covariance = np.linalg.inv(precisions[k])
+        expected += stats.multivariate_normal(means[k], covariance).logpdf(X[labels == k]).sum()
+        expected += stats.multivariate_normal(m, covariance / beta).logpdf(means[k])
+        expected += stats.wishart(df=nu, scale=scale).logpdf(precisions[k])
+    got = log_joint(sufficient_statistics(X, labels, K), np.log(weights), means, precisions,
+                    np.linalg.cholesky(precisions), alpha, beta, m, np.linalg.inv(scale), nu)
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+
+
+def test_map_report_is_the_most_probable_sweep_and_fit_predict_is_predict():
+    rng = np.random.default_rng(31)
+    X, _, _, _ = _mixture(rng, n=300, separation=3.0)
+    gmm = GibbsGMM(3, n_sweeps=30, random_state=0)
+    labels = gmm.fit_predict(X)
+    assert gmm.reported_sweep_ == int(np.flatnonzero(gmm.log_posterior_ == gmm.log_posterior_.max())[-1])
+    np.testing.assert_array_equal(labels, gmm.predict(X))
+    np.testing.assert_array_equal(labels, gmm.labels_)
+    last = GibbsGMM(3, n_sweeps=30, random_state=0, report="last").fit(X)
+    np.testing.assert_allclose(last.log_posterior_, gmm.log_posterior_)  # the same chain
+    assert last.reported_sweep_ == 29
+    # The reported parameters are those of the chosen sweep: replay the chain up to it.
+    replay = GibbsGMM(3, n_sweeps=gmm.reported_sweep_ + 1, random_state=0, report="last").fit(X)
+    np.testing.assert_allclose(gmm.means_, replay.means_)
+    np.testing.assert_allclose(gmm.weights_, replay.weights_)
+
+
+def test_data_prior_makes_the_chain_scale_free():
+    """Scaling the data by c leaves the partition of every sweep unchanged under the default
+    prior (it scales with the data), and the fixed prior's partition depends on c."""
+    rng = np.random.default_rng(32)
+    X, _, _, _ = _mixture(rng, n=300, separation=4.0)
+    a = GibbsGMM(3, n_sweeps=15, random_state=1, init="kmeans++").fit(X)
+    for c in (0.01, 100.0):
+        b = GibbsGMM(3, n_sweeps=15, random_state=1, init="kmeans++").fit(c * X)
+        np.testing.assert_array_equal(a.labels_, b.labels_)
+        np.testing.assert_allclose(b.means_, c * a.means_, rtol=1e-6, atol=1e-9)
+    tiny = GibbsGMM(3, n_sweeps=15, random_state=1, init="kmeans++", prior="fixed").fit(0.01 * X)
+    assert len(np.unique(tiny.labels_)) < 3  # W = 0.55 I swamps latents of scale 0.01: clusters merge
+
+
+@pytest.mark.parametrize("X, phrase", [
+    (np.ones((20, 3)), "all the same (zero variance)"),
+    (np.array([[0.0, np.nan], [1.0, 2.0], [3.0, 1.0]]), "NaN or infinite"),
+    (np.random.default_rng(0).normal(size=(2, 3)), "Got 2 data points but 3 clusters"),
+])
+def test_latents_without_a_prior_get_one_sentence(X, phrase):
+    with pytest.raises(ValueError, match=phrase.replace("(", r"\(").replace(")", r"\)")) as error:
+        GibbsGMM(3, n_sweeps=2).fit(X)
+    assert "\n" not in str(error.value) and str(error.value).endswith(".")
+
+
+def test_gibbs_gmm_is_a_scikit_learn_estimator():
+    """Every check of scikit-learn's check_estimator passes (clone, get/set_params, NotFittedError,
+    input validation, fit_predict == labels_, consecutive labels, pickling, ...)."""
+    import warnings
+
+    from sklearn.exceptions import SkipTestWarning
+    from sklearn.utils.estimator_checks import check_estimator
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkipTestWarning)  # the array-API check needs SCIPY_ARRAY_API
+        results = check_estimator(GibbsGMM(n_sweeps=20), on_fail=None)
+    failed = [(r["check_name"], repr(r["exception"])) for r in results if r["status"] == "failed"]
+    assert not failed
+    assert sum(r["status"] == "passed" for r in results) >= 45
+
+
+def test_clusters_with_data_are_numbered_first():
+    rng = np.random.default_rng(33)
+    X, _, _, _ = _mixture(rng, n=200, separation=10.0)
+    gmm = GibbsGMM(8, n_sweeps=20, random_state=2, alpha=0.01).fit(X)
+    used = np.unique(gmm.labels_)
+    np.testing.assert_array_equal(used, np.arange(len(used)))
+    np.testing.assert_array_equal(gmm.predict(X), gmm.labels_)  # the parameters followed the renumbering

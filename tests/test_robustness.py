@@ -36,17 +36,25 @@ def _assert_valid(gmm, n_features):
 def test_sampler_stays_finite_on_degenerate_data(n_distinct, n_repeats, n_features, n_components, log_scale, rank,
                                                  dtype, seed):
     """Duplicates, collinear (low-rank) latents, scales 1e-4 and 1e4, K above the number of
-    distinct points, float32 input: every parameter stays finite and positive definite."""
+    distinct points, float32 input: every parameter stays finite and positive definite, under
+    the fixed prior and the data-scaled one (which refuses, in one sentence, data that are all
+    one point: no spread to scale it by)."""
     rng = np.random.default_rng(seed)
     basis = rng.normal(size=(max(rank, 1), n_features)) if rank else np.zeros((1, n_features))
     distinct = rng.normal(size=(n_distinct, basis.shape[0])) @ basis  # rank <= `rank` (0: all points equal)
     X = (np.repeat(distinct, n_repeats, axis=0) * 10.0**log_scale).astype(dtype)
     if len(X) < n_components:
         X = np.vstack([X] * (n_components // len(X) + 1))
-    gmm = GibbsGMM(n_components, n_sweeps=5, random_state=seed).fit(X)
-    _assert_valid(gmm, n_features)
-    proba = gmm.predict_proba(X)
-    assert np.all(np.isfinite(proba)) and np.allclose(proba.sum(axis=1), 1.0)
+    for prior in ("data", "fixed"):
+        gmm = GibbsGMM(n_components, n_sweeps=5, random_state=seed, prior=prior)
+        if prior == "data" and np.all(X == X[0]):
+            with pytest.raises(ValueError, match="zero variance|got 1 sample"):
+                gmm.fit(X)
+            continue
+        gmm.fit(X)
+        _assert_valid(gmm, n_features)
+        proba = gmm.predict_proba(X)
+        assert np.all(np.isfinite(proba)) and np.allclose(proba.sum(axis=1), 1.0)
 
 
 def _idx_bytes(array, type_code=0x08):

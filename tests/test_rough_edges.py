@@ -177,7 +177,7 @@ def test_place_labels_keeps_a_free_label_at_its_anchor():
 
 
 # ---------------------------------------------------------------------------------------------
-# 4. The per-sweep metrics plot: y axis fitted to the data, the reported (final) sweep marked
+# 4. The per-sweep metrics plot: y axis fitted to the data, the reported state marked
 # ---------------------------------------------------------------------------------------------
 def test_sweep_metrics_y_axis_fits_the_data_and_marks_the_final_sweep(captured):
     sweeps = [{"accuracy": list(np.linspace(0.70, 0.74, 15)), "ari": list(np.linspace(0.50, 0.53, 15))},
@@ -194,6 +194,20 @@ def test_sweep_metrics_y_axis_fits_the_data_and_marks_the_final_sweep(captured):
         assert "reported: final sweep" in labels
         marker = handles[labels.index("reported: final sweep")]
         assert list(marker.get_xdata()) == [15, 15]  # a vertical line at the last sweep
+
+
+def test_sweep_metrics_mark_each_rounds_most_probable_state(captured):
+    sweeps = [{"accuracy": list(np.linspace(0.70, 0.74, 15)), "reported_sweep": 6},
+              {"accuracy": list(np.linspace(0.72, 0.76, 15)), "reported_sweep": 11}]
+    plots.plot_sweep_metrics(sweeps, "unused.png", reported=[{"accuracy": 0.81}, {}])
+    (fig,) = captured
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    assert "reported: final sweep" not in labels
+    first = handles[labels.index("round 0 reported: most probable state (sweep 7)")]
+    assert list(first.get_xdata()) == [7] and list(first.get_ydata()) == [0.81]  # the reported score
+    second = handles[labels.index("round 1 reported: most probable state (sweep 12)")]
+    assert list(second.get_ydata()) == [pytest.approx(sweeps[1]["accuracy"][11])]  # else the trace's value
+    assert fig.axes[0].get_ylim()[1] > 0.81
 
 
 def test_sweep_metrics_limits_keep_a_margin_for_flat_data():

@@ -177,10 +177,13 @@ def _add_config_arguments(parser):
                        help="chain start: prior draw, k-means++ means, or the most likely of 10 EM fits "
                             f"(default: {defaults.gmm_init})")
     group.add_argument("--gmm-prior", choices=TrainConfig.CHOICES["gmm_prior"],
-                       help="Gauss-Wishart prior: fixed (m = 0, W = --wishart-scale I) or scaled to each round's "
-                            f"latents (default: {defaults.gmm_prior})")
+                       help="Gauss-Wishart prior: scaled to each round's latents (data), or the reference's m = 0, "
+                            f"W = --wishart-scale I (fixed) (default: {defaults.gmm_prior})")
+    group.add_argument("--gmm-report", choices=TrainConfig.CHOICES["gmm_report"],
+                       help="the state a round reports and sends: the most probable sweep's (map; labels never "
+                            f"look) or the last sweep's draw (last) (default: {defaults.gmm_report})")
     group.add_argument("--gmm-chains", type=int,
-                       help="independent Gibbs chains per round, the most likely kept "
+                       help="independent Gibbs chains per round, the most probable kept "
                             f"(default: {defaults.gmm_chains})")
     group = parser.add_argument_group("run")
     group.add_argument("--seed", type=int, help=f"random seed (default: {defaults.seed})")

@@ -19,7 +19,7 @@ __all__ = ["TrainConfig", "ConfigError", "REFERENCE"]
 # with, where they differ from today's defaults.
 _BEFORE_KEY_EXISTED = {"prior_from": "last", "augment_rotation": 0.0, "augment_shift": 0.0,
                        "augment_scale": 0.0, "augment_target": "view", "prior_weight": None,
-                       "gmm_prior": "fixed", "contrast_weight": 0.0}
+                       "gmm_prior": "fixed", "contrast_weight": 0.0, "gmm_report": "last"}
 
 
 # The reference implementation's configuration (the README's "reference"), as changes to the
@@ -28,7 +28,7 @@ _BEFORE_KEY_EXISTED = {"prior_from": "last", "augment_rotation": 0.0, "augment_s
 REFERENCE = {"batch_size": 10, "vae_epochs": 100, "round0_epochs": 100, "gmm_sweeps": 100, "mutual_iterations": 2,
              "prior_from": "last", "vae_init": "retrain", "gmm_init": "prior", "chain_init": "fresh",
              "augment_rotation": 0.0, "augment_shift": 0.0, "augment_scale": 0.0, "augment_target": "view",
-             "kl_weight": 1.0, "prior_weight": None}
+             "kl_weight": 1.0, "prior_weight": None, "gmm_prior": "fixed", "gmm_report": "last"}
 
 
 class ConfigError(ValueError):
@@ -81,14 +81,17 @@ class TrainConfig:
     alpha: Optional[float] = None  # symmetric Dirichlet concentration; None: 0.3, or 0.01 / max_clusters
     #   with n_clusters="auto" (sparse, so that superfluous clusters empty)
     beta: float = 1.0  # prior precision scale of the cluster means
-    wishart_scale: float = 0.55  # W = wishart_scale * I
+    wishart_scale: float = 0.55  # W = wishart_scale * I with gmm_prior="fixed" (the reference's)
     wishart_dof: Optional[float] = None  # nu; None means latent_dim
     gmm_init: str = "em"  # chain start: "em" (from the most likely of 10 EM fits), a "prior" draw (reference),
     #   or "kmeans++" means
-    gmm_prior: str = "fixed"  # Gauss-Wishart prior: "fixed" (m = 0, W = wishart_scale * I, as the reference) or
-    #   scaled to each round's latents, "data" (m = their mean, W^-1 = nu Cov(x) / K^(2/L), Fraley & Raftery 2007)
-    gmm_chains: int = 1  # independent Gibbs chains per round; the highest mean log-likelihood over
-    #   its last 10 sweeps is kept (unsupervised: labels never choose)
+    gmm_prior: str = "data"  # Gauss-Wishart prior: scaled to each round's latents, "data" (m = their mean,
+    #   W^-1 = nu Cov(x) / K^(2/L), Fraley & Raftery 2007), or "fixed" (m = 0, W = wishart_scale * I, the reference)
+    gmm_report: str = "map"  # the state a round reports and sends: "map", the most probable sweep's
+    #   parameters (joint log posterior; labels never look) with each datum's most probable cluster
+    #   under them, or "last", the last sweep's draw (the reference)
+    gmm_chains: int = 1  # independent Gibbs chains per round; the one whose reported state has the
+    #   highest joint log posterior is kept (unsupervised: labels never choose)
     # --- run ---
     seed: int = 0  # seeds torch and NumPy; the same seed gives the same run on one device
     device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda" or "cuda:N"
@@ -104,7 +107,8 @@ class TrainConfig:
         "chain_init": ("fresh", "previous"),
         "architecture": ("mlp", "conv"),
         "augment_target": ("view", "clean"),
-        "gmm_prior": ("fixed", "data"),
+        "gmm_prior": ("data", "fixed"),
+        "gmm_report": ("map", "last"),
     }
 
     def __post_init__(self):

@@ -102,8 +102,11 @@ def _sweeps_caption(facts):
             "Accuracy (clusters matched to labels by the Hungarian algorithm) and adjusted Rand index of the "
             f"GMM's sampled assignments after each of the {facts.config.gmm_sweeps} Gibbs sweeps, one line per "
             "round; round 0 (red) clusters the latents of the VAE trained without mutual learning. Labels are "
-            "used for scoring only. Each y axis spans the values plotted (not 0–1), so small differences show; "
-            "the dashed line marks the final sweep, the state the metrics table reports.")
+            "used for scoring only. Each y axis spans the values plotted (not 0–1), so small differences show. "
+            + ("A star marks each round's reported state, the one the metrics table scores: the parameters of the "
+               "sweep with the highest joint log posterior (labels never choose it), each datum in its most "
+               "probable cluster under them." if facts.config.gmm_report == "map" else
+               "The dashed line marks the final sweep, the state the metrics table reports."))
 
 
 def _clusters_found_caption(facts):
@@ -381,7 +384,9 @@ def write_figures(run_dir, *, device="cpu"):
     figures = run.figures
     written = [plots.plot_elbo([h["elbo"] for h in histories], figures / ELBO.file())]
     if any("accuracy" in h["sweeps"] for h in histories):
-        written.append(plots.plot_sweep_metrics([h["sweeps"] for h in histories], figures / SWEEP_METRICS.file()))
+        rows = {row["iteration"]: row for row in run.load_metrics()}
+        written.append(plots.plot_sweep_metrics([h["sweeps"] for h in histories], figures / SWEEP_METRICS.file(),
+                                                reported=[rows.get(i, {}) for i in iterations]))
     if any("clusters_found" in h["sweeps"] for h in histories):
         written.append(plots.plot_clusters_found([h["sweeps"]["clusters_found"] for h in histories],
                                                  figures / CLUSTERS_FOUND.file(), run.load_config().max_clusters))

@@ -15,6 +15,8 @@ import numpy as np
 from scipy.special import logsumexp
 
 __all__ = [
+    "data_scaled_prior",
+    "log_joint",
     "EM_RESTARTS",
     "SINGLE_THREAD_WORK",
     "NumpySweepData",
@@ -330,6 +332,78 @@ def posterior_gauss_wishart(counts, sums, outer_sums, beta, mean_prior, wishart_
     return beta_hat, m_hat, scale_inv_hat, counts + dof
 
 
+def log_joint(statistics, log_weights, means, precisions, precisions_chol, alpha, beta, mean_prior,
+              wishart_scale_inv, dof):
+    """log p(X, z, pi, mu, Lambda) of one state of the chain, from the statistics of z.
+
+    The sum of log p(z | pi) = sum_k N_k log pi_k, the complete-data log-likelihood
+    sum_k sum_{n in k} log N(x_n | mu_k, Lambda_k^-1), log Dirichlet(pi | alpha) and, per
+    cluster, log N(mu_k | m, (beta Lambda_k)^-1) + log Wishart(Lambda_k | W, nu). As a function
+    of the state it is the log posterior up to the constant log p(X), so states of one chain
+    (and of chains on the same data and prior) compare by it. O(K L^2): no pass over the data.
+
+    Parameters
+    ----------
+    statistics : (counts (K,), sums (K, L), outer_sums (K, L, L)) of the data in each cluster
+    log_weights : ndarray of shape (K,)
+    means : ndarray of shape (K, L), in the coordinates of the statistics
+    precisions, precisions_chol : ndarray of shape (K, L, L)
+    alpha : ndarray of shape (K,)
+    beta : float
+    mean_prior : ndarray of shape (L,), in the coordinates of the statistics
+    wishart_scale_inv : ndarray of shape (L, L), W^-1
+    dof : float, nu
+
+    Returns
+    -------
+    float
+    """
+    from scipy.special import gammaln, multigammaln
+
+    counts, sums, outer_sums = statistics
+    n_features = means.shape[1]
+    log_det = 2.0 * np.sum(np.log(np.diagonal(precisions_chol, axis1=1, axis2=2)), axis=1)  # (K,) log|Lambda_k|
+    # tr(Lambda_k S_k), S_k = sum_{n in k} (x_n - mu_k)(x_n - mu_k)^T, expanded over the statistics.
+    lambda_mu = np.einsum("kij,kj->ki", precisions, means)  # (K, L)
+    scatter = (np.einsum("kij,kji->k", precisions, outer_sums) - 2.0 * np.einsum("ki,ki->k", lambda_mu, sums)
+               + counts * np.einsum("ki,ki->k", lambda_mu, means))
+    log_likelihood = np.sum(0.5 * counts * (log_det - n_features * _LOG_2PI) - 0.5 * scatter)
+    log_assignments = np.sum(np.where(counts > 0, counts * log_weights, 0.0))
+    log_dirichlet = gammaln(alpha.sum()) - gammaln(alpha).sum() + np.sum((alpha - 1.0) * log_weights)
+    offsets = means - mean_prior  # (K, L)
+    log_means = np.sum(0.5 * (n_features * (np.log(beta) - _LOG_2PI) + log_det)
+                       - 0.5 * beta * np.einsum("ki,kij,kj->k", offsets, precisions, offsets))
+    _, log_det_scale_inv = np.linalg.slogdet(wishart_scale_inv)
+    log_wishart = np.sum(0.5 * (dof - n_features - 1.0) * log_det
+                         - 0.5 * np.einsum("ij,kji->k", wishart_scale_inv, precisions)
+                         - 0.5 * dof * n_features * np.log(2.0) + 0.5 * dof * log_det_scale_inv
+                         - multigammaln(0.5 * dof, n_features))
+    return float(log_likelihood + log_assignments + log_dirichlet + log_means + log_wishart)
+
+
+def data_scaled_prior(X, n_components, dof):
+    """(m, W) of the Gauss-Wishart prior scaled to the data (Fraley & Raftery 2007, "Bayesian
+    regularization for normal mixture estimation"): m = the data mean and W^-1 = nu Cov(X) /
+    K^(2/L), so that E[Lambda_k^-1] = W^-1 / nu is about a K-th of the data's spread (in volume)
+    in every direction, whatever the data's scale. scikit-learn's BayesianGaussianMixture and
+    SERKET's GMM also centre the prior on the data mean and scale it by the data covariance.
+
+    Raises ValueError, in one sentence, when the data cannot give a prior.
+    """
+    n_samples, n_features = X.shape
+    if n_samples < 2:
+        raise ValueError(f"A prior scaled to the data needs at least 2 data points; got {n_samples} sample.")
+    covariance = np.atleast_2d(np.cov(X, rowvar=False))
+    spread = np.trace(covariance) / n_features
+    if not spread > 0 or np.all(X == X[0]):  # (the second: rounding can leave a tiny spread)
+        raise ValueError(f"The {n_samples} data points are all the same (zero variance), so no prior can be "
+                         "scaled to them; check the data (or the encoder that produced them), or give "
+                         "wishart_scale and mean_prior yourself.")
+    covariance = covariance / n_components ** (2.0 / n_features)
+    covariance += 1e-6 * np.trace(covariance) / n_features * np.eye(n_features)  # keeps a flat direction invertible
+    return X.mean(axis=0), np.linalg.inv(dof * covariance)
+
+
 def sample_wishart(scale_inv_chol, dof, rng):
     """Draw Lambda_k ~ Wishart(W_k, nu_k) for every k by the Bartlett decomposition.
 
@@ -435,6 +509,8 @@ def em_labels(X, n_components, restarts, seed, reg_covar=None):
 
     from .threads import ONE_THREAD, limit_threads
 
+    if n_components == 1:  # nothing to fit (and scikit-learn's EM needs 2 points)
+        return np.zeros(len(X), dtype=np.int64)
     distinct, labels = np.unique(X, axis=0, return_inverse=True)
     if len(distinct) < n_components:
         warnings.warn(f"EM start: the latents hold {len(distinct)} distinct points for {n_components} clusters; "

@@ -30,11 +30,14 @@ quadratic form accurate in float64. Every array is float64, as before.
 
 from __future__ import annotations
 
+import copy
 import numbers
 import warnings
 
 import numpy as np
 from scipy.special import logsumexp
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .gibbs import (
     EM_RESTARTS,
@@ -42,8 +45,10 @@ from .gibbs import (
     NumpySweepData,
     blas_threads,
     cholesky,
+    data_scaled_prior,
     em_labels,
     estimate_log_gaussian_prob,
+    log_joint,
     log_responsibilities,
     posterior_gauss_wishart,
     sample_log_dirichlet,
@@ -51,12 +56,15 @@ from .gibbs import (
     sample_wishart,
     sufficient_statistics,
 )
+from .split_merge import split_merge as split_merge_moves
 from .threads import ONE_THREAD
 
-__all__ = ["GibbsGMM"]
+__all__ = ["GibbsGMM", "FIXED_WISHART_SCALE"]
+
+FIXED_WISHART_SCALE = 0.55  # the reference implementation's W = 0.55 I (with m = 0), prior="fixed"
 
 
-class GibbsGMM:
+class GibbsGMM(ClusterMixin, BaseEstimator):
     """Bayesian Gaussian mixture with a Gauss–Wishart prior, fitted by blocked Gibbs sampling.
 
     Parameters
@@ -80,14 +88,22 @@ class GibbsGMM:
         0.01 / max_components with ``n_components="auto"`` (sparse: Malsiner-Walli et al.'s e0 = 0.01 scaled).
     beta : float, default=1.0
         Scale of the prior precision of the means, mu_k ~ N(m, (beta Lambda_k)^-1).
+    prior : {"data", "fixed"}, default="data"
+        Where the Gauss-Wishart prior's m and W come from when ``mean_prior`` or
+        ``wishart_scale`` are not given. "data": scaled to the data X given to :meth:`fit`
+        (:func:`vaegmm.gibbs.data_scaled_prior`: m = the data mean, W^-1 = nu Cov(X) / K^(2/L)), so
+        the clusters' expected size follows the data whatever their scale, as scikit-learn's
+        BayesianGaussianMixture and SERKET's GMM do. "fixed": the reference implementation's
+        m = 0 and W = 0.55 I (:data:`FIXED_WISHART_SCALE`), which merges clusters of data whose
+        scale differs from the reference's latents.
     mean_prior : array-like of shape (n_features,), default=None
-        Prior mean m of the cluster means; zeros when None.
-    wishart_scale : float or array-like of shape (n_features, n_features), default=0.55
-        Scale matrix W of the Wishart prior; a float c means c * I.
+        Prior mean m of the cluster means; None: from ``prior``.
+    wishart_scale : float or array-like of shape (n_features, n_features), default=None
+        Scale matrix W of the Wishart prior; a float c means c * I; None: from ``prior``.
     wishart_dof : float, default=None
         Degrees of freedom nu of the Wishart prior (> n_features - 1); n_features when None.
-    init : {"prior", "kmeans++", "em"}, default="prior"
-        How the chain starts (``vaegmm train`` uses "em", ``--gmm-init``). "prior" draws (pi, mu, Lambda) from the prior, as the reference
+    init : {"em", "prior", "kmeans++"}, default="em"
+        How the chain starts (``vaegmm train``: ``--gmm-init``, the same default). "prior" draws (pi, mu, Lambda) from the prior, as the reference
         implementation does; "kmeans++" places the means on data points chosen by k-means++
         seeding with the prior's expected precision nu W, which is robust to latents whose
         scale differs from the prior's. "em" starts from the assignments of the most likely of
@@ -95,6 +111,20 @@ class GibbsGMM:
         so that the chain's luck does not decide the partition), drawing the first (pi, mu,
         Lambda) from their posterior given them. The EM fits run on one thread
         (:mod:`vaegmm.threads`).
+    report : {"map", "last"}, default="map"
+        Which state of the chain :meth:`fit` leaves: "map", the parameters (pi, mu, Lambda) of the
+        sweep whose state has the highest joint log posterior log p(z, pi, mu, Lambda | X)
+        (``log_posterior_``; labels never look), with ``labels_`` the most probable assignment
+        under them (so ``fit_predict(X) == fit(X).predict(X)``); or "last", the last sweep's
+        parameters and drawn assignments (the reference's report, one random draw).
+    n_chains : int, default=1
+        Independent chains (generators spawned from ``random_state``), run one after the other;
+        the one whose reported state has the highest joint log posterior is kept (labels never
+        look), its attributes becoming this estimator's. ``callback`` sees every chain's sweeps.
+    split_merge : int, default=0
+        Sequentially-allocated split-merge Metropolis-Hastings moves per sweep (Dahl 2005; see
+        :mod:`vaegmm.split_merge`), after the draw of z: whole clusters split into an empty slot
+        or merge, with pi, mu and Lambda integrated out. NumPy sampler on one process only.
     random_state : None, int or numpy.random.Generator, default=None
         Seed or generator; the sampler uses one ``numpy.random.Generator`` and nothing else.
     callback : callable, default=None
@@ -120,17 +150,30 @@ class GibbsGMM:
     Attributes
     ----------
     means_ : ndarray of shape (n_components, n_features)
-        Cluster means of the last sweep.
+        Cluster means of the reported state (``report``).
     precisions_ : ndarray of shape (n_components, n_features, n_features)
-        Cluster precision matrices Lambda_k of the last sweep.
+        Cluster precision matrices Lambda_k of the reported state.
     precisions_cholesky_ : ndarray of shape (n_components, n_features, n_features)
         Lower Cholesky factors of ``precisions_``.
     covariances_ : ndarray of shape (n_components, n_features, n_features)
         Inverses of ``precisions_``.
     weights_ : ndarray of shape (n_components,)
-        Mixture weights pi of the last sweep.
+        Mixture weights pi of the reported state.
     labels_ : ndarray of shape (n_samples,)
-        Assignments z drawn in the last sweep.
+        Assignments of the reported state: with ``report="map"`` the most probable cluster of
+        each datum under the reported parameters (``predict``), with "last" the last sweep's draw.
+        The clusters holding data are numbered first (0, 1, ... without gaps), the empty ones
+        after them, and the parameters follow that numbering.
+    log_posterior_ : ndarray of shape (n_sweeps,)
+        log p(X, z, pi, mu, Lambda) of the state after each sweep (z drawn, then the parameters
+        drawn given it): the log posterior up to a constant (:func:`vaegmm.gibbs.log_joint`).
+    reported_sweep_ : int
+        The sweep (from 0) whose parameters are reported: the argmax of ``log_posterior_``
+        with ``report="map"``, the last with "last".
+    chains_log_posterior_ : ndarray of shape (n_chains,)
+        The joint log posterior of each chain's reported state (``n_chains`` > 1 only).
+    best_chain_ : int
+        The chain kept (``n_chains`` > 1 only).
     n_jitter_ : int
         How many Cholesky factorisations of the fit needed jitter (0 normally); a
         RuntimeWarning says so when it is not 0.
@@ -157,10 +200,14 @@ class GibbsGMM:
         n_sweeps=100,
         alpha=None,
         beta=1.0,
+        prior="data",
         mean_prior=None,
-        wishart_scale=0.55,
+        wishart_scale=None,
         wishart_dof=None,
-        init="prior",
+        init="em",
+        report="map",
+        n_chains=1,
+        split_merge=0,
         random_state=None,
         callback=None,
         progress=False,
@@ -172,10 +219,14 @@ class GibbsGMM:
         self.n_sweeps = n_sweeps
         self.alpha = alpha
         self.beta = beta
+        self.prior = prior
         self.mean_prior = mean_prior
         self.wishart_scale = wishart_scale
         self.wishart_dof = wishart_dof
         self.init = init
+        self.report = report
+        self.n_chains = n_chains
+        self.split_merge = split_merge
         self.random_state = random_state
         self.callback = callback
         self.progress = progress
@@ -203,9 +254,13 @@ class GibbsGMM:
 
     # -- input checks --------------------------------------------------------------------------
     def _validate_data(self, X, *, fitting):
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2:
-            raise ValueError(f"Expected a 2-D array of shape (n_samples, n_features), got shape {X.shape}.")
+        """X as a float64 (n_samples, n_features) array (scikit-learn's checks), or one clear
+        ValueError; ``fitting`` resets ``n_features_in_``, else X must match it."""
+        if fitting:
+            X = validate_data(self, X, dtype=np.float64, ensure_all_finite=False)
+        else:
+            check_is_fitted(self, "means_")
+            X = validate_data(self, X, dtype=np.float64, ensure_all_finite=False, reset=False)
         if not np.all(np.isfinite(X)):
             raise ValueError("The data contain NaN or infinite values; remove or fix them before fitting.")
         if fitting:
@@ -216,20 +271,14 @@ class GibbsGMM:
                     f"({'max_components' if self._auto else 'n_components'}); "
                     "use at least as many data points as clusters, or fewer clusters."
                 )
-        else:
-            self._check_fitted()
-            if X.shape[1] != self.n_features_in_:
-                raise ValueError(
-                    f"X has {X.shape[1]} features but the model was fitted on {self.n_features_in_}."
-                )
         return X
 
     def _check_fitted(self):
-        if not hasattr(self, "means_"):
-            raise RuntimeError("This GibbsGMM is not fitted yet; call fit(X) first.")
+        check_is_fitted(self, "means_")
 
-    def _resolve_prior(self, n_features):
-        """Check the hyperparameters and return (m, W^-1, nu) for data of ``n_features``."""
+    def _resolve_prior(self, X):
+        """Check the hyperparameters and return (m, W^-1, nu) for the data X."""
+        n_features = X.shape[1]
         self._check_components()
         if not (isinstance(self.n_sweeps, numbers.Integral) and self.n_sweeps >= 1):
             raise ValueError(f"n_sweeps must be a positive integer, got {self.n_sweeps!r}.")
@@ -237,12 +286,34 @@ class GibbsGMM:
             raise ValueError(f"alpha (Dirichlet concentration) must be positive, got {self.alpha!r}.")
         if not self.beta > 0:
             raise ValueError(f"beta must be positive, got {self.beta!r}.")
-        mean_prior = (
-            np.zeros(n_features) if self.mean_prior is None else np.asarray(self.mean_prior, dtype=float)
-        )
+        if self.prior not in ("data", "fixed"):
+            raise ValueError(f"prior must be 'data' or 'fixed', got {self.prior!r}.")
+        if isinstance(self.split_merge, bool) or not isinstance(self.split_merge, numbers.Integral) or (
+                self.split_merge < 0):
+            raise ValueError(f"split_merge must be a non-negative integer (moves per sweep), got {self.split_merge!r}.")
+        if self.split_merge and (self.distributed is not None or self.device is not None):
+            raise ValueError("split_merge moves run in the NumPy sampler on one process; use device=None and "
+                             "distributed=None, or split_merge=0.")
+        if self.report not in ("map", "last"):
+            raise ValueError(f"report must be 'map' or 'last', got {self.report!r}.")
+        dof = float(n_features if self.wishart_dof is None else self.wishart_dof)
+        if not dof > n_features - 1:
+            raise ValueError(
+                f"wishart_dof must exceed n_features - 1 = {n_features - 1}, got {dof:g}."
+            )
+        data_mean = data_scale = None
+        if self.prior == "data" and (self.mean_prior is None or self.wishart_scale is None):
+            data_mean, data_scale = data_scaled_prior(X, self._n_slots(), dof)
+        if self.mean_prior is not None:
+            mean_prior = np.asarray(self.mean_prior, dtype=float)
+        else:
+            mean_prior = data_mean if self.prior == "data" else np.zeros(n_features)
         if mean_prior.shape != (n_features,):
             raise ValueError(f"mean_prior must have shape ({n_features},), got {mean_prior.shape}.")
-        scale = np.asarray(self.wishart_scale, dtype=float)
+        if self.wishart_scale is not None:
+            scale = np.asarray(self.wishart_scale, dtype=float)
+        else:
+            scale = data_scale if self.prior == "data" else np.asarray(FIXED_WISHART_SCALE)
         if scale.ndim == 0:
             if not scale > 0:
                 raise ValueError(f"wishart_scale must be positive, got {self.wishart_scale!r}.")
@@ -253,11 +324,6 @@ class GibbsGMM:
             np.linalg.cholesky(scale)
         except np.linalg.LinAlgError:
             raise ValueError("wishart_scale must be symmetric positive definite.") from None
-        dof = float(n_features if self.wishart_dof is None else self.wishart_dof)
-        if not dof > n_features - 1:
-            raise ValueError(
-                f"wishart_dof must exceed n_features - 1 = {n_features - 1}, got {dof:g}."
-            )
         if self.init not in ("prior", "kmeans++", "em"):
             raise ValueError(f"init must be 'prior', 'kmeans++' or 'em', got {self.init!r}.")
         return mean_prior, np.linalg.inv(scale), dof
@@ -348,8 +414,12 @@ class GibbsGMM:
         self
         """
         X = self._validate_data(X, fitting=True)
+        if isinstance(self.n_chains, bool) or not isinstance(self.n_chains, numbers.Integral) or self.n_chains < 1:
+            raise ValueError(f"n_chains must be a positive integer, got {self.n_chains!r}.")
+        if self.n_chains > 1:
+            return self._fit_chains(X, init_labels)
         n_samples, n_features = X.shape
-        mean_prior, scale_inv, dof = self._resolve_prior(n_features)
+        mean_prior, scale_inv, dof = self._resolve_prior(X)
         rng = np.random.default_rng(self.random_state)
         K = self._n_slots()
         alpha = np.broadcast_to(np.asarray(self._alpha_value(), dtype=float), (K,))
@@ -418,7 +488,10 @@ class GibbsGMM:
 
             data = TorchSweepData(X - shift, K, self.device, seed=int(rng.integers(2**63 - 1)))
         log_likelihood = np.empty(self.n_sweeps)
+        self.log_posterior_ = np.empty(self.n_sweeps)
+        self.split_merge_accepted_ = 0
         occupied = np.empty(self.n_sweeps, dtype=np.int64)
+        best = None  # (log posterior, sweep, parameters) of the most probable state so far
         sweeps = range(self.n_sweeps)
         if self.progress:
             from tqdm.auto import tqdm
@@ -427,6 +500,11 @@ class GibbsGMM:
         for sweep in sweeps:
             # z | x, mu, Lambda, pi: the O(N K L^2) work, on the data's backend.
             labels, log_likelihood[sweep] = data.sample_labels(means - shift, precisions_chol, log_weights, rng)
+            if self.split_merge:  # whole-cluster moves on z, with the parameters integrated out
+                labels, accepted = split_merge_moves(X - shift, labels, K, alpha=float(alpha[0]), beta=self.beta,
+                                               mean_prior=centred_mean_prior, scale_inv=scale_inv, dof=dof,
+                                               rng=rng, n_moves=self.split_merge)
+                self.split_merge_accepted_ += accepted
             # pi | z
             statistics = data.sufficient_statistics(labels)
             occupied[sweep] = np.count_nonzero(statistics[0])
@@ -440,15 +518,55 @@ class GibbsGMM:
                 labels = data.all_labels(labels) if self.callback is not None or sweep == self.n_sweeps - 1 else None
             if labels is not None:
                 self.labels_ = labels
+            self.log_posterior_[sweep] = log_joint(
+                statistics, log_weights, means - shift, precisions, precisions_chol, alpha, self.beta,
+                centred_mean_prior, scale_inv, dof)
+            if best is None or self.log_posterior_[sweep] >= best[0]:  # ties: the later state
+                best = (self.log_posterior_[sweep], sweep, (log_weights, means, precisions, precisions_chol))
             self._set_parameters(log_weights, means, precisions, precisions_chol)
             self.clusters_found_ = occupied[:sweep + 1]
             if self.callback is not None:
                 self.callback(sweep, labels, self)
+        if self.report == "map":  # the most probable state's parameters, and z at its conditional mode
+            _, self.reported_sweep_, parameters = best
+            self._set_parameters(*parameters)
+            self.labels_ = self.predict(X)
+        else:
+            self.reported_sweep_ = self.n_sweeps - 1
+        self._occupied_first()
         last_half = occupied[self.n_sweeps // 2:]
         values, counts = np.unique(last_half, return_counts=True)
         self.n_clusters_found_ = int(values[np.argmax(counts)])  # ties: the smaller K
         self.clusters_found_posterior_ = {int(v): float(c / len(last_half)) for v, c in zip(values, counts)}
         return log_likelihood
+
+    def _fit_chains(self, X, init_labels):
+        """``n_chains`` independent single-chain fits; the most probable reported state is kept."""
+        chains = []
+        for chain_rng in np.random.default_rng(self.random_state).spawn(self.n_chains):
+            chain = copy.copy(self)  # the same hyperparameters (and callback), one chain, its own generator
+            chain.n_chains, chain.random_state = 1, chain_rng
+            chains.append(chain.fit(X, init_labels=init_labels))
+        scores = np.array([chain.log_posterior_[chain.reported_sweep_] for chain in chains])
+        best = int(np.argmax(scores))
+        self.__dict__.update({name: value for name, value in vars(chains[best]).items()
+                              if name.endswith("_") and not name.startswith("_")})
+        self.chains_log_posterior_, self.best_chain_ = scores, best
+        return self
+
+    def _occupied_first(self):
+        """Renumber the reported clusters so that those holding data come first, in their
+        order (a mixture's numbering is arbitrary): ``labels_`` then take every value from 0 to
+        their maximum, as scikit-learn's clusterers do, and the parameters follow."""
+        counts = np.bincount(self.labels_, minlength=len(self.weights_))
+        order = np.concatenate([np.flatnonzero(counts > 0), np.flatnonzero(counts == 0)])
+        if np.array_equal(order, np.arange(len(order))):
+            return
+        renumber = np.empty_like(order)
+        renumber[order] = np.arange(len(order))
+        self.labels_ = renumber[self.labels_]
+        self.weights_, self.means_ = self.weights_[order], self.means_[order]
+        self.precisions_, self.precisions_cholesky_ = self.precisions_[order], self.precisions_cholesky_[order]
 
     def resample_parameters(self, X, labels, random_state=None):
         """One draw of (pi, mu, Lambda) from their posterior given the assignments ``labels`` of
@@ -467,7 +585,7 @@ class GibbsGMM:
         self
         """
         X = self._validate_data(X, fitting=True)
-        mean_prior, scale_inv, dof = self._resolve_prior(X.shape[1])
+        mean_prior, scale_inv, dof = self._resolve_prior(X)
         K = self._n_slots()
         alpha = np.broadcast_to(np.asarray(self._alpha_value(), dtype=float), (K,))
         labels = np.asarray(labels)

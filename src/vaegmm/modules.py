@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .augment import random_affine
+from .gibbs import data_scaled_prior
 from .gmm import GibbsGMM
 from .messages import SweepAverager, prior_message
 from .metrics import clustering_metrics
@@ -137,30 +138,27 @@ class VAEModule:
 
 
 def gauss_wishart_prior(config, latents):
-    """The GMM's prior hyperparameters ``mean_prior`` and ``wishart_scale`` for ``latents``:
-    ``config.wishart_scale * I`` and m = 0 ("fixed"), or scaled to the latents ("data", Fraley &
-    Raftery 2007, "Bayesian regularization for normal mixture estimation"): m = their mean and
-    W^-1 = nu Cov(x) / K^(2/L), so that E[Lambda_k^-1] is about a K-th of the data's spread in
-    every direction, whatever the latents' scale."""
+    """The GMM's prior for ``latents``, as GibbsGMM keywords: scaled to the latents ("data",
+    :func:`vaegmm.gibbs.data_scaled_prior`: m = their mean and W^-1 = nu Cov(x) / K^(2/L), so that
+    E[Lambda_k^-1] is about a K-th of the data's spread in every direction, whatever the latents'
+    scale), or the reference's m = 0 and W = ``config.wishart_scale`` * I ("fixed")."""
     if config.gmm_prior == "fixed":
-        return {"mean_prior": None, "wishart_scale": config.wishart_scale}
-    n_features = latents.shape[1]
-    dof = n_features if config.wishart_dof is None else config.wishart_dof
-    covariance = np.atleast_2d(np.cov(latents, rowvar=False)) / config.cluster_slots ** (2.0 / n_features)
-    covariance += 1e-6 * np.trace(covariance) / n_features * np.eye(n_features)
-    return {"mean_prior": latents.mean(axis=0), "wishart_scale": np.linalg.inv(dof * covariance)}
+        return {"prior": "fixed", "mean_prior": None, "wishart_scale": config.wishart_scale}
+    dof = latents.shape[1] if config.wishart_dof is None else config.wishart_dof
+    mean_prior, wishart_scale = data_scaled_prior(latents, config.cluster_slots, dof)
+    return {"prior": "data", "mean_prior": mean_prior, "wishart_scale": wishart_scale}
 
 
 class GMMModule:
     """The GMM of a run: per round, ``config.gmm_chains`` Gibbs chains on the latents it is sent,
-    the one with the highest mean log-likelihood over its last 10 sweeps kept (labels never
-    choose); then the prior message of ``config.prior_from``.
+    the one whose reported state (``config.gmm_report``) has the highest joint log posterior kept
+    (labels never choose); then the prior message of ``config.prior_from``.
 
     Parameters
     ----------
     config : TrainConfig
         Reads the GMM's fields: n_clusters, gmm_sweeps, gmm_chains, gmm_init, chain_init, alpha,
-        beta, wishart_scale, wishart_dof, gmm_prior, prior_from, prior_sweeps, prior_covariance.
+        beta, wishart_scale, wishart_dof, gmm_prior, gmm_report, prior_from, prior_sweeps, prior_covariance.
     labels : ndarray of shape (n_samples,) or None
         True labels, only to score each sweep (accuracy, ARI, NMI).
     device : torch.device
@@ -170,8 +168,9 @@ class GMMModule:
 
     Attributes (after :meth:`fit`)
     ------------------------------
-    gmm : the kept chain's GibbsGMM (its ``labels_``: the last sweep's assignments)
-    sweeps : its per-sweep records ("log_likelihood", and accuracy/ari/nmi with labels)
+    gmm : the kept chain's GibbsGMM (its ``labels_``: the reported state's assignments)
+    sweeps : its per-sweep records ("log_likelihood", "log_posterior", "reported_sweep", and
+        accuracy/ari/nmi with labels)
     """
 
     def __init__(self, config, labels, device, distributed=None):
@@ -192,9 +191,11 @@ class GMMModule:
                                callback=self._callback(sweeps, averager), progress=progress)
             gmm.fit(latents, init_labels=previous)
             sweeps["log_likelihood"] = gmm.log_likelihood_.tolist()
+            sweeps["log_posterior"] = gmm.log_posterior_.tolist()
+            sweeps["reported_sweep"] = int(gmm.reported_sweep_)
             if config.finds_k:
                 sweeps["clusters_found"] = gmm.clusters_found_.tolist()
-            score = float(np.mean(gmm.log_likelihood_[-10:]))
+            score = float(gmm.log_posterior_[gmm.reported_sweep_])
             if best is None or score > best[0]:
                 best = (score, gmm, sweeps, averager)
         _, self.gmm, self.sweeps, self._averager = best
@@ -208,6 +209,7 @@ class GMMModule:
             config.n_clusters, max_components=config.max_clusters, n_sweeps=config.gmm_sweeps, alpha=config.alpha,
             beta=config.beta,
             **gauss_wishart_prior(config, latents), wishart_dof=config.wishart_dof, init=config.gmm_init,
+            report=config.gmm_report,
             random_state=random_state, callback=callback, progress=progress,
             device=self.device if self.device.type == "cuda" and self.distributed is None else None,  # torch on CUDA
             distributed=self.distributed,

@@ -127,12 +127,17 @@ def plot_elbo(elbo_per_round, path):
     return _save(fig, path)
 
 
-def plot_sweep_metrics(sweeps_per_round, path, metrics=("accuracy", "ari")):
-    """Clustering metrics against Gibbs sweep, one line per round and a panel per metric.
+def plot_sweep_metrics(sweeps_per_round, path, metrics=("accuracy", "ari"), reported=None):
+    """Clustering metrics against Gibbs sweep, one line per round and a panel per metric, with
+    the state each round reports marked.
 
     Parameters
     ----------
-    sweeps_per_round : list of dicts {metric name: list per sweep}, one per round.
+    sweeps_per_round : list of dicts {metric name: list per sweep}, one per round; a round's
+        "reported_sweep" (the most probable sweep, from 0) is marked with a star, else its final
+        sweep with a dashed line (runs that report the last draw).
+    reported : list of dicts {metric name: value}, default=None
+        Each round's reported scores (metrics.json), drawn at its star; None: the trace's value.
     """
     metrics = [m for m in metrics if any(m in s for s in sweeps_per_round)]
     if not metrics:
@@ -140,23 +145,32 @@ def plot_sweep_metrics(sweeps_per_round, path, metrics=("accuracy", "ari")):
     fig, axes = _subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.0), squeeze=False)
     colors = _round_colors(len(sweeps_per_round))
     for ax, metric in zip(axes[0], metrics):
-        plotted = []
+        plotted, final = [], 0
         for iteration, (sweeps, color) in enumerate(zip(sweeps_per_round, colors)):
             values = sweeps.get(metric)
-            if values:
-                label = "round 0 (no mutual learning)" if iteration == 0 else f"round {iteration}"
-                ax.plot(np.arange(1, len(values) + 1), values, color=color, label=label, lw=1.6)
-                plotted.append(np.asarray(values, dtype=float))
-        # The metrics table reports each round's state after its final sweep.
-        final = max((len(values) for values in plotted), default=0)
-        if final:
+            if not values:
+                continue
+            label = "round 0 (no mutual learning)" if iteration == 0 else f"round {iteration}"
+            ax.plot(np.arange(1, len(values) + 1), values, color=color, label=label, lw=1.6)
+            plotted.append(np.asarray(values, dtype=float))
+            if "reported_sweep" in sweeps:
+                sweep = int(sweeps["reported_sweep"])
+                value = (reported[iteration].get(metric) if reported is not None and iteration < len(reported)
+                         else None)
+                value = values[sweep] if value is None else value
+                ax.plot([sweep + 1], [value], marker="*", ms=13, color=color, mec="black", mew=0.6, ls="none",
+                        label=f"round {iteration} reported: most probable state (sweep {sweep + 1})")
+                plotted.append(np.asarray([value], dtype=float))
+            else:
+                final = max(final, len(values))
+        if final:  # rounds that report their last draw
             ax.axvline(final, color="0.35", ls="--", lw=1.0, label="reported: final sweep")
         ax.set_xlabel("Gibbs sweep")
         ax.set_ylabel({"accuracy": "accuracy (Hungarian)", "ari": "ARI", "nmi": "NMI"}.get(metric, metric))
         ax.set_ylim(*_metric_limits(np.concatenate(plotted) if plotted else []))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize=9)
+        ax.legend(loc="best", fontsize=8)
     fig.subplots_adjust(wspace=0.3)
     fig.suptitle("Clustering of the GMM per sweep (labels used for scoring only)")
     return _save(fig, path)
