@@ -410,3 +410,15 @@ def test_clusters_with_data_are_numbered_first():
     used = np.unique(gmm.labels_)
     np.testing.assert_array_equal(used, np.arange(len(used)))
     np.testing.assert_array_equal(gmm.predict(X), gmm.labels_)  # the parameters followed the renumbering
+
+
+def test_sample_assignments_draws_from_the_responsibilities():
+    """The first half of a sweep: each datum's draw follows p(z | x) = predict_proba."""
+    rng = np.random.default_rng(34)
+    X, _, _, _ = _mixture(rng, n=300, separation=2.0)
+    gmm = GibbsGMM(3, n_sweeps=5, random_state=0).fit(X)
+    point = X[:1].repeat(20000, axis=0)  # one datum, drawn many times
+    draws = gmm.sample_assignments(point, random_state=1)
+    frequencies = np.bincount(draws, minlength=3) / len(draws)
+    np.testing.assert_allclose(frequencies, gmm.predict_proba(X[:1])[0], atol=0.015)
+    np.testing.assert_array_equal(gmm.sample_assignments(X, 5), gmm.sample_assignments(X, 5))

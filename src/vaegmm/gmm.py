@@ -51,6 +51,7 @@ from .gibbs import (
     log_joint,
     log_responsibilities,
     posterior_gauss_wishart,
+    sample_categorical,
     sample_log_dirichlet,
     sample_means,
     sample_wishart,
@@ -427,23 +428,7 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
         self.n_components_ = K
 
         self._jitter_log = []
-        if init_labels is None and (self._auto or self.init == "em"):
-            seed = int(rng.integers(2**31 - 1))
-            if self.distributed is not None and not self.distributed.is_main:
-                init_labels = np.zeros(n_samples, dtype=np.int64)  # rank 0 finds the start (broadcast below)
-            elif self._auto:  # over-split by k-means; the sparse prior empties the rest
-                from sklearn.cluster import KMeans
-
-                with blas_threads(ONE_THREAD):  # as EM's start (vaegmm.threads)
-                    init_labels = KMeans(K, n_init=1, random_state=seed).fit_predict(X).astype(np.int64)
-            else:
-                init_labels = em_labels(X, K, EM_RESTARTS, seed)
-        if init_labels is not None and self.distributed is not None:
-            init_labels = self.distributed.broadcast(np.asarray(init_labels, dtype=np.int64))
-        if init_labels is None:
-            start = self._initialize(X, rng, mean_prior, scale_inv, dof)
-        else:
-            start = self._initialize_from_labels(X, init_labels, rng, alpha, mean_prior, scale_inv, dof)
+        start = self._start(X, init_labels, rng, alpha, mean_prior, scale_inv, dof)
         n_monomials = n_features * (n_features + 3) // 2 + 1
         with blas_threads(1 if n_samples * n_monomials * K < SINGLE_THREAD_WORK else None):
             self.log_likelihood_ = self._run_sweeps(X, rng, start, alpha, mean_prior, scale_inv, dof)
@@ -458,6 +443,45 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
                 RuntimeWarning, stacklevel=2,
             )
         return self
+
+    def _start(self, X, init_labels, rng, alpha, mean_prior, scale_inv, dof):
+        """The hook that starts the chain: (log_weights, means, precisions) from ``init_labels``
+        or ``init`` (an EM or, for "auto", k-means partition, then the parameters drawn given it;
+        or a draw from the prior or k-means++ means). Distributed, rank 0's partition is used."""
+        n_samples = X.shape[0]
+        K = self._n_slots()
+        if init_labels is None and (self._auto or self.init == "em"):
+            seed = int(rng.integers(2**31 - 1))
+            if self.distributed is not None and not self.distributed.is_main:
+                init_labels = np.zeros(n_samples, dtype=np.int64)  # rank 0 finds the start (broadcast below)
+            elif self._auto:  # over-split by k-means; the sparse prior empties the rest
+                from sklearn.cluster import KMeans
+
+                with blas_threads(ONE_THREAD):  # as EM's start (vaegmm.threads)
+                    init_labels = KMeans(K, n_init=1, random_state=seed).fit_predict(X).astype(np.int64)
+            else:
+                init_labels = em_labels(X, K, EM_RESTARTS, seed)
+        if init_labels is not None and self.distributed is not None:
+            init_labels = self.distributed.broadcast(np.asarray(init_labels, dtype=np.int64))
+        if init_labels is None:
+            return self._initialize(X, rng, mean_prior, scale_inv, dof)
+        return self._initialize_from_labels(X, init_labels, rng, alpha, mean_prior, scale_inv, dof)
+
+    def _sweep_data(self, centred, rng):
+        """The hook that holds the centred data for the sweeps' per-datum work, on its backend:
+        NumPy (:class:`~vaegmm.gibbs.NumpySweepData`), torch on ``device``
+        (:class:`~vaegmm.gmm_torch.TorchSweepData`) or this rank's shard
+        (:class:`~vaegmm.distributed.ShardedSweepData`). Each draws z and sums the statistics."""
+        K = self._n_slots()
+        if self.distributed is not None:
+            from .distributed import ShardedSweepData
+
+            return ShardedSweepData(centred, K, self.distributed, seed=int(rng.integers(2**63 - 1)))
+        if self.device is None:
+            return NumpySweepData(centred, K)
+        from .gmm_torch import TorchSweepData
+
+        return TorchSweepData(centred, K, self.device, seed=int(rng.integers(2**63 - 1)))
 
     def _run_sweeps(self, X, rng, start, alpha, mean_prior, scale_inv, dof):
         """The Gibbs sweeps of :meth:`fit` from ``start = (log_weights, means, precisions)``.
@@ -475,18 +499,10 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
         # keeps the sufficient statistics and the expanded quadratic form accurate.
         shift = X.mean(axis=0)  # (L,)
         centred_mean_prior = mean_prior - shift
-        if self.distributed is not None:
-            from .distributed import ShardedSweepData
-
-            data = ShardedSweepData(X - shift, K, self.distributed, seed=int(rng.integers(2**63 - 1)))
+        data = self._sweep_data(X - shift, rng)
+        if self.distributed is not None:  # every rank starts from rank 0's parameters
             log_weights, means, precisions, precisions_chol = data.share(log_weights, means, precisions,
                                                                          precisions_chol)
-        elif self.device is None:
-            data = NumpySweepData(X - shift, K)
-        else:
-            from .gmm_torch import TorchSweepData
-
-            data = TorchSweepData(X - shift, K, self.device, seed=int(rng.integers(2**63 - 1)))
         log_likelihood = np.empty(self.n_sweeps)
         self.log_posterior_ = np.empty(self.n_sweeps)
         self.split_merge_accepted_ = 0
@@ -621,6 +637,25 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
         with np.errstate(divide="ignore"):
             log_weights = np.log(self.weights_)
         return np.exp(log_responsibilities(X, self.means_, self.precisions_cholesky_, log_weights))
+
+    def sample_assignments(self, X, random_state=None):
+        """One draw of each datum's cluster from p(z_n = k | x_n, pi, mu, Lambda) under the current
+        parameters: the first half of a Gibbs sweep (the naming game's speaker draws its signs so).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        random_state : None, int or numpy.random.Generator
+
+        Returns
+        -------
+        labels : ndarray of int of shape (n_samples,)
+        """
+        X = self._validate_data(X, fitting=False)
+        with np.errstate(divide="ignore"):
+            log_weights = np.log(self.weights_)
+        log_prob = estimate_log_gaussian_prob(X, self.means_, self.precisions_cholesky_) + log_weights
+        return sample_categorical(log_prob, np.random.default_rng(random_state))  # (normalised on the way)
 
     def predict(self, X):
         """Most probable cluster of each row of X, shape (n_samples,)."""

@@ -50,7 +50,7 @@ from sklearn.metrics import adjusted_rand_score, cohen_kappa_score
 from . import plots
 from .augment import affine_views
 from .data import ImageDataset
-from .gibbs import estimate_log_gaussian_prob, sample_categorical
+from .gibbs import estimate_log_gaussian_prob
 from .messages import PriorMessage
 from .metrics import clustering_metrics
 from .modules import GMMModule, VAEModule
@@ -96,10 +96,7 @@ def rotated_view(dataset, degrees):
 
 def speak(gmm, latents, rng):
     """The speaker's signs: one draw per datum from p(w | z_n) under its GMM's parameters."""
-    with np.errstate(divide="ignore"):
-        log_weights = np.log(gmm.weights_)
-    log_prob = estimate_log_gaussian_prob(latents, gmm.means_, gmm.precisions_cholesky_) + log_weights
-    return sample_categorical(log_prob, rng)
+    return gmm.sample_assignments(latents, rng)
 
 
 def mh_acceptance(gmm, latents, proposed, current):
