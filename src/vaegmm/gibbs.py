@@ -17,6 +17,7 @@ from scipy.special import logsumexp
 __all__ = [
     "data_scaled_prior",
     "log_joint",
+    "log_joint_constant",
     "EM_RESTARTS",
     "SINGLE_THREAD_WORK",
     "NumpySweepData",
@@ -333,7 +334,7 @@ def posterior_gauss_wishart(counts, sums, outer_sums, beta, mean_prior, wishart_
 
 
 def log_joint(statistics, log_weights, means, precisions, precisions_chol, alpha, beta, mean_prior,
-              wishart_scale_inv, dof):
+              wishart_scale_inv, dof, constant=None):
     """log p(X, z, pi, mu, Lambda) of one state of the chain, from the statistics of z.
 
     The sum of log p(z | pi) = sum_k N_k log pi_k, the complete-data log-likelihood
@@ -353,32 +354,44 @@ def log_joint(statistics, log_weights, means, precisions, precisions_chol, alpha
     mean_prior : ndarray of shape (L,), in the coordinates of the statistics
     wishart_scale_inv : ndarray of shape (L, L), W^-1
     dof : float, nu
+    constant : float, default=None
+        :func:`log_joint_constant` of the same prior (computed when None; a sampler passes it
+        once per fit).
 
     Returns
     -------
     float
     """
+    counts, sums, outer_sums = statistics
+    n_components, n_features = means.shape
+    if constant is None:
+        constant = log_joint_constant(alpha, beta, wishart_scale_inv, dof, n_components, n_features)
+    log_det = 2.0 * np.log(np.diagonal(precisions_chol, axis1=1, axis2=2)).sum(axis=1)  # (K,) log|Lambda_k|
+    # tr(Lambda_k S_k), S_k = sum_{n in k} (x_n - mu_k)(x_n - mu_k)^T, expanded over the statistics;
+    # tr(Lambda_k W^-1) for the Wishart term.
+    lambda_mu = (precisions @ means[:, :, None])[:, :, 0]  # (K, L)
+    traces = (precisions.reshape(n_components, -1) @ np.column_stack(
+        [outer_sums.reshape(n_components, -1).T, wishart_scale_inv.reshape(-1, 1)]))  # (K, K + 1)
+    offsets = means - mean_prior  # (K, L)
+    lambda_offsets = lambda_mu - precisions @ mean_prior  # (K, L): Lambda_k (mu_k - m)
+    log_likelihood = (0.5 * (counts @ log_det) - 0.5 * counts.sum() * n_features * _LOG_2PI
+                      - 0.5 * (np.diagonal(traces[:, :n_components]).sum() - 2.0 * np.sum(lambda_mu * sums)
+                               + counts @ np.sum(lambda_mu * means, axis=1)))
+    log_assignments = counts[counts > 0] @ log_weights[counts > 0]
+    log_prior = ((alpha - 1.0) @ log_weights + (0.5 + 0.5 * (dof - n_features - 1.0)) * log_det.sum()
+                 - 0.5 * beta * np.sum(lambda_offsets * offsets) - 0.5 * traces[:, -1].sum())
+    return float(log_likelihood + log_assignments + log_prior + constant)
+
+
+def log_joint_constant(alpha, beta, wishart_scale_inv, dof, n_components, n_features):
+    """The terms of :func:`log_joint` that only the prior sets: the Dirichlet's and, K times,
+    the Gauss-Wishart's normalisers."""
     from scipy.special import gammaln, multigammaln
 
-    counts, sums, outer_sums = statistics
-    n_features = means.shape[1]
-    log_det = 2.0 * np.sum(np.log(np.diagonal(precisions_chol, axis1=1, axis2=2)), axis=1)  # (K,) log|Lambda_k|
-    # tr(Lambda_k S_k), S_k = sum_{n in k} (x_n - mu_k)(x_n - mu_k)^T, expanded over the statistics.
-    lambda_mu = np.einsum("kij,kj->ki", precisions, means)  # (K, L)
-    scatter = (np.einsum("kij,kji->k", precisions, outer_sums) - 2.0 * np.einsum("ki,ki->k", lambda_mu, sums)
-               + counts * np.einsum("ki,ki->k", lambda_mu, means))
-    log_likelihood = np.sum(0.5 * counts * (log_det - n_features * _LOG_2PI) - 0.5 * scatter)
-    log_assignments = np.sum(np.where(counts > 0, counts * log_weights, 0.0))
-    log_dirichlet = gammaln(alpha.sum()) - gammaln(alpha).sum() + np.sum((alpha - 1.0) * log_weights)
-    offsets = means - mean_prior  # (K, L)
-    log_means = np.sum(0.5 * (n_features * (np.log(beta) - _LOG_2PI) + log_det)
-                       - 0.5 * beta * np.einsum("ki,kij,kj->k", offsets, precisions, offsets))
     _, log_det_scale_inv = np.linalg.slogdet(wishart_scale_inv)
-    log_wishart = np.sum(0.5 * (dof - n_features - 1.0) * log_det
-                         - 0.5 * np.einsum("ij,kji->k", wishart_scale_inv, precisions)
-                         - 0.5 * dof * n_features * np.log(2.0) + 0.5 * dof * log_det_scale_inv
-                         - multigammaln(0.5 * dof, n_features))
-    return float(log_likelihood + log_assignments + log_dirichlet + log_means + log_wishart)
+    per_cluster = (0.5 * n_features * (np.log(beta) - _LOG_2PI) - 0.5 * dof * n_features * np.log(2.0)
+                   + 0.5 * dof * log_det_scale_inv - multigammaln(0.5 * dof, n_features))
+    return float(gammaln(np.sum(alpha)) - np.sum(gammaln(alpha)) + n_components * per_cluster)
 
 
 def data_scaled_prior(X, n_components, dof):

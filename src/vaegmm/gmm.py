@@ -49,6 +49,7 @@ from .gibbs import (
     em_labels,
     estimate_log_gaussian_prob,
     log_joint,
+    log_joint_constant,
     log_responsibilities,
     posterior_gauss_wishart,
     sample_categorical,
@@ -508,6 +509,7 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
         self.split_merge_accepted_ = 0
         occupied = np.empty(self.n_sweeps, dtype=np.int64)
         best = None  # (log posterior, sweep, parameters) of the most probable state so far
+        constant = log_joint_constant(alpha, self.beta, scale_inv, dof, K, n_features)
         sweeps = range(self.n_sweeps)
         if self.progress:
             from tqdm.auto import tqdm
@@ -536,7 +538,7 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
                 self.labels_ = labels
             self.log_posterior_[sweep] = log_joint(
                 statistics, log_weights, means - shift, precisions, precisions_chol, alpha, self.beta,
-                centred_mean_prior, scale_inv, dof)
+                centred_mean_prior, scale_inv, dof, constant)
             if best is None or self.log_posterior_[sweep] >= best[0]:  # ties: the later state
                 best = (self.log_posterior_[sweep], sweep, (log_weights, means, precisions, precisions_chol))
             self._set_parameters(log_weights, means, precisions, precisions_chol)
