@@ -31,7 +31,7 @@ def gibbs_chain(rank, world_size, port, X, gmm_options, out):
 
     context = join(rank, world_size, port)
     record = []
-    gmm = GibbsGMM(**gmm_options, distributed=context, callback=lambda sweep, labels, model: record.append(labels))
+    gmm = GibbsGMM(**gmm_options, distributed=context, callback=lambda sweep, labels, model: record.append(labels), n_chains=1)
     gmm.fit(X)
     if context.is_main:
         np.savez(out, labels=gmm.labels_, means=gmm.means_, precisions=gmm.precisions_, weights=gmm.weights_,

@@ -398,6 +398,7 @@ def _gmm_step(config, latents, labels, previous, numpy_seed, progress, device):
             wishart_dof=config.wishart_dof, init=config.gmm_init, report=config.gmm_report,
             random_state=np.random.default_rng(seed), callback=_combine(*callbacks),
             progress=progress, device=device if device.type == "cuda" else None,  # torch sampler on CUDA
+            n_chains=1,
         ).fit(latents, init_labels=previous)
         sweeps["log_likelihood"] = gmm.log_likelihood_.tolist()
         sweeps["log_posterior"] = gmm.log_posterior_.tolist()

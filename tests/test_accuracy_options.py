@@ -175,10 +175,10 @@ def test_em_start_begins_in_the_separated_mode():
     X = rng.normal(size=(240, 2)) * 0.2 + 5 * np.array([[0, 0], [1, 0], [0, 1], [1, 1]])[labels]
     first = {}
     GibbsGMM(4, n_sweeps=1, init="em", random_state=0,
-             callback=lambda sweep, z, model: first.setdefault("z", z.copy())).fit(X)
+             callback=lambda sweep, z, model: first.setdefault("z", z.copy()), n_chains=1).fit(X)
     assert clustering_metrics(labels, first["z"])["ari"] == pytest.approx(1.0)
-    a = GibbsGMM(4, n_sweeps=3, init="em", random_state=5).fit(X)
-    b = GibbsGMM(4, n_sweeps=3, init="em", random_state=5).fit(X)
+    a = GibbsGMM(4, n_sweeps=3, init="em", random_state=5, n_chains=1).fit(X)
+    b = GibbsGMM(4, n_sweeps=3, init="em", random_state=5, n_chains=1).fit(X)
     np.testing.assert_array_equal(a.labels_, b.labels_)
 
 
@@ -251,7 +251,7 @@ def test_data_scaled_prior_follows_the_latents_scale():
     # Clusters at 1/100 of the fixed prior's scale, chains started at the truth (EM): the fixed prior merges
     # them, the scaled one keeps them.
     fits = {name: GibbsGMM(4, n_sweeps=30, init="em", random_state=1,
-                           **gauss_wishart_prior(config.replace(gmm_prior=name), X)).fit(X)
+                           **gauss_wishart_prior(config.replace(gmm_prior=name), X), n_chains=1).fit(X)
             for name in ("fixed", "data")}
     assert clustering_metrics(labels, fits["data"].labels_)["ari"] > 0.95
     assert clustering_metrics(labels, fits["fixed"].labels_)["ari"] < 0.5

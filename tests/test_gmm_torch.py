@@ -71,7 +71,7 @@ def test_draws_of_z_have_the_responsibilities_as_frequencies():
 def test_torch_backend_recovers_known_mixture():
     rng = np.random.default_rng(6)
     X, labels, means, covs = _mixture(rng)
-    gmm = GibbsGMM(3, n_sweeps=60, wishart_scale=1.0, random_state=0, init="kmeans++", device="cpu").fit(X)
+    gmm = GibbsGMM(3, n_sweeps=60, wishart_scale=1.0, random_state=0, init="kmeans++", device="cpu", n_chains=1).fit(X)
     assert adjusted_rand_score(labels, gmm.labels_) > 0.97
     for cluster, true in match_clusters(labels, gmm.labels_).items():
         np.testing.assert_allclose(gmm.means_[cluster], means[true], atol=0.3)
@@ -87,7 +87,7 @@ def test_torch_and_numpy_chains_have_the_same_posterior_moments():
     for device in (None, "cpu"):
         draws = []
         model = GibbsGMM(3, n_sweeps=400, random_state=11, init="kmeans++", device=device,
-                         callback=lambda sweep, z, m: draws.append(m.means_.copy()) if sweep >= 50 else None)
+                         callback=lambda sweep, z, m: draws.append(m.means_.copy()) if sweep >= 50 else None, n_chains=1)
         model.fit(X)
         draws = np.stack(draws)  # (S, K, L)
         posterior_mean = draws.mean(axis=0)
@@ -103,8 +103,8 @@ def test_torch_and_numpy_chains_have_the_same_posterior_moments():
 def test_same_seed_same_chain_on_torch():
     rng = np.random.default_rng(9)
     X, _, _, _ = _mixture(rng, n=300)
-    a = GibbsGMM(3, n_sweeps=15, random_state=42, device="cpu").fit(X)
-    b = GibbsGMM(3, n_sweeps=15, random_state=42, device="cpu").fit(X)
+    a = GibbsGMM(3, n_sweeps=15, random_state=42, device="cpu", n_chains=1).fit(X)
+    b = GibbsGMM(3, n_sweeps=15, random_state=42, device="cpu", n_chains=1).fit(X)
     np.testing.assert_array_equal(a.labels_, b.labels_)
     np.testing.assert_array_equal(a.means_, b.means_)
 
@@ -113,12 +113,12 @@ def test_cuda_device_without_cuda_is_refused():
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
     with pytest.raises(ValueError, match="CUDA is not available"):
-        GibbsGMM(2, n_sweeps=2, device="cuda").fit(np.random.default_rng(0).normal(size=(10, 2)))
+        GibbsGMM(2, n_sweeps=2, device="cuda", n_chains=1).fit(np.random.default_rng(0).normal(size=(10, 2)))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_backend_recovers_known_mixture():
     rng = np.random.default_rng(6)
     X, labels, _, _ = _mixture(rng)
-    gmm = GibbsGMM(3, n_sweeps=60, wishart_scale=1.0, random_state=0, init="kmeans++", device="cuda").fit(X)
+    gmm = GibbsGMM(3, n_sweeps=60, wishart_scale=1.0, random_state=0, init="kmeans++", device="cuda", n_chains=1).fit(X)
     assert adjusted_rand_score(labels, gmm.labels_) > 0.97

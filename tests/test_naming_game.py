@@ -23,7 +23,7 @@ def _blobs(seed=0, n=300):
 
 def test_acceptance_is_the_ratio_of_the_listener_gaussians():
     X, labels = _blobs()
-    gmm = GibbsGMM(3, n_sweeps=20, random_state=0).fit(X)
+    gmm = GibbsGMM(3, n_sweeps=20, random_state=0, n_chains=1).fit(X)
     rng = np.random.default_rng(1)
     proposed, current = rng.integers(3, size=len(X)), rng.integers(3, size=len(X))
     density = np.stack([stats.multivariate_normal(gmm.means_[k], gmm.covariances_[k]).pdf(X) for k in range(3)], 1)
@@ -35,7 +35,7 @@ def test_acceptance_is_the_ratio_of_the_listener_gaussians():
 
 def test_speaker_draws_signs_from_its_posterior():
     X, _ = _blobs()
-    gmm = GibbsGMM(3, n_sweeps=20, random_state=0).fit(X)
+    gmm = GibbsGMM(3, n_sweeps=20, random_state=0, n_chains=1).fit(X)
     point = np.array([[2.0, 1.5]])  # between clusters: no probability near 0 or 1
     probabilities = gmm.predict_proba(point)[0]
     draws = speak(gmm, np.repeat(point, 20000, axis=0), np.random.default_rng(2))
@@ -46,7 +46,7 @@ def test_speaker_draws_signs_from_its_posterior():
 
 def test_resample_parameters_draws_from_the_posterior_given_labels():
     X, labels = _blobs(n=3000)
-    gmm = GibbsGMM(3, n_sweeps=2, random_state=0).fit(X)
+    gmm = GibbsGMM(3, n_sweeps=2, random_state=0, n_chains=1).fit(X)
     gmm.resample_parameters(X, labels, random_state=3)
     for k in range(3):  # 1000 points per cluster: the posterior is tight around the sample moments
         np.testing.assert_allclose(gmm.means_[k], X[labels == k].mean(axis=0), atol=0.1)

@@ -22,7 +22,7 @@ from test_gmm import _mixture
 def _fitted_gmm(seed=0):
     rng = np.random.default_rng(seed)
     X, labels, _, _ = _mixture(rng, n=300)
-    return X, labels, GibbsGMM(3, n_sweeps=20, init="kmeans++", random_state=seed).fit(X)
+    return X, labels, GibbsGMM(3, n_sweeps=20, init="kmeans++", random_state=seed, n_chains=1).fit(X)
 
 
 def test_responsibility_moments_match_the_mixture_moments_of_each_datum():
@@ -47,7 +47,7 @@ def test_sweep_averager_matches_the_average_over_the_last_sweeps():
         if sweep >= 15:
             recorded.append((labels.copy(), gmm.means_.copy(), gmm.covariances_.copy()))
 
-    GibbsGMM(3, n_sweeps=20, init="kmeans++", random_state=3, callback=record).fit(X)
+    GibbsGMM(3, n_sweeps=20, init="kmeans++", random_state=3, callback=record, n_chains=1).fit(X)
     assert averager.count == len(recorded) == 5
     mean, covariance = averager.moments()
     n = 7  # one datum, by the definition: moments of the equal mixture of its 5 cluster Gaussians
@@ -73,12 +73,12 @@ def test_prior_from_moments_gives_the_diagonal_or_the_inverse():
 
 def test_chain_started_from_true_labels_keeps_them_and_bad_labels_are_refused():
     X, labels, _ = _fitted_gmm()
-    gmm = GibbsGMM(3, n_sweeps=1, random_state=0).fit(X, init_labels=labels)
+    gmm = GibbsGMM(3, n_sweeps=1, random_state=0, n_chains=1).fit(X, init_labels=labels)
     assert np.mean(gmm.labels_ == labels) > 0.99  # first sweep already at the truth, no relabelling
     with pytest.raises(ValueError, match="init_labels must lie in 0..2"):
-        GibbsGMM(3, n_sweeps=1).fit(X, init_labels=np.full(len(X), 3))
+        GibbsGMM(3, n_sweeps=1, n_chains=1).fit(X, init_labels=np.full(len(X), 3))
     with pytest.raises(ValueError, match="one per data point"):
-        GibbsGMM(3, n_sweeps=1).fit(X, init_labels=labels[:-1])
+        GibbsGMM(3, n_sweeps=1, n_chains=1).fit(X, init_labels=labels[:-1])
 
 
 def test_several_chains_keep_the_most_likely():
@@ -89,7 +89,7 @@ def test_several_chains_keep_the_most_likely():
     gmm, sweeps, prior = module.gmm, module.sweeps, module.message()
     scores = []
     for child in [np.random.SeedSequence(5)] + list(np.random.SeedSequence(5).spawn(3)):
-        chain = GibbsGMM(3, n_sweeps=15, random_state=np.random.default_rng(child)).fit(X)
+        chain = GibbsGMM(3, n_sweeps=15, random_state=np.random.default_rng(child), n_chains=1).fit(X)
         scores.append(np.mean(chain.log_likelihood_[-10:]))
     assert np.mean(gmm.log_likelihood_[-10:]) == max(scores)
     assert len(sweeps["accuracy"]) == 15 and prior.mean.shape == (len(X), 2)

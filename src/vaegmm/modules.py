@@ -209,7 +209,7 @@ class GMMModule:
             config.n_clusters, max_components=config.max_clusters, n_sweeps=config.gmm_sweeps, alpha=config.alpha,
             beta=config.beta,
             **gauss_wishart_prior(config, latents), wishart_dof=config.wishart_dof, init=config.gmm_init,
-            report=config.gmm_report,
+            report=config.gmm_report, n_chains=1,  # fit() runs config.gmm_chains chains itself, one record each
             random_state=random_state, callback=callback, progress=progress,
             device=self.device if self.device.type == "cuda" and self.distributed is None else None,  # torch on CUDA
             distributed=self.distributed,
