@@ -38,9 +38,11 @@ def sweep_seconds(make, X, repeats):
 
 def run(n_samples=10_000, n_features=12, max_components=30, repeats=3):
     X = _data(n_samples, n_features)
-    auto = sweep_seconds(lambda n: GibbsGMM("auto", max_components=max_components, n_sweeps=n, random_state=0), X,
+    auto = sweep_seconds(lambda n: GibbsGMM("auto", max_components=max_components, n_sweeps=n, random_state=0,
+                                                n_chains=1), X,
                          repeats)
-    finite = sweep_seconds(lambda n: GibbsGMM(max_components, n_sweeps=n, init="kmeans++", random_state=0), X,
+    finite = sweep_seconds(lambda n: GibbsGMM(max_components, n_sweeps=n, init="kmeans++", random_state=0,
+                                                  n_chains=1), X,
                            repeats)
     return {"n_samples": n_samples, "n_features": n_features, "max_components": max_components,
             "auto_sweep_ms": 1e3 * auto[0], "finite_sweep_ms": 1e3 * finite[0], "ratio": auto[0] / finite[0],
