@@ -105,7 +105,8 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
     wishart_dof : float, default=None
         Degrees of freedom nu of the Wishart prior (> n_features - 1); n_features when None.
     init : {"em", "prior", "kmeans++"}, default="em"
-        How the chain starts (``vaegmm train``: ``--gmm-init``, the same default). "prior" draws (pi, mu, Lambda) from the prior, as the reference
+        How the chain starts (``vaegmm train``: ``--gmm-init``, the same default). "prior"
+        draws (pi, mu, Lambda) from the prior, as the reference
         implementation does; "kmeans++" places the means on data points chosen by k-means++
         seeding with the prior's expected precision nu W, which is robust to latents whose
         scale differs from the prior's. "em" starts from the assignments of the most likely of
