@@ -108,7 +108,7 @@ def _parser():
 
 
 def _add_config_arguments(parser):
-    """The TrainConfig flags, shared by train and evaluate (None: keep the config's value)."""
+    """The TrainConfig flags, shared by train, evaluate and naming-game (None: keep the config's value)."""
     defaults = TrainConfig()
     group = parser.add_argument_group("data")
     group.add_argument("--data", help=f"{', '.join(BUILTIN_DATASETS)}, or a path to IDX files / .npz / .npy "
@@ -185,6 +185,17 @@ def _add_config_arguments(parser):
     group.add_argument("--gmm-chains", type=int,
                        help="independent Gibbs chains per round, the most probable kept "
                             f"(default: {defaults.gmm_chains})")
+    group = parser.add_argument_group("manifold (needs umap-learn: pip install -e \".[manifold]\")")
+    group.add_argument("--manifold", choices=TrainConfig.CHOICES["manifold"],
+                       help="none: the GMM clusters the latents; umap: it clusters their UMAP embedding (N2D), and "
+                            "its responsibilities come back as each image's prior in the latent space "
+                            f"(--prior-from responsibilities or last) (default: {defaults.manifold})")
+    group.add_argument("--manifold-dim", type=int,
+                       help=f"UMAP's n_components, the dimensions the GMM clusters (default: {defaults.manifold_dim})")
+    group.add_argument("--manifold-neighbors", type=int,
+                       help=f"UMAP's n_neighbors (default: {defaults.manifold_neighbors})")
+    group.add_argument("--manifold-min-dist", type=float,
+                       help=f"UMAP's min_dist, in [0, 1] (default: {defaults.manifold_min_dist:g})")
     group = parser.add_argument_group("run")
     group.add_argument("--seed", type=int, help=f"random seed (default: {defaults.seed})")
     group.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")

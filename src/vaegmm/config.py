@@ -19,7 +19,8 @@ __all__ = ["TrainConfig", "ConfigError", "REFERENCE"]
 # with, where they differ from today's defaults.
 _BEFORE_KEY_EXISTED = {"prior_from": "last", "augment_rotation": 0.0, "augment_shift": 0.0,
                        "augment_scale": 0.0, "augment_target": "view", "prior_weight": None,
-                       "gmm_prior": "fixed", "contrast_weight": 0.0, "gmm_report": "last"}
+                       "gmm_prior": "fixed", "contrast_weight": 0.0, "gmm_report": "last",
+                       "manifold": "none", "gmm_chains": 1}
 
 
 # The reference implementation's configuration (the README's "reference"), as changes to the
@@ -28,7 +29,8 @@ _BEFORE_KEY_EXISTED = {"prior_from": "last", "augment_rotation": 0.0, "augment_s
 REFERENCE = {"batch_size": 10, "vae_epochs": 100, "round0_epochs": 100, "gmm_sweeps": 100, "mutual_iterations": 2,
              "prior_from": "last", "vae_init": "retrain", "gmm_init": "prior", "chain_init": "fresh",
              "augment_rotation": 0.0, "augment_shift": 0.0, "augment_scale": 0.0, "augment_target": "view",
-             "kl_weight": 1.0, "prior_weight": None, "gmm_prior": "fixed", "gmm_report": "last"}
+             "kl_weight": 1.0, "prior_weight": None, "gmm_prior": "fixed", "gmm_report": "last",
+             "gmm_chains": 1}
 
 
 class ConfigError(ValueError):
@@ -82,7 +84,7 @@ class TrainConfig:
     #   with n_clusters="auto" (sparse, so that superfluous clusters empty)
     beta: float = 1.0  # prior precision scale of the cluster means
     wishart_scale: float = 0.55  # W = wishart_scale * I with gmm_prior="fixed" (the reference's)
-    wishart_dof: Optional[float] = None  # nu; None means latent_dim
+    wishart_dof: Optional[float] = None  # nu; None means the dimension clustered (latent_dim, or manifold_dim)
     gmm_init: str = "em"  # chain start: "em" (from the most likely of 10 EM fits), a "prior" draw (reference),
     #   or "kmeans++" means
     gmm_prior: str = "data"  # Gauss-Wishart prior: scaled to each round's latents, "data" (m = their mean,
@@ -90,8 +92,15 @@ class TrainConfig:
     gmm_report: str = "map"  # the state a round reports and sends: "map", the most probable sweep's
     #   parameters (joint log posterior; labels never look) with each datum's most probable cluster
     #   under them, or "last", the last sweep's draw (the reference)
-    gmm_chains: int = 1  # independent Gibbs chains per round; the one whose reported state has the
+    gmm_chains: int = 4  # independent Gibbs chains per round; the one whose reported state has the
     #   highest joint log posterior is kept (unsupervised: labels never choose)
+    # --- manifold (VAE -> manifold -> GMM, N2D's step; vaegmm.manifold) ---
+    manifold: str = "none"  # "none": the GMM clusters the latents; "umap": it clusters their UMAP embedding
+    #   (needs umap-learn), and the message back is each datum's prior from the clusters' moments of the
+    #   latents weighted by the GMM's responsibilities (prior_from "responsibilities" or "last" only)
+    manifold_dim: int = 10  # UMAP's n_components d (N2D's settings in this group)
+    manifold_neighbors: int = 20  # UMAP's n_neighbors
+    manifold_min_dist: float = 0.0  # UMAP's min_dist, in [0, 1]
     # --- run ---
     seed: int = 0  # seeds torch and NumPy; the same seed gives the same run on one device
     device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda" or "cuda:N"
@@ -109,6 +118,7 @@ class TrainConfig:
         "augment_target": ("view", "clean"),
         "gmm_prior": ("data", "fixed"),
         "gmm_report": ("map", "last"),
+        "manifold": ("none", "umap"),
     }
 
     def __post_init__(self):
@@ -119,7 +129,7 @@ class TrainConfig:
     def validate(self):
         """Raise ConfigError naming the first unusable value."""
         positive_ints = ("mutual_iterations", "vae_epochs", "gmm_sweeps", "latent_dim", "batch_size", "n_clusters",
-                         "max_clusters", "prior_sweeps", "gmm_chains")
+                         "max_clusters", "prior_sweeps", "gmm_chains", "manifold_dim", "manifold_neighbors")
         for name in positive_ints:
             if name == "n_clusters" and self.n_clusters == "auto":
                 continue
@@ -165,13 +175,23 @@ class TrainConfig:
             raise ConfigError(f"prior_weight must be a non-negative finite number or None, got {self.prior_weight!r}.")
         if self.lr >= 1.0:
             raise ConfigError(f"lr = {self.lr!r} is far above any useful Adam learning rate; use e.g. 1e-3.")
-        if self.wishart_dof is not None and not self.latent_dim - 1 < self.wishart_dof < math.inf:
+        gmm_dim, dim_name = ((self.manifold_dim, "manifold_dim") if self.manifold == "umap"
+                             else (self.latent_dim, "latent_dim"))  # the dimension the GMM clusters
+        if self.wishart_dof is not None and not gmm_dim - 1 < self.wishart_dof < math.inf:
             raise ConfigError(
-                f"wishart_dof must exceed latent_dim - 1 = {self.latent_dim - 1}, got {self.wishart_dof!r}."
+                f"wishart_dof must exceed {dim_name} - 1 = {gmm_dim - 1}, got {self.wishart_dof!r}."
             )
         for name, choices in self.CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}.")
+        if self.manifold_neighbors < 2:
+            raise ConfigError(f"manifold_neighbors must be at least 2, got {self.manifold_neighbors!r}.")
+        min_dist = self.manifold_min_dist
+        if not (isinstance(min_dist, (int, float)) and not isinstance(min_dist, bool) and 0 <= min_dist <= 1):
+            raise ConfigError(f"manifold_min_dist must be a number in [0, 1], got {min_dist!r}.")
+        if self.manifold == "umap" and self.prior_from not in ("responsibilities", "last"):
+            raise ConfigError(f"prior_from = {self.prior_from} is not supported with manifold = umap; use "
+                              "prior_from responsibilities or last.")
 
     @property
     def finds_k(self):

@@ -11,8 +11,10 @@
 Each is scored twice: by the assignments of the GMM's final Gibbs sweep (what a run reports),
 and by a **stable read-out** of the same latents, EM with ``READOUT_RESTARTS`` k-means-started
 restarts kept by likelihood (so that a better representation is seen as such, whatever the luck
-of one Gibbs chain). ``evaluate_suite`` does the same on several datasets (``SUITE``) and adds
-the margins of mutual learning over both baselines per dataset.
+of one Gibbs chain). With ``manifold="umap"`` the read-out fits what the GMM clusters, the round's
+UMAP embedding (the apart baseline gets the same manifold step). ``evaluate_suite`` does the same
+on several datasets (``SUITE``) and adds the margins of mutual learning over both baselines per
+dataset.
 
 Data drawn at random (a ``max_samples`` subset, the class proportions of
 ``mnist5k-imbalanced``) are drawn with each run's seed. Labels only score: they never choose a
@@ -84,7 +86,8 @@ def _evaluate_seed(config, seed, threads):
 
     def readout(result):  # EM with the chain's K (the K it found when it finds K; labels never choose)
         n_clusters = result.gmm.n_clusters_found_ if config.finds_k else config.n_clusters
-        return readout_metrics(result.latents, dataset.labels, n_clusters, seed)
+        clustered = result.latents if result.embedding is None else result.embedding  # what the GMM clustered
+        return readout_metrics(clustered, dataset.labels, n_clusters, seed)
 
     readout_rounds = [readout(r) for r in mutual.rounds]
     return {
@@ -278,7 +281,8 @@ def format_suite(suite):
 
 @torch.no_grad()
 def predict(run_dir, source, *, iteration=None, device="cpu"):
-    """Cluster new images with a run's encoder (means) and GMM.
+    """Cluster new images with a run's encoder (means) and GMM; with a manifold (``manifold="umap"``),
+    encoder -> the round's fitted UMAP's ``transform`` (``manifold.pkl``, never refitted) -> GMM.
 
     Parameters
     ----------
@@ -306,8 +310,12 @@ def predict(run_dir, source, *, iteration=None, device="cpu"):
             f"The run was trained on {image_shape[0]}x{image_shape[1]} images but {source} holds "
             f"{dataset.image_shape[0]}x{dataset.image_shape[1]} images."
         )
-    latents = encode(vae, torch.as_tensor(dataset.flat(), device=device))
-    probabilities = gmm.predict_proba(latents)
+    clustered = encode(vae, torch.as_tensor(dataset.flat(), device=device))  # latents (n, L)
+    if run.has_manifold(iteration):
+        from .manifold import transform
+
+        clustered = transform(run.load_manifold(iteration), clustered)  # their embedding (n, d), as trained
+    probabilities = gmm.predict_proba(clustered)
     assignments = probabilities.argmax(axis=1)
     metrics = None
     if dataset.labels is not None:

@@ -25,7 +25,7 @@ from .threads import limit_threads
 __all__ = [
     "FigureKind", "REGISTRY", "RunFacts", "write_figures", "decode_from_gmm_param", "plot_dist", "decode_clusters",
     "plot_reconstructions", "largest_cluster", "ELBO", "SWEEP_METRICS", "LATENT_PCA", "LATENT_TSNE",
-    "RECONSTRUCTIONS", "CLUSTERS", "GMM_PLOT", "DECODED", "CLUSTERS_FOUND",
+    "RECONSTRUCTIONS", "CLUSTERS", "GMM_PLOT", "DECODED", "CLUSTERS_FOUND", "MANIFOLD_EMBEDDING",
 ]
 
 
@@ -64,6 +64,7 @@ class RunFacts:
         self.has_labels = run.load_labels() is not None
         self.n_clusters = self.config.n_clusters
         self.latent_dim = self.config.latent_dim
+        self.manifold = run.has_manifold(self.last)  # the GMM clustered a UMAP embedding of the latents
         self._counts = {}
 
     def counts(self, iteration):
@@ -145,6 +146,28 @@ def _tsne_caption(facts):
             "distances between groups are not to scale.")
 
 
+def _manifold_caption(facts):
+    if not facts.manifold:
+        return None
+    first, last, config = facts.first, facts.last, facts.config
+    return ("The manifold's embedding (UMAP)",
+            f"What the GMM clusters with --manifold umap: the UMAP embedding ({config.manifold_dim} dimensions, "
+            f"{config.manifold_neighbors} neighbours, min_dist {config.manifold_min_dist:g}, random state fixed "
+            f"from the round's seed) of the latents of all {facts.n_samples:,} images in round {first} (left, "
+            f"{facts.round_name(first)}) and round {last} (right, {facts.round_name(last)}), on its first two "
+            f"dimensions. Colour and marker give {facts.colouring()}; each label sits at the median of its points.")
+
+
+def _manifold_note(facts):
+    """With a manifold, what the decoded/plotted Gaussians are (the GMM's own live in the embedding)."""
+    if not facts.manifold:
+        return ""
+    weights = "of their members" if facts.config.prior_from == "last" else "weighted by its responsibilities"
+    return (" With --manifold umap the GMM clusters the UMAP embedding; the Gaussians here are its clusters' "
+            f"moments of the VAE latents, {weights} (latent_clusters.npz), of which its message to the VAE "
+            "is made.")
+
+
 def _reconstructions_caption(facts):
     first, last, n = facts.first, facts.last, facts.n_samples
     chosen = "one random image of each class in turn" if facts.has_labels else "random images"
@@ -171,7 +194,8 @@ def _clusters_caption(facts, iteration):
     return (f"What each cluster learned, round {iteration}",
             f"Round {iteration} ({facts.round_name(iteration)}): one row per cluster k = 0..{n_clusters - 1}, "
             "labelled with the share of the images assigned to it in the last Gibbs sweep; the left image "
-            "decodes the cluster mean μ_k, the others decode latents sampled from N(μ_k, Λ_k⁻¹).")
+            "decodes the cluster mean μ_k, the others decode latents sampled from N(μ_k, Λ_k⁻¹)."
+            + _manifold_note(facts))
 
 
 def _assigned(facts, iteration, cluster, counts):
@@ -191,7 +215,7 @@ def _gmm_caption(facts, iteration, cluster):
             f"{assigned}) in the plane named on the axes (two latent dimensions, or the top two principal "
             "axes of the round's latents as `vaegmm train` draws it), points sampled from it (orange), "
             f"every cluster mean (x, numbered 0..{n_clusters - 1}; a number that would overlap another sits "
-            "further out, with a thin line to its x) and the latents (grey).")
+            "further out, with a thin line to its x) and the latents (grey)." + _manifold_note(facts))
 
 
 def _decoded_caption(facts, iteration, cluster):
@@ -202,7 +226,7 @@ def _decoded_caption(facts, iteration, cluster):
     return (f"Decoded samples, round {iteration}, cluster {cluster}",
             f"A grid of images decoded from latents sampled from cluster {cluster}'s Gaussian "
             f"N(μ_{cluster}, Λ_{cluster}⁻¹) of round {iteration} ({assigned}; decode_from_gmm_param): what the "
-            "cluster generates, and how much its members vary.")
+            "cluster generates, and how much its members vary." + _manifold_note(facts))
 
 
 ELBO = FigureKind("elbo.png", _elbo_caption)
@@ -214,7 +238,9 @@ RECONSTRUCTIONS = FigureKind("reconstructions.png", _reconstructions_caption)
 CLUSTERS = FigureKind("clusters_iteration{iteration}.png", _clusters_caption)
 GMM_PLOT = FigureKind("gmm_iteration{iteration}_cluster{cluster}.png", _gmm_caption)
 DECODED = FigureKind("decode_iteration{iteration}_cluster{cluster}.png", _decoded_caption)
-REGISTRY = (ELBO, SWEEP_METRICS, CLUSTERS_FOUND, LATENT_PCA, LATENT_TSNE, RECONSTRUCTIONS, CLUSTERS, GMM_PLOT, DECODED)  # report order
+MANIFOLD_EMBEDDING = FigureKind("manifold_embedding.png", _manifold_caption)
+REGISTRY = (ELBO, SWEEP_METRICS, CLUSTERS_FOUND, LATENT_PCA, LATENT_TSNE, MANIFOLD_EMBEDDING, RECONSTRUCTIONS,
+            CLUSTERS, GMM_PLOT, DECODED)  # report order
 
 
 # -- drawing ----------------------------------------------------------------------------------
@@ -239,7 +265,7 @@ def decode_from_gmm_param(iteration, decode_k, sample_num, model_dir, *, seed=0,
     images : ndarray of shape (sample_num, height, width) in [0, 1]
     """
     run = RunDirectory(model_dir)
-    gmm = run.load_gmm(iteration)
+    gmm = run.load_latent_gmm(iteration)  # with a manifold, the clusters' Gaussians in the latent space
     _check_cluster(decode_k, gmm, iteration)
     if not (isinstance(sample_num, (int, np.integer)) and sample_num >= 1):
         raise ValueError(f"sample_num must be a positive integer, got {sample_num!r}.")
@@ -256,7 +282,7 @@ def decode_clusters(model_dir, iteration, samples_per_cluster=8, *, seed=0, path
     Each row is labelled with its cluster and the share of the images assigned to it.
     """
     run = RunDirectory(model_dir)
-    gmm = run.load_gmm(iteration)
+    gmm = run.load_latent_gmm(iteration)  # with a manifold, the clusters' Gaussians in the latent space
     n_clusters = gmm.means_.shape[0]
     counts = np.bincount(run.load_array(iteration, "assignments"), minlength=n_clusters)
     shares = counts / max(counts.sum(), 1)
@@ -343,7 +369,7 @@ def plot_dist(load_iteration, decode_k, sample_num, dir_name, *, dims=(0, 1), se
     path of the PNG written (``dir_name/figures/gmm_iteration<i>_cluster<k>.png`` by default)
     """
     run = RunDirectory(dir_name)
-    gmm = run.load_gmm(load_iteration)
+    gmm = run.load_latent_gmm(load_iteration)  # with a manifold, the clusters' Gaussians in the latent space
     _check_cluster(decode_k, gmm, load_iteration)
     latents = run.load_array(load_iteration, "latents")
     latent_dim = gmm.means_.shape[1]
@@ -368,8 +394,9 @@ def write_figures(run_dir, *, device="cpu"):
     """Every figure of a run into ``run_dir/figures``; returns the list of paths.
 
     Written: ``elbo.png``, ``sweep_metrics.png`` (with labels), ``latent_pca.png``,
-    ``latent_tsne.png``, ``reconstructions.png`` (when the training images can be reloaded
-    from config.json: not for ``train_model`` runs), ``clusters_iteration<i>.png`` for the first
+    ``latent_tsne.png``, ``manifold_embedding.png`` (with manifold = umap), ``reconstructions.png``
+    (when the training images can be reloaded from config.json: not for ``train_model`` runs),
+    ``clusters_iteration<i>.png`` for the first
     and last rounds, and, for the last round's largest cluster k,
     ``gmm_iteration<i>_cluster<k>.png`` and ``decode_iteration<i>_cluster<k>.png``.
     t-SNE and the other CPU work use at most the package's thread limit (:mod:`vaegmm.threads`).
@@ -419,6 +446,8 @@ def write_figures(run_dir, *, device="cpu"):
     written.append(plots.plot_latent_space(
         tsne_panels, figures / LATENT_TSNE.file(), suptitle=f"Latent space, t-SNE ({sample_note})",
         axis_labels=[("t-SNE 1", "t-SNE 2")] * len(tsne_panels)))
+    if run.has_manifold(last):
+        written.append(_plot_manifold(run, shown, labels))
     dataset = _training_images(run, n_samples)
     if dataset is not None:
         written.append(plot_reconstructions(run_dir, dataset.images, shown, labels=dataset.labels, device=device))
@@ -429,6 +458,24 @@ def write_figures(run_dir, *, device="cpu"):
     decode_from_gmm_param(last, cluster, 16, run_dir, device=device)
     written.append(run.figures / DECODED.file(iteration=last, cluster=cluster))
     return written
+
+
+def _plot_manifold(run, shown, labels):
+    """``manifold_embedding.png``: the first two UMAP dimensions of the given rounds' embeddings,
+    coloured by true label (or, without labels, by each round's cluster)."""
+    panels = []
+    for iteration in shown:
+        embedding = run.load_embedding(iteration)
+        if embedding is None:
+            continue
+        colours, legend = ((labels, "true label") if labels is not None
+                           else (run.load_array(iteration, "assignments"), "GMM cluster"))
+        name = "without mutual learning" if iteration == 0 else "with mutual learning"
+        panels.append((f"round {iteration} ({name})", embedding[:, :2], colours, legend))
+    n_samples = len(panels[0][1])
+    return plots.plot_latent_space(
+        panels, run.figures / MANIFOLD_EMBEDDING.file(), axis_labels=[("UMAP 1", "UMAP 2")] * len(panels),
+        suptitle=f"The manifold's UMAP embedding, what the GMM clusters (all {n_samples:,} points)")
 
 
 def _training_images(run, n_samples):

@@ -24,7 +24,7 @@ import torch
 
 from .vae import kl_to_diagonal_prior, kl_to_full_prior, kl_to_mixture_prior
 
-__all__ = ["PriorMessage", "SweepAverager", "prior_message", "responsibility_moments"]
+__all__ = ["PriorMessage", "SweepAverager", "prior_message", "responsibility_moments", "mixture_moments"]
 
 
 @dataclass
@@ -156,14 +156,19 @@ class SweepAverager:
         return mean, 0.5 * (covariance + covariance.transpose(0, 2, 1))
 
 
+def mixture_moments(resp, means, covariances):
+    """Mean (N, L) and covariance (N, L, L) of each datum's mixture sum_k r_nk N(means_k, covariances_k),
+    from weights ``resp`` (N, K) (rows summing to 1), ``means`` (K, L) and ``covariances`` (K, L, L)."""
+    mean = resp @ means
+    offsets = means[None, :, :] - mean[:, None, :]  # (N, K, L)
+    covariance = np.einsum("nk,kij->nij", resp, covariances) + np.einsum("nk,nki,nkj->nij", resp, offsets, offsets)
+    return mean, 0.5 * (covariance + covariance.transpose(0, 2, 1))
+
+
 def responsibility_moments(gmm, latents):
     """Mean (N, L) and covariance (N, L, L) of each datum's mixture sum_k r_nk N(mu_k, Sigma_k),
     r_nk = p(z_n = k | x_n) under the GMM's parameters."""
-    resp = gmm.predict_proba(latents)  # (N, K)
-    mean = resp @ gmm.means_
-    offsets = gmm.means_[None, :, :] - mean[:, None, :]  # (N, K, L)
-    covariance = np.einsum("nk,kij->nij", resp, gmm.covariances_) + np.einsum("nk,nki,nkj->nij", resp, offsets, offsets)
-    return mean, 0.5 * (covariance + covariance.transpose(0, 2, 1))
+    return mixture_moments(gmm.predict_proba(latents), gmm.means_, gmm.covariances_)
 
 
 def prior_message(prior_from, covariance, gmm, latents, device, averager=None):

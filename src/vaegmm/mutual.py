@@ -4,6 +4,10 @@ One round passes two messages between the two modules of :mod:`vaegmm.modules`::
 
     VAEModule --latents (N, L)--> GMMModule --PriorMessage (a prior per datum)--> next round's VAEModule
 
+With ``manifold="umap"`` a third module, :class:`vaegmm.manifold.ManifoldModule`, sits between
+them: it embeds the latents (UMAP), the GMM clusters the embedding, and it turns the GMM's
+responsibilities into each datum's prior in the latent space (SPEC §5).
+
 1. VAE step: a fresh VAE (or the last one, fine-tuned) trained on
    E_q[log p(o_n | x_n)] - kl_weight * KL(q(x_n | o_n) || p_n(x_n)), where round 0 uses
    p_n = N(0, I) and later rounds the GMM's message for datum n (:mod:`vaegmm.messages`).
@@ -29,6 +33,7 @@ from .config import TrainConfig
 from .data import ImageDataset
 from .distributed import SINGLE
 from .gmm import GibbsGMM
+from .manifold import ManifoldModule, import_umap, manifold_seed
 from .messages import PriorMessage, prior_message, responsibility_moments
 from .metrics import clustering_metrics, many_to_one_accuracy
 from .modules import GMMModule, VAEModule, gauss_wishart_prior
@@ -49,6 +54,7 @@ class RoundResult:
     assignments: np.ndarray  # (N,)
     sweeps: dict  # per-sweep lists: log_likelihood, and accuracy/ari/nmi when labels exist
     metrics: dict  # final-sweep accuracy/ari/nmi (None without labels), elbo, seconds
+    embedding: Optional[np.ndarray] = None  # (N, d) with manifold="umap": what the GMM clustered
 
 
 @dataclass
@@ -79,12 +85,22 @@ def resolve_device(name):
 
 
 def check_data(dataset, config):
-    """Raise ValueError, naming the config field to change, if ``dataset`` cannot be fitted with ``config``."""
+    """Raise ValueError, naming the config field to change, if ``dataset`` cannot be fitted with ``config``
+    (too few images for the clusters or the manifold, a latent dimension too large, umap-learn missing)."""
     if len(dataset) < config.cluster_slots:
         raise ValueError(
             f"The data hold {len(dataset)} images but {config.cluster_slots} clusters were asked for; "
             f"use fewer clusters ({'max_clusters' if config.finds_k else 'n_clusters'}) or more data."
         )
+    needed = max(config.manifold_neighbors, config.manifold_dim + 1)
+    if config.manifold != "none" and len(dataset) <= needed:
+        raise ValueError(
+            f"The data hold {len(dataset)} images but manifold = {config.manifold} with manifold_neighbors = "
+            f"{config.manifold_neighbors} and manifold_dim = {config.manifold_dim} needs more than {needed}; "
+            "use more data or smaller manifold_neighbors and manifold_dim."
+        )
+    if config.manifold == "umap":
+        import_umap()  # a missing package is named now, not after round 0's VAE has trained
     pixels = int(np.prod(dataset.image_shape))
     if config.latent_dim >= pixels:
         raise ValueError(
@@ -154,6 +170,9 @@ def fit_mutual(
     if not (isinstance(checkpoint_every, int) and checkpoint_every >= 1):
         raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}.")
     context = distributed if distributed is not None else SINGLE
+    if context.active and config.manifold != "none":
+        raise ValueError(f"manifold = {config.manifold} runs in one process only; train it without torchrun "
+                         "(or with manifold none).")
     device = resolve_device(config.device)
     if context.active and device.type == "cuda":
         device = torch.device(context.device)  # this rank's GPU
@@ -183,6 +202,7 @@ def fit_mutual(
 
     vae_module = VAEModule(config, input_dim, dataset.image_shape, device, distributed=context)
     gmm_module = GMMModule(config, labels, device, distributed=context)
+    manifold = ManifoldModule(config, device) if config.manifold == "umap" else None
     result = MutualResult(config=config, vae=None)
     prior = PriorMessage.standard_normal(n_samples, config.latent_dim, device)
     first_round = 0 if checkpoint is None else checkpoint["iteration"]
@@ -221,10 +241,13 @@ def fit_mutual(
         vae_seconds = time.perf_counter() - started
         latents = vae_module.encode(images, n_samples)
 
-        # 3. GMM step; 4. GMM -> VAE: the prior of the next round.
+        # (With a manifold: latents -> embedding, what the GMM clusters.)
+        embedding = manifold.forward(latents, manifold_seed(numpy_seed)) if manifold is not None else None
+
+        # 3. GMM step; 4. GMM -> VAE: the prior of the next round (with a manifold: via its backward).
         previous = result.rounds[-1].assignments if config.chain_init == "previous" and result.rounds else None
-        gmm_module.fit(latents, numpy_seed, previous, progress=progress)
-        prior = gmm_module.message()
+        gmm_module.fit(latents if manifold is None else embedding, numpy_seed, previous, progress=progress)
+        prior = gmm_module.message() if manifold is None else manifold.backward(gmm_module.gmm, embedding, latents)
         gmm, assignments = gmm_module.gmm, gmm_module.gmm.labels_
 
         seconds = time.perf_counter() - started
@@ -237,13 +260,15 @@ def fit_mutual(
                            accuracy_many_to_one=(many_to_one_accuracy(labels, assignments) if labels is not None
                                                  else None))
         result.rounds.append(RoundResult(iteration, vae_module.elbo, vae_module.loss, gmm, latents, assignments,
-                                         gmm_module.sweeps, metrics))
+                                         gmm_module.sweeps, metrics, embedding))
         result.vae = vae_module.vae
         if run is not None:
             run.save_round(
                 iteration, vae=vae_module.vae, optimizer=vae_module.optimizer, image_shape=dataset.image_shape,
                 gmm=gmm, latents=latents, assignments=assignments, prior=prior.to_numpy(),
                 history={"elbo": vae_module.elbo, "loss": vae_module.loss, "sweeps": gmm_module.sweeps},
+                **({} if manifold is None else {"embedding": embedding, "manifold": manifold.model,
+                                                "latent_clusters": manifold.clusters}),
             )
             run.save_metrics(result.metrics())
             # The next round starts from its own seeds; only a warm-started VAE carries over.
@@ -263,7 +288,7 @@ def _load_round(run, iteration):
     gmm.labels_ = run.load_array(iteration, "assignments")
     return RoundResult(
         iteration, history["elbo"], history["loss"], gmm, run.load_array(iteration, "latents"),
-        gmm.labels_, history["sweeps"], run.load_metrics()[iteration],
+        gmm.labels_, history["sweeps"], run.load_metrics()[iteration], run.load_embedding(iteration),
     )
 
 

@@ -23,6 +23,11 @@ share. One round:
 
 4. each GMM sends its VAE the prior of each datum's sign, N(mu_{w_n}, Lambda_{w_n}^-1).
 
+With ``manifold="umap"`` each agent has a third module, :class:`~vaegmm.manifold.ManifoldModule`:
+its GMM clusters (and speaks and listens on) the UMAP embedding of its own latents, and the prior
+its VAE gets is, per datum, the latent-space moments of the cluster its sign names (the signs
+weigh the VAE latents; see :mod:`vaegmm.manifold`).
+
 ``mode="none"`` (every proposal rejected: no communication; each agent keeps the signs of its
 own round-0 chain, a single run's GMM) and ``mode="all"`` (every proposal accepted) are the
 paper's baselines.
@@ -51,6 +56,7 @@ from . import plots
 from .augment import affine_views
 from .data import ImageDataset
 from .gibbs import estimate_log_gaussian_prob
+from .manifold import ManifoldModule, manifold_seed
 from .messages import PriorMessage
 from .metrics import clustering_metrics
 from .modules import GMMModule, VAEModule
@@ -66,16 +72,24 @@ AGENT_NAMES = ("agent_a", "agent_b")
 
 @dataclass
 class Agent:
-    """One agent: its view of the data, its two modules and the signs its GMM holds."""
+    """One agent: its view of the data, its modules (two, or three with a manifold) and the signs
+    its GMM holds."""
 
     name: str
     view: ImageDataset
     vae: VAEModule
     gmm: Optional[object] = None  # GibbsGMM
-    latents: Optional[np.ndarray] = None
+    latents: Optional[np.ndarray] = None  # (N, L) its VAE's latents
     signs: Optional[np.ndarray] = None
     prior: Optional[PriorMessage] = None
     rounds: List[dict] = field(default_factory=list)
+    manifold: Optional[ManifoldModule] = None  # with manifold="umap"
+    embedding: Optional[np.ndarray] = None  # (N, d) with manifold="umap"
+
+    @property
+    def clustered(self):
+        """What its GMM clusters: the latents, or their manifold embedding."""
+        return self.latents if self.embedding is None else self.embedding
 
 
 @dataclass
@@ -110,11 +124,11 @@ def mh_acceptance(gmm, latents, proposed, current):
 def _listen(listener, proposed, mode, rng):
     """The listener takes the proposals it accepts and redraws its parameters; returns the share accepted."""
     if mode == "mh":
-        accepted = rng.random(len(proposed)) < mh_acceptance(listener.gmm, listener.latents, proposed, listener.signs)
+        accepted = rng.random(len(proposed)) < mh_acceptance(listener.gmm, listener.clustered, proposed, listener.signs)
     else:
         accepted = np.full(len(proposed), mode == "all")
     listener.signs = np.where(accepted, proposed, listener.signs)
-    listener.gmm.resample_parameters(listener.latents, listener.signs, rng)
+    listener.gmm.resample_parameters(listener.clustered, listener.signs, rng)
     return float(accepted.mean())
 
 
@@ -157,7 +171,8 @@ def fit_naming_game(
     labels = dataset.labels
     runs = _start_directories(run_dir, config, mode, rotation, overwrite)
     views = (dataset, rotated_view(dataset, rotation))
-    agents = [Agent(name, view, VAEModule(config, view.flat().shape[1], view.image_shape, device))
+    agents = [Agent(name, view, VAEModule(config, view.flat().shape[1], view.image_shape, device),
+                    manifold=ManifoldModule(config, device) if config.manifold == "umap" else None)
               for name, view in zip(AGENT_NAMES, views)]
     images = [torch.as_tensor(agent.view.flat(), device=device) for agent in agents]
     for agent in agents:
@@ -175,35 +190,42 @@ def fit_naming_game(
         started = time.perf_counter()
         agent_seeds = round_seed.spawn(len(agents) + 1)
         game_rng = np.random.default_rng(agent_seeds[-1])
-        # 1. Each agent's VAE step, and its latents.
+        # 1. Each agent's VAE step, and its latents (with a manifold: and their embedding).
         for agent, agent_images, seed in zip(agents, images, agent_seeds):
             agent.vae.start_round(iteration, int(seed.generate_state(1, dtype=np.uint64)[0] >> 1))
             agent.vae.fit(agent_images, agent.prior, progress=progress, desc=f"round {iteration} {agent.name} VAE")
             agent.latents = agent.vae.encode(agent_images)
+            if agent.manifold is not None:
+                agent.embedding = agent.manifold.forward(agent.latents, manifold_seed(seed))
         # 2. Each GMM's parameters given the new latents and the signs it holds. Round 0: the signs
         #    start uniformly at random (mh, all: the categories emerge in the game), or from the
         #    agent's own Gibbs chain (none: what each agent finds alone).
         for agent, seed in zip(agents, agent_seeds):
             module = GMMModule(config, labels, device)
             if agent.gmm is None and mode == "none":
-                agent.signs = module.fit(agent.latents, seed, progress=progress).gmm.labels_.copy()
+                agent.signs = module.fit(agent.clustered, seed, progress=progress).gmm.labels_.copy()
             elif agent.gmm is None:
                 agent.signs = game_rng.integers(config.cluster_slots, size=len(dataset))
-            agent.gmm = module.sampler(agent.latents)  # its prior follows the round's latents (gmm_prior="data")
-            agent.gmm.resample_parameters(agent.latents, agent.signs, game_rng)
+            agent.gmm = module.sampler(agent.clustered)  # its prior follows the round's latents (gmm_prior="data")
+            agent.gmm.resample_parameters(agent.clustered, agent.signs, game_rng)
         # 3. The game.
         turns = {"kappa": [], "acceptance": [], **{f"{agent.name}_ari": [] for agent in agents}}
         for _ in range(config.gmm_sweeps):
             for speaker, listener in ((agents[0], agents[1]), (agents[1], agents[0])):
-                proposed = speak(speaker.gmm, speaker.latents, game_rng)
+                proposed = speak(speaker.gmm, speaker.clustered, game_rng)
                 turns["acceptance"].append(_listen(listener, proposed, mode, game_rng))
             turns["kappa"].append(float(cohen_kappa_score(agents[0].signs, agents[1].signs)))
             if labels is not None:
                 for agent in agents:
                     turns[f"{agent.name}_ari"].append(float(adjusted_rand_score(labels, agent.signs)))
-        # 4. Each GMM's message to its VAE: the prior of each datum's sign.
+        # 4. Each GMM's message to its VAE: the prior of each datum's sign (with a manifold: the
+        #    latent-space moments of the sign's cluster).
         for agent in agents:
-            agent.prior = PriorMessage.from_gmm(agent.gmm, agent.signs, config.prior_covariance, device)
+            if agent.manifold is None:
+                agent.prior = PriorMessage.from_gmm(agent.gmm, agent.signs, config.prior_covariance, device)
+            else:
+                one_hot = np.eye(agent.gmm.means_.shape[0])[agent.signs]
+                agent.prior = agent.manifold.message(one_hot, agent.latents)
         seconds = time.perf_counter() - started
         record = {"iteration": iteration, "kappa": turns["kappa"][-1], "acceptance": float(np.mean(turns["acceptance"])),
                   "agents": [], "seconds": seconds, "turns": turns}
@@ -248,6 +270,8 @@ def _save_round(runs, agents, iteration, turns, iterations, mode, rotation):
             iteration, vae=agent.vae.vae, optimizer=agent.vae.optimizer, image_shape=agent.view.image_shape,
             gmm=agent.gmm, latents=agent.latents, assignments=agent.signs,
             prior=agent.prior.to_numpy(), history={"elbo": agent.vae.elbo, "loss": agent.vae.loss, "sweeps": sweeps},
+            **({} if agent.manifold is None else {"embedding": agent.embedding, "manifold": agent.manifold.model,
+                                                  "latent_clusters": agent.manifold.clusters}),
         )
         run.save_metrics(agent.rounds)
     write_json(game.path / "metrics.json", {"mode": mode, "rotation": rotation, "iterations": iterations})

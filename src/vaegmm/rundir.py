@@ -13,6 +13,13 @@ Layout::
         assignments.npy        (N,) cluster of each datum in the last sweep
         prior.npz              the prior sent to the next round: mean (N, L), var (N, L) or precision (N, L, L)
         history.json           ELBO per epoch, clustering metrics per sweep
+        embedding.npy          with manifold = umap: (N, d) UMAP embedding of the latents, what the GMM
+                               clustered (gmm.npz then holds the GMM of the embedding)
+        manifold.pkl           with manifold = umap: the fitted umap.UMAP, a pickle (predict's transform);
+                               unpickling runs code, so read it only from runs you trust (your own)
+        latent_clusters.npz    with manifold = umap: the clusters' moments of the latents, weighted by
+                               the GMM's responsibilities (one-hot with prior_from = last): mu (K, L),
+                               covariance (K, L, L), pi (K,); what the figures decode
       checkpoint.pt            state to continue an interrupted run (`vaegmm train --resume RUN`)
       figures/                 PNG figures
 
@@ -25,6 +32,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -196,9 +204,12 @@ class RunDirectory:
     def save_metrics(self, rows):
         write_json(self.path / "metrics.json", {"iterations": rows})
 
-    def save_round(self, iteration, *, vae, optimizer, image_shape, gmm, latents, assignments, history, prior=None):
+    def save_round(self, iteration, *, vae, optimizer, image_shape, gmm, latents, assignments, history, prior=None,
+                   embedding=None, manifold=None, latent_clusters=None):
         """Write one round's VAE, GMM parameters, latents, assignments, the prior it sends to
-        the next round (``prior``: dict of arrays "mean" and "var" or "precision") and history."""
+        the next round (``prior``: dict of arrays "mean" and "var" or "precision") and history;
+        with a manifold, also its ``embedding`` (N, d), the fitted ``manifold`` (pickled) and the
+        ``latent_clusters`` ({"mu", "covariance", "pi"})."""
         folder = self.round_path(iteration)
         folder.mkdir(parents=True, exist_ok=True)
         checkpoint = {
@@ -216,6 +227,12 @@ class RunDirectory:
         atomic_write_bytes(folder / "assignments.npy", _to_bytes(lambda f: np.save(f, assignments)))
         if prior is not None:
             atomic_write_bytes(folder / "prior.npz", _to_bytes(lambda f: np.savez(f, **prior)))
+        if embedding is not None:
+            atomic_write_bytes(folder / "embedding.npy", _to_bytes(lambda f: np.save(f, embedding)))
+        if manifold is not None:
+            atomic_write_bytes(folder / "manifold.pkl", pickle.dumps(manifold, protocol=pickle.HIGHEST_PROTOCOL))
+        if latent_clusters is not None:
+            atomic_write_bytes(folder / "latent_clusters.npz", _to_bytes(lambda f: np.savez(f, **latent_clusters)))
         # history.json last: its presence marks the round complete (see iterations()).
         write_json(folder / "history.json", history)
 
@@ -301,8 +318,47 @@ class RunDirectory:
         return _read(self._require_round(iteration) / "gmm.npz", read)
 
     def load_array(self, iteration, name):
-        """``latents`` or ``assignments`` of a round."""
+        """``latents``, ``assignments`` or (with a manifold) ``embedding`` of a round."""
         return _read(self._require_round(iteration) / f"{name}.npy", np.load)
+
+    def has_manifold(self, iteration):
+        """Whether the round's GMM clustered a manifold embedding (its folder holds embedding.npy)."""
+        return (self._require_round(iteration) / "embedding.npy").exists()
+
+    def load_embedding(self, iteration):
+        """The round's manifold embedding (N, d), or None for a run without a manifold."""
+        return self.load_array(iteration, "embedding") if self.has_manifold(iteration) else None
+
+    def load_manifold(self, iteration):
+        """The round's fitted manifold (``umap.UMAP``) from ``manifold.pkl``.
+
+        This unpickles: read only run directories you wrote yourself (or trust), never one
+        received from elsewhere. Unpickling needs umap-learn installed.
+        """
+        from .manifold import import_umap
+
+        path = self._require_round(iteration) / "manifold.pkl"
+        if not path.exists():
+            raise RunError(f"Round {iteration} of {self.path} has no manifold.pkl; the run was not trained with "
+                           "manifold = umap.")
+        import_umap()  # the install sentence, rather than an unpickling error, when it is missing
+        return _read(path, lambda p: pickle.loads(p.read_bytes()))
+
+    def load_latent_gmm(self, iteration):
+        """The round's clusters as Gaussians in the VAE's latent space (what figures decode): the GMM
+        itself, or, with a manifold, the clusters' responsibility-weighted moments of the latents."""
+        path = self._require_round(iteration) / "latent_clusters.npz"
+        if not path.exists():
+            return self.load_gmm(iteration)
+
+        def read(path):
+            with np.load(path) as params:
+                covariance = params["covariance"]
+                precision = np.linalg.inv(covariance)
+                return GibbsGMM.from_parameters(params["mu"], 0.5 * (precision + precision.transpose(0, 2, 1)),
+                                                np.maximum(params["pi"], np.finfo(np.float64).tiny))
+
+        return _read(path, read)
 
     def load_prior(self, iteration):
         """The prior a round sent to the next one, as {"mean", "var" or "precision"}; None if

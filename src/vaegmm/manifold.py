@@ -1,0 +1,179 @@
+"""The manifold module of a run (SPEC §5, "A manifold step"): VAE -> manifold -> GMM, as N2D does.
+
+One module with one job, beside :class:`~vaegmm.modules.VAEModule` and
+:class:`~vaegmm.modules.GMMModule` (``TrainConfig.manifold = "umap"``)::
+
+    VAEModule --latents (N, L)--> ManifoldModule --embedding (N, d)--> GMMModule
+    GMMModule --fitted GMM--> ManifoldModule --PriorMessage in the latent space (N, L)--> next round's VAEModule
+
+- **Forward**: UMAP (``umap-learn``; N2D's settings: ``manifold_dim`` = 10 components,
+  ``manifold_neighbors`` = 20, ``manifold_min_dist`` = 0) embeds the VAE's latents; the GMM
+  clusters the embedding. UMAP's random state is fixed from the round's seed, so a run is
+  reproducible (UMAP then runs single-threaded).
+- **Backward**: the GMM's responsibilities on the embedding, r_nk (or, with
+  ``prior_from="last"``, each datum's reported cluster, one-hot), weight the **VAE latents**
+  into each cluster's moments, mean_k = sum_n r_nk x_n / sum_n r_nk and covariance_k = the
+  r-weighted scatter / sum_n r_nk (plus a ridge); datum n's prior is the Gaussian moment-matched
+  to its mixture sum_k r_nk N(mean_k, covariance_k) (the construction of
+  :func:`~vaegmm.messages.responsibility_moments`, with the latent-space moments). The message
+  thereby carries the neighbourhood graph UMAP saw, in the space the VAE learns.
+- :meth:`ManifoldModule.transform` embeds new latents with the fitted UMAP (never refitted).
+
+UMAP runs single-threaded (a fixed random state turns its parallelism off; ``n_jobs=1``), its
+BLAS calls within the package's thread limit (:mod:`vaegmm.threads`).
+
+``umap-learn`` is an optional dependency (``pip install -e ".[manifold]"`` or
+``pip install umap-learn``), imported only when the module runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .messages import PriorMessage, mixture_moments
+from .threads import limit_threads
+
+__all__ = ["ManifoldModule", "import_umap", "latent_cluster_moments", "manifold_seed", "MANIFOLD_PRIORS",
+           "RIDGE"]
+
+MANIFOLD_PRIORS = ("responsibilities", "last")  # the prior_from values the manifold's message supports
+RIDGE = 1e-6  # added to every cluster's latent covariance, as a fraction of the latents' mean variance
+
+
+def import_umap():
+    """The ``umap`` package, or ValueError naming the install command when it is missing."""
+    try:
+        import umap
+    except ImportError:
+        raise ValueError("manifold = umap needs the umap-learn package, which is not installed; install it with "
+                         "`pip install umap-learn` (or `pip install -e \".[manifold]\"` in a checkout of vaegmm)."
+                         ) from None
+    return umap
+
+
+def manifold_seed(seed_sequence):
+    """UMAP's random_state for a round: an int in [0, 2**31) drawn from a child of the round's
+    ``numpy.random.SeedSequence`` that its ``spawn()`` (the GMM's chains) never reaches."""
+    child = np.random.SeedSequence(seed_sequence.entropy, spawn_key=(*seed_sequence.spawn_key, 0x756D6170))
+    return int(child.generate_state(1, dtype=np.uint32)[0] >> 1)
+
+
+def latent_cluster_moments(weights, latents, ridge=RIDGE):
+    """Each cluster's moments of the latents weighted by ``weights``.
+
+    Parameters
+    ----------
+    weights : ndarray of shape (N, K)
+        r_nk >= 0 (responsibilities, or one-hot assignments).
+    latents : ndarray of shape (N, L)
+    ridge : float
+        ``ridge`` times the latents' mean variance is added to every covariance's diagonal, so that
+        a cluster with one member (or a flat one) still has a proper Gaussian.
+
+    Returns
+    -------
+    weight : ndarray of shape (K,), sum_n r_nk / N (the cluster's share of the data)
+    means : ndarray of shape (K, L), sum_n r_nk x_n / sum_n r_nk
+    covariances : ndarray of shape (K, L, L), sum_n r_nk (x_n - mean_k)(x_n - mean_k)^T / sum_n r_nk + ridge I.
+        An empty cluster (sum_n r_nk = 0; it weighs on no datum's prior) gets the latents' mean and
+        covariance, so that it stays a proper Gaussian for the figures.
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    latents = np.asarray(latents, dtype=np.float64)
+    totals = weights.sum(axis=0)  # (K,)
+    empty = totals <= np.finfo(np.float64).tiny
+    safe = np.where(empty, 1.0, totals)
+    means = (weights.T @ latents) / safe[:, None]
+    overall_mean = latents.mean(axis=0)
+    means[empty] = overall_mean
+    offsets = latents[:, None, :] - means[None, :, :]  # (N, K, L)
+    covariances = np.einsum("nk,nki,nkj->kij", weights, offsets, offsets) / safe[:, None, None]
+    centred = latents - overall_mean
+    covariances[empty] = centred.T @ centred / max(len(latents), 1)
+    covariances = 0.5 * (covariances + covariances.transpose(0, 2, 1))
+    jitter = ridge * float(np.mean(np.var(latents, axis=0))) + 1e-12
+    covariances += jitter * np.eye(latents.shape[1])
+    return totals / max(len(latents), 1), means, covariances
+
+
+class ManifoldModule:
+    """The manifold between the VAE and the GMM: UMAP forward, the latent-space prior backward.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        Reads manifold, manifold_dim, manifold_neighbors, manifold_min_dist, prior_from
+        ("responsibilities" or "last") and prior_covariance.
+    device : torch.device
+        Where the prior message lives (the VAE's device).
+
+    Attributes
+    ----------
+    model : the fitted ``umap.UMAP`` of the last :meth:`forward` (None before)
+    embedding : ndarray of shape (N, d), float64, the last forward message
+    clusters : dict of the last :meth:`backward`: "pi" (K,), "mu" (K, L), "covariance" (K, L, L),
+        the clusters' moments of the VAE latents (what a run directory saves as latent_clusters.npz)
+    """
+
+    def __init__(self, config, device):
+        if config.prior_from not in MANIFOLD_PRIORS:  # TrainConfig refuses it too; a module built by hand
+            raise ValueError(f"prior_from must be one of {', '.join(MANIFOLD_PRIORS)} with manifold = umap, "
+                             f"got {config.prior_from!r}.")
+        self.config, self.device = config, device
+        self.model = self.embedding = self.clusters = None
+
+    def forward(self, latents, seed):
+        """Fit UMAP to ``latents`` (N, L) with random_state ``seed`` (int) and return the embedding
+        (N, manifold_dim), float64: the forward message to the GMM."""
+        umap = import_umap()
+        config = self.config
+        self.model = umap.UMAP(n_components=config.manifold_dim, n_neighbors=config.manifold_neighbors,
+                               min_dist=config.manifold_min_dist, random_state=int(seed), n_jobs=1)
+        with limit_threads():  # the spectral initialisation's BLAS within the package's thread limit
+            embedding = self.model.fit_transform(np.asarray(latents, dtype=np.float32))
+        self.embedding = np.asarray(embedding, dtype=np.float64)
+        return self.embedding
+
+    def transform(self, latents):
+        """Embed new latents (n, L) with the fitted UMAP (its ``transform``, never a refit): (n, d) float64."""
+        if self.model is None:
+            raise ValueError("The manifold has not been fitted; call forward() (or load a run's manifold.pkl) first.")
+        return transform(self.model, latents)
+
+    def backward(self, gmm, embedding, latents):
+        """The backward message: each datum's prior in the VAE's latent space.
+
+        Parameters
+        ----------
+        gmm : GibbsGMM fitted to ``embedding``
+        embedding : ndarray of shape (N, d), what the GMM clustered
+        latents : ndarray of shape (N, L), the VAE latents the embedding came from
+
+        Returns
+        -------
+        PriorMessage with a Gaussian per datum: the moment-matched mixture
+        sum_k r_nk N(mean_k, covariance_k) of the clusters' latent moments (r one-hot on
+        ``gmm.labels_`` with ``prior_from="last"``).
+        """
+        if self.config.prior_from == "last":
+            weights = np.eye(gmm.means_.shape[0])[np.asarray(gmm.labels_)]
+        else:
+            weights = gmm.predict_proba(embedding)
+        return self.message(weights, latents)
+
+    def message(self, weights, latents):
+        """Each datum's prior from cluster weights ``weights`` (N, K) (responsibilities, or one-hot
+        assignments such as the naming game's signs) and the latents (N, L): the Gaussian
+        moment-matched to sum_k r_nk N(mean_k, covariance_k) of :func:`latent_cluster_moments`."""
+        pi, means, covariances = latent_cluster_moments(weights, latents)
+        self.clusters = {"pi": pi, "mu": means, "covariance": covariances}
+        mean, covariance = mixture_moments(np.asarray(weights, dtype=np.float64), means, covariances)
+        return PriorMessage.from_moments(mean, covariance, self.config.prior_covariance, self.device)
+
+
+def transform(model, latents):
+    """``model.transform(latents)`` of a fitted ``umap.UMAP`` as (n, d) float64 (umap imported,
+    or the install sentence, first: unpickling a model needs the package too)."""
+    import_umap()
+    with limit_threads():
+        return np.asarray(model.transform(np.asarray(latents, dtype=np.float32)), dtype=np.float64)
