@@ -7,7 +7,7 @@ are busy. The busy process is what such a neighbour does: a torch matrix-product
 ``--busy-threads`` threads (default: every core), started before and killed after the timings.
 Two calls are timed, each the median of ``--repeats`` in the same process:
 
-- ``GibbsGMM(10, init="em", n_sweeps=1).fit(X)``: the package's start, whose EM runs inside
+- ``GibbsGMM(10, init="em", n_sweeps=1, n_chains=1).fit(X)``: one chain's start, whose EM runs inside
   :mod:`vaegmm.threads`' limit on one thread;
 - the same EM (scikit-learn's ``GaussianMixture``, 10 k-means-started restarts) with no
   thread limit: what the start did before the limit, and what any unguarded call does.
@@ -48,7 +48,8 @@ def _unguarded_em(X, n_clusters):
 
 
 def _time_both(X, n_clusters, repeats):
-    start = median_seconds(lambda: GibbsGMM(n_clusters, init="em", n_sweeps=1, random_state=0).fit(X), repeats)
+    start = median_seconds(lambda: GibbsGMM(n_clusters, init="em", n_sweeps=1, n_chains=1, random_state=0).fit(X),
+                           repeats)
     unguarded = median_seconds(lambda: _unguarded_em(X, n_clusters), repeats)
     return start, unguarded
 

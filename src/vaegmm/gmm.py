@@ -50,7 +50,6 @@ from .gibbs import (
     estimate_log_gaussian_prob,
     log_joint,
     log_joint_constant,
-    log_responsibilities,
     posterior_gauss_wishart,
     sample_categorical,
     sample_log_dirichlet,
@@ -63,6 +62,7 @@ from .threads import ONE_THREAD
 
 __all__ = ["GibbsGMM", "FIXED_WISHART_SCALE"]
 
+_BLOCK_FLOATS = 2**17  # predict's row blocks hold at most this many floats of (rows, K, L) work (1 MiB)
 FIXED_WISHART_SCALE = 0.55  # the reference implementation's W = 0.55 I (with m = 0), prior="fixed"
 
 
@@ -549,6 +549,7 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
             self.clusters_found_ = occupied[:sweep + 1]
             if self.callback is not None:
                 self.callback(sweep, labels, self)
+        del data  # (its per-datum arrays, before predict's)
         if self.report == "map":  # the most probable state's parameters, and z at its conditional mode
             _, self.reported_sweep_, parameters = best
             self._set_parameters(*parameters)
@@ -628,8 +629,19 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
         """Fit and return the assignments drawn in the last sweep (``labels_``)."""
         return self.fit(X).labels_
 
+    def _weighted_log_prob(self, X):
+        """log pi_k + log N(x_n | mu_k, Lambda_k^-1), shape (n_samples, n_components), computed
+        in blocks of rows so that no (n_samples, K, L) array is formed at once."""
+        with np.errstate(divide="ignore"):
+            log_weights = np.log(self.weights_)
+        n_components, n_features = self.means_.shape
+        rows = max(1, _BLOCK_FLOATS // (n_components * n_features))
+        return np.concatenate([
+            estimate_log_gaussian_prob(X[start:start + rows], self.means_, self.precisions_cholesky_) + log_weights
+            for start in range(0, max(len(X), 1), rows)])
+
     def predict_proba(self, X):
-        """Responsibilities p(z = k | x) under the last sweep's parameters.
+        """Responsibilities p(z = k | x) under the reported state's parameters.
 
         Parameters
         ----------
@@ -640,9 +652,8 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
         proba : ndarray of shape (n_samples, n_components), rows sum to 1.
         """
         X = self._validate_data(X, fitting=False)
-        with np.errstate(divide="ignore"):
-            log_weights = np.log(self.weights_)
-        return np.exp(log_responsibilities(X, self.means_, self.precisions_cholesky_, log_weights))
+        weighted = self._weighted_log_prob(X)
+        return np.exp(weighted - logsumexp(weighted, axis=1, keepdims=True))
 
     def sample_assignments(self, X, random_state=None):
         """One draw of each datum's cluster from p(z_n = k | x_n, pi, mu, Lambda) under the current
@@ -668,12 +679,9 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
         return np.argmax(self.predict_proba(X), axis=1)
 
     def score_samples(self, X):
-        """log p(x_n) under the last sweep's mixture, shape (n_samples,)."""
+        """log p(x_n) under the reported state's mixture, shape (n_samples,)."""
         X = self._validate_data(X, fitting=False)
-        with np.errstate(divide="ignore"):
-            log_weights = np.log(self.weights_)
-        weighted = estimate_log_gaussian_prob(X, self.means_, self.precisions_cholesky_) + log_weights
-        return logsumexp(weighted, axis=1)
+        return logsumexp(self._weighted_log_prob(X), axis=1)
 
     def sample(self, n_samples=1, component=None, random_state=None):
         """Draw from the fitted mixture, or from one of its components.
