@@ -177,8 +177,9 @@ def _add_config_arguments(parser):
                        help="chain start: prior draw, k-means++ means, or the most likely of 10 EM fits "
                             f"(default: {defaults.gmm_init})")
     group.add_argument("--gmm-prior", choices=TrainConfig.CHOICES["gmm_prior"],
-                       help="Gauss-Wishart prior: scaled to each round's latents (data), or the reference's m = 0, "
-                            f"W = --wishart-scale I (fixed) (default: {defaults.gmm_prior})")
+                       help="Gauss-Wishart prior: scaled to each round's latents (data: clusters a K-th of their "
+                            "volume; data-axis: a K-th along every axis, for --manifold umap), or the reference's "
+                            f"m = 0, W = --wishart-scale I (fixed) (default: {defaults.gmm_prior})")
     group.add_argument("--gmm-report", choices=TrainConfig.CHOICES["gmm_report"],
                        help="the state a round reports and sends: the most probable sweep's (map; labels never "
                             f"look) or the last sweep's draw (last) (default: {defaults.gmm_report})")

@@ -88,7 +88,8 @@ class TrainConfig:
     gmm_init: str = "em"  # chain start: "em" (from the most likely of 10 EM fits), a "prior" draw (reference),
     #   or "kmeans++" means
     gmm_prior: str = "data"  # Gauss-Wishart prior: scaled to each round's latents, "data" (m = their mean,
-    #   W^-1 = nu Cov(x) / K^(2/L), Fraley & Raftery 2007), or "fixed" (m = 0, W = wishart_scale * I, the reference)
+    #   W^-1 = nu Cov(x) / K^(2/L), Fraley & Raftery 2007), "data-axis" (W^-1 = nu Cov(x) / K^2: tighter clusters,
+    #   chosen for --manifold umap's embedding), or "fixed" (m = 0, W = wishart_scale * I, the reference)
     gmm_report: str = "map"  # the state a round reports and sends: "map", the most probable sweep's
     #   parameters (joint log posterior; labels never look) with each datum's most probable cluster
     #   under them, or "last", the last sweep's draw (the reference)
@@ -116,7 +117,7 @@ class TrainConfig:
         "chain_init": ("fresh", "previous"),
         "architecture": ("mlp", "conv"),
         "augment_target": ("view", "clean"),
-        "gmm_prior": ("data", "fixed"),
+        "gmm_prior": ("data", "data-axis", "fixed"),
         "gmm_report": ("map", "last"),
         "manifold": ("none", "umap"),
     }

@@ -90,12 +90,14 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
         0.01 / max_components with ``n_components="auto"`` (sparse: Malsiner-Walli et al.'s e0 = 0.01 scaled).
     beta : float, default=1.0
         Scale of the prior precision of the means, mu_k ~ N(m, (beta Lambda_k)^-1).
-    prior : {"data", "fixed"}, default="data"
+    prior : {"data", "data-axis", "fixed"}, default="data"
         Where the Gauss-Wishart prior's m and W come from when ``mean_prior`` or
         ``wishart_scale`` are not given. "data": scaled to the data X given to :meth:`fit`
         (:func:`vaegmm.gibbs.data_scaled_prior`: m = the data mean, W^-1 = nu Cov(X) / K^(2/L)), so
         the clusters' expected size follows the data whatever their scale, as scikit-learn's
-        BayesianGaussianMixture and SERKET's GMM do. "fixed": the reference implementation's
+        BayesianGaussianMixture and SERKET's GMM do. "data-axis": the same with W^-1 = nu Cov(X) /
+        K^2, clusters a K-th of the data's spread along every axis (for an embedding whose
+        clusters are far apart, ``--manifold umap``). "fixed": the reference implementation's
         m = 0 and W = 0.55 I (:data:`FIXED_WISHART_SCALE`), which merges clusters of data whose
         scale differs from the reference's latents.
     mean_prior : array-like of shape (n_features,), default=None
@@ -292,8 +294,8 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
             raise ValueError(f"alpha (Dirichlet concentration) must be positive, got {self.alpha!r}.")
         if not self.beta > 0:
             raise ValueError(f"beta must be positive, got {self.beta!r}.")
-        if self.prior not in ("data", "fixed"):
-            raise ValueError(f"prior must be 'data' or 'fixed', got {self.prior!r}.")
+        if self.prior not in ("data", "data-axis", "fixed"):
+            raise ValueError(f"prior must be 'data', 'data-axis' or 'fixed', got {self.prior!r}.")
         if isinstance(self.split_merge, bool) or not isinstance(self.split_merge, numbers.Integral) or (
                 self.split_merge < 0):
             raise ValueError(f"split_merge must be a non-negative integer (moves per sweep), got {self.split_merge!r}.")
@@ -308,18 +310,19 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
                 f"wishart_dof must exceed n_features - 1 = {n_features - 1}, got {dof:g}."
             )
         data_mean = data_scale = None
-        if self.prior == "data" and (self.mean_prior is None or self.wishart_scale is None):
-            data_mean, data_scale = data_scaled_prior(X, self._n_slots(), dof)
+        scaled = self.prior != "fixed"
+        if scaled and (self.mean_prior is None or self.wishart_scale is None):
+            data_mean, data_scale = data_scaled_prior(X, self._n_slots(), dof, per_axis=self.prior == "data-axis")
         if self.mean_prior is not None:
             mean_prior = np.asarray(self.mean_prior, dtype=float)
         else:
-            mean_prior = data_mean if self.prior == "data" else np.zeros(n_features)
+            mean_prior = data_mean if scaled else np.zeros(n_features)
         if mean_prior.shape != (n_features,):
             raise ValueError(f"mean_prior must have shape ({n_features},), got {mean_prior.shape}.")
         if self.wishart_scale is not None:
             scale = np.asarray(self.wishart_scale, dtype=float)
         else:
-            scale = data_scale if self.prior == "data" else np.asarray(FIXED_WISHART_SCALE)
+            scale = data_scale if scaled else np.asarray(FIXED_WISHART_SCALE)
         if scale.ndim == 0:
             if not scale > 0:
                 raise ValueError(f"wishart_scale must be positive, got {self.wishart_scale!r}.")

@@ -28,6 +28,8 @@ BLAS calls within the package's thread limit (:mod:`vaegmm.threads`).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .messages import PriorMessage, mixture_moments
@@ -129,7 +131,9 @@ class ManifoldModule:
         config = self.config
         self.model = umap.UMAP(n_components=config.manifold_dim, n_neighbors=config.manifold_neighbors,
                                min_dist=config.manifold_min_dist, random_state=int(seed), n_jobs=1)
-        with limit_threads():  # the spectral initialisation's BLAS within the package's thread limit
+        with limit_threads(), warnings.catch_warnings():  # BLAS within the package's thread limit
+            # A fixed random_state makes UMAP single-threaded, which is asked for here; its warning says only that.
+            warnings.filterwarnings("ignore", message="n_jobs value .* overridden", category=UserWarning)
             embedding = self.model.fit_transform(np.asarray(latents, dtype=np.float32))
         self.embedding = np.asarray(embedding, dtype=np.float64)
         return self.embedding

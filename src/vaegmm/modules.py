@@ -145,8 +145,9 @@ def gauss_wishart_prior(config, latents):
     if config.gmm_prior == "fixed":
         return {"prior": "fixed", "mean_prior": None, "wishart_scale": config.wishart_scale}
     dof = latents.shape[1] if config.wishart_dof is None else config.wishart_dof
-    mean_prior, wishart_scale = data_scaled_prior(latents, config.cluster_slots, dof)
-    return {"prior": "data", "mean_prior": mean_prior, "wishart_scale": wishart_scale}
+    mean_prior, wishart_scale = data_scaled_prior(latents, config.cluster_slots, dof,
+                                                  per_axis=config.gmm_prior == "data-axis")
+    return {"prior": config.gmm_prior, "mean_prior": mean_prior, "wishart_scale": wishart_scale}
 
 
 class GMMModule:
