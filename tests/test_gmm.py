@@ -459,3 +459,19 @@ def test_fits_agree_on_fixed_mnist_latents():
     em = [clustering_metrics(labels, em_labels(latents, 10, 10, s))["accuracy"] for s in range(6)]
     assert np.std(gibbs, ddof=1) <= 0.01, gibbs
     assert np.mean(gibbs) >= np.mean(em) - 0.015, (gibbs, em)
+
+
+def test_data_axis_prior_is_a_kth_of_the_spread_along_every_axis():
+    from vaegmm.gibbs import data_scaled_prior
+
+    rng = np.random.default_rng(36)
+    X = rng.normal(size=(500, 4)) * [1.0, 2.0, 3.0, 4.0]
+    covariance = np.cov(X, rowvar=False)
+    for per_axis, divisor in ((False, 10 ** (2 / 4)), (True, 10 ** 2)):
+        mean, scale = data_scaled_prior(X, 10, 4.0, per_axis=per_axis)
+        expected = covariance / divisor
+        expected += 1e-6 * np.trace(expected) / 4 * np.eye(4)
+        np.testing.assert_allclose(np.linalg.inv(4.0 * scale), expected, rtol=1e-10)  # E[Lambda^-1] = W^-1 / nu
+        np.testing.assert_allclose(mean, X.mean(axis=0))
+    gmm = GibbsGMM(3, n_sweeps=3, prior="data-axis", random_state=0, n_chains=1).fit(X)
+    assert gmm.means_.shape == (3, 4)
