@@ -432,7 +432,7 @@ def test_rerunning_a_finished_run_keeps_every_file(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", *TINY_ARGS, "--out", str(out)]) == 0
     said = capsys.readouterr()
-    assert f"{out} already holds this run, finished (1 rounds); nothing was changed" in said.out
+    assert f"{out} already holds this run, finished (1 round); nothing was changed" in said.out
     assert said.err == ""
     assert _file_bytes(out) == before
 

@@ -53,7 +53,7 @@ class RoundResult:
     latents: np.ndarray  # (N, L)
     assignments: np.ndarray  # (N,)
     sweeps: dict  # per-sweep lists: log_likelihood, and accuracy/ari/nmi when labels exist
-    metrics: dict  # final-sweep accuracy/ari/nmi (None without labels), elbo, seconds
+    metrics: dict  # the reported state's accuracy/ari/nmi (None without labels), elbo, seconds
     embedding: Optional[np.ndarray] = None  # (N, d) with manifold="umap": what the GMM clustered
 
 

@@ -147,7 +147,8 @@ class RunDirectory:
             )
         if self.is_finished(config):
             raise RunComplete(
-                f"{self.path} already holds this run, finished ({config.mutual_iterations} rounds); nothing was "
+                f"{self.path} already holds this run, finished ({config.mutual_iterations} "
+                f"round{'s' if config.mutual_iterations != 1 else ''}); nothing was "
                 "changed. Pass --overwrite (overwrite=True) to train it again."
             )
         raise RunError(
