@@ -46,10 +46,10 @@ def _worker(rank, world_size, port, what, n_samples, out, batch=BATCH):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
                       LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
     from vaegmm.distributed import exit_process, from_environment, shutdown
-    from vaegmm.gibbs import blas_threads
+    from vaegmm.threads import limit_threads
 
     context = from_environment("cpu")
-    with blas_threads(1):
+    with limit_threads(1):
         seconds = _gibbs(context, n_samples) if what == "gibbs" else _vae(context, n_samples, batch)
     if context.is_main:
         np.save(out, np.array([seconds]))

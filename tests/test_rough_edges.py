@@ -54,14 +54,19 @@ BAD_ARRAY_FILES = {
 }
 
 
+def _error_reading(tmp_path, name, reader):
+    """(path, the DataError message of ``reader(path)``) for the bad file ``name``."""
+    path = tmp_path / name
+    BAD_ARRAY_FILES[name][0](path)
+    with pytest.raises(DataError) as info:
+        reader(path)
+    return path, str(info.value)
+
+
 @pytest.mark.parametrize("name", sorted(BAD_ARRAY_FILES))
 def test_unreadable_array_file_is_one_clean_sentence(tmp_path, name):
-    write, phrase = BAD_ARRAY_FILES[name]
-    path = tmp_path / name
-    write(path)
-    with pytest.raises(DataError) as info:
-        load_dataset(path)
-    message = str(info.value)
+    phrase = BAD_ARRAY_FILES[name][1]
+    path, message = _error_reading(tmp_path, name, load_dataset)
     assert message.startswith(str(path)) and phrase in message
     hint = "numpy.savez(path, x=images, y=labels)" if name.endswith(".npz") else "numpy.save(path, images)"
     assert message.endswith(f"save images with {hint}.")
@@ -70,13 +75,9 @@ def test_unreadable_array_file_is_one_clean_sentence(tmp_path, name):
 
 @pytest.mark.parametrize("name", ["text.npy", "objects.npy"])
 def test_memory_mapped_npy_errors_are_clean_too(tmp_path, name):
-    write, _ = BAD_ARRAY_FILES[name]
-    path = tmp_path / name
-    write(path)
-    with pytest.raises(DataError) as info:
-        open_mapped(path)
-    assert "is not a" in str(info.value) and "numpy.save(path, images)" in str(info.value)
-    _one_clean_sentence(str(info.value))
+    _, message = _error_reading(tmp_path, name, open_mapped)
+    assert "is not a" in message and "numpy.save(path, images)" in message
+    _one_clean_sentence(message)
 
 
 def test_idx_read_errors_end_in_one_period(tmp_path):

@@ -21,7 +21,6 @@ __all__ = [
     "EM_RESTARTS",
     "SINGLE_THREAD_WORK",
     "NumpySweepData",
-    "blas_threads",
     "cholesky",
     "cholesky_with_jitter",
     "em_labels",
@@ -506,14 +505,6 @@ class NumpySweepData:
         if self.features is not None:
             return sufficient_statistics_from_features(self.features, labels, self.n_components, self.n_features)
         return sufficient_statistics(self.X, labels, self.n_components)
-
-
-def blas_threads(limit):
-    """Context limiting the BLAS and OpenMP pools to ``min(limit, the package's limit)`` threads;
-    ``limit=None``: the package's limit (:mod:`vaegmm.threads`, set by ``--threads``)."""
-    from .threads import limit_threads
-
-    return limit_threads(limit)
 
 
 def em_labels(X, n_components, restarts, seed, reg_covar=None):

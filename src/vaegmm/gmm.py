@@ -43,7 +43,6 @@ from .gibbs import (
     EM_RESTARTS,
     SINGLE_THREAD_WORK,
     NumpySweepData,
-    blas_threads,
     cholesky,
     data_scaled_prior,
     em_labels,
@@ -58,7 +57,7 @@ from .gibbs import (
     sufficient_statistics,
 )
 from .split_merge import split_merge as split_merge_moves
-from .threads import ONE_THREAD
+from .threads import ONE_THREAD, limit_threads
 
 __all__ = ["GibbsGMM", "FIXED_WISHART_SCALE"]
 
@@ -438,7 +437,7 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
         self._jitter_log = []
         start = self._start(X, init_labels, rng, alpha, mean_prior, scale_inv, dof)
         n_monomials = n_features * (n_features + 3) // 2 + 1
-        with blas_threads(1 if n_samples * n_monomials * K < SINGLE_THREAD_WORK else None):
+        with limit_threads(ONE_THREAD if n_samples * n_monomials * K < SINGLE_THREAD_WORK else None):
             self.log_likelihood_ = self._run_sweeps(X, rng, start, alpha, mean_prior, scale_inv, dof)
         self.n_iter_ = self.n_sweeps
         self.n_jitter_ = len(self._jitter_log)
@@ -465,7 +464,7 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
             elif self._auto:  # over-split by k-means; the sparse prior empties the rest
                 from sklearn.cluster import KMeans
 
-                with blas_threads(ONE_THREAD):  # as EM's start (vaegmm.threads)
+                with limit_threads(ONE_THREAD):  # as EM's start (vaegmm.threads)
                     init_labels = KMeans(K, n_init=1, random_state=seed).fit_predict(X).astype(np.int64)
             else:
                 init_labels = em_labels(X, K, EM_RESTARTS, seed)

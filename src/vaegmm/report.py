@@ -178,7 +178,8 @@ def resolved_defaults(config):
     - ``prior_weight``: :meth:`TrainConfig.round_kl_weight` of a round with the GMM prior (kl_weight);
     - ``alpha``: the :class:`~vaegmm.gmm.GibbsGMM` the run builds (:meth:`vaegmm.modules.GMMModule.sampler`)
       resolves it, 0.3, or 0.01 / max_clusters with n_clusters="auto";
-    - ``wishart_dof``: the GibbsGMM's n_features, i.e. latent_dim (as ``gauss_wishart_prior`` too).
+    - ``wishart_dof``: the GibbsGMM's n_features, the dimension it clusters: latent_dim, or
+      manifold_dim with a manifold (as ``gauss_wishart_prior`` too).
     """
     from .gmm import GibbsGMM
 
@@ -192,7 +193,8 @@ def resolved_defaults(config):
         resolved["alpha"] = (gmm._alpha_value(), "default: 0.01 / max_clusters, as K is found"
                              if config.finds_k else "default for a fixed K")
     if config.wishart_dof is None:
-        resolved["wishart_dof"] = (config.latent_dim, "default: = latent_dim")
+        resolved["wishart_dof"] = ((config.latent_dim, "default: = latent_dim") if config.manifold == "none"
+                                   else (config.manifold_dim, "default: = manifold_dim"))
     return resolved
 
 

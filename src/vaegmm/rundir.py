@@ -130,9 +130,10 @@ class RunDirectory:
         if overwrite:
             return
         if not existing.exists():
-            if self._run_files():
+            found = self._run_files()
+            if found:
                 raise RunError(
-                    f"{self.path} holds a run's files ({', '.join(sorted(p.name for p in self._run_files()))}) "
+                    f"{self.path} holds a run's files ({', '.join(sorted(p.name for p in found))}) "
                     "but no config.json; choose another output directory or pass --overwrite (overwrite=True)."
                 )
             return
