@@ -40,7 +40,7 @@ from .mutual import encode, fit_mutual
 from .rundir import RunDirectory, write_json
 from .threads import set_threads
 
-__all__ = ["evaluate", "evaluate_suite", "predict", "summarise", "apart_config", "mean_std", "readout_metrics",
+__all__ = ["evaluate", "evaluate_suite", "evaluate_multimodal", "predict", "summarise", "apart_config", "mean_std", "readout_metrics",
            "SUITE", "READOUT_RESTARTS"]
 
 _METRICS = ("accuracy", "ari", "nmi")
@@ -227,6 +227,125 @@ def evaluate_suite(config, datasets=SUITE, seeds=(0, 1, 2, 3, 4), *, jobs=1, out
     if out is not None:
         write_json(Path(out) / "suite.json", suite)
     return suite
+
+
+def _evaluate_multimodal_seed(sources, config, seed, threads):
+    """Scores of one seed of multimodal learning: round 0, apart (each modality's VAE alone as long,
+    latents concatenated, the same GMM step), mutual, and alone_<i> (modality i's own
+    single-modality mutual learning), by the final state and by the EM read-out."""
+    from .multimodal import fit_multimodal, load_views
+
+    if threads is not None:
+        set_threads(threads)
+    views, labels = load_views(sources, max_samples=config.max_samples, seed=seed)
+    if labels is None:
+        raise ValueError(f"evaluate needs labelled data to score; none of {', '.join(sources)} has labels.")
+    seeded = config.replace(seed=seed)
+    started = time.perf_counter()
+    mutual = fit_multimodal(views, seeded, labels=labels, progress=False, log=None)
+    mutual_seconds = time.perf_counter() - started
+    apart = fit_multimodal(views, apart_config(seeded), labels=labels, progress=False, log=None)
+    names = [f"vae_{m}" for m in range(len(views))]
+
+    def joint(outboxes):
+        return np.concatenate([outboxes[name]["latents"] for name in names], axis=1)
+
+    def score(outboxes):
+        return clustering_metrics(labels, outboxes["gmm"]["assignments"])
+
+    result = {"dataset": "+".join(sources), "seed": seed, "n_samples": len(labels),
+              "round0": score(mutual.engine.outboxes[0]), "apart": score(apart.engine.outboxes[0]),
+              "mutual": score(mutual.engine.outboxes[-1]),
+              "rounds": [score(outboxes) for outboxes in mutual.engine.outboxes],
+              "readout": {"round0": readout_metrics(joint(mutual.engine.outboxes[0]), labels, config.n_clusters, seed),
+                          "apart": readout_metrics(joint(apart.engine.outboxes[0]), labels, config.n_clusters, seed),
+                          "mutual": readout_metrics(joint(mutual.engine.outboxes[-1]), labels, config.n_clusters, seed)},
+              "mutual_seconds": mutual_seconds}
+    for i, view in enumerate(views):
+        alone = fit_mutual(view, seeded.replace(data=view.name), progress=False, log=None)
+        result[f"alone_{i}"] = _scores(alone.rounds[-1].metrics)
+        result["readout"][f"alone_{i}"] = readout_metrics(alone.rounds[-1].latents, labels, config.n_clusters, seed)
+    return result
+
+
+def summarise_multimodal(per_seed):
+    """Mean and std over seeds of every setting (final state, and the EM read-out), and the
+    margins of mutual learning over apart and over the best single modality alone."""
+    settings = [key for key in per_seed[0] if key in _SETTINGS or key.startswith("alone_")]
+    summary = {}
+    for where, rows in (("final", per_seed), ("readout", [s["readout"] for s in per_seed])):
+        block = {setting: {m: mean_std([r[setting][m] for r in rows]) for m in _METRICS} for setting in settings}
+        accuracy = {setting: np.array([r[setting]["accuracy"] for r in rows]) for setting in settings}
+        alone = np.max([accuracy[s] for s in settings if s.startswith("alone_")], axis=0)
+        block["margins"] = {
+            "over_apart": float(100 * (accuracy["mutual"] - accuracy["apart"]).mean()),
+            "over_best_alone": float(100 * (accuracy["mutual"] - alone).mean()),
+            "over_round0": float(100 * (accuracy["mutual"] - accuracy["round0"]).mean()),
+            "seeds_3_points_above_every_alone_and_apart": int(np.sum(
+                (accuracy["mutual"] - np.maximum(alone, accuracy["apart"])) >= 0.03)),
+            "seeds": len(rows),
+        }
+        summary.update(block) if where == "final" else summary.update(readout=block)
+    summary["mutual_seconds"] = mean_std([s["mutual_seconds"] for s in per_seed])
+    return summary
+
+
+def evaluate_multimodal(sources, config, seeds=(0, 1, 2, 3, 4), *, jobs=1, out=None, progress=True):
+    """Multimodal learning over the paired modalities ``sources`` (see
+    :func:`vaegmm.multimodal.load_views`), once per seed, scored against apart and each modality
+    alone.
+
+    Returns
+    -------
+    dict with "sources", "config", "seeds", "per_seed" and "summary" (:func:`summarise_multimodal`)
+    """
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("Give at least one seed.")
+    if not (isinstance(jobs, int) and jobs >= 1):
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}.")
+    sources = [str(s) for s in sources]
+    tasks = [(sources, config, seed) for seed in seeds]
+    per_seed = []
+    if jobs == 1:
+        iterator = (_evaluate_multimodal_seed(*task, None) for task in tasks)
+        pool = None
+    else:
+        pool = ProcessPoolExecutor(max_workers=jobs)
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        iterator = pool.map(_evaluate_multimodal_seed, *zip(*tasks), [threads] * len(tasks))
+    try:
+        for result in iterator:
+            per_seed.append(result)
+            if progress:
+                settings = [k for k in result if k in _SETTINGS or k.startswith("alone_")]
+                print(f"{result['dataset']} seed {result['seed']}: "
+                      + " | ".join(f"{k} {result[k]['accuracy']:.4f}" for k in settings), flush=True)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    evaluation = {"sources": sources, "config": config.to_dict(), "seeds": seeds, "per_seed": per_seed,
+                  "summary": summarise_multimodal(per_seed)}
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        write_json(Path(out) / "evaluation.json", evaluation)
+    return evaluation
+
+
+def format_multimodal(evaluation):
+    """The summary table of :func:`evaluate_multimodal`."""
+    summary = evaluation["summary"]
+    settings = [k for k in summary if k in _SETTINGS or k.startswith("alone_")]
+    lines = [f"{'setting':<10} {'final acc':>16} {'read-out acc':>16}"]
+    for setting in settings:
+        final, readout = summary[setting]["accuracy"], summary["readout"][setting]["accuracy"]
+        lines.append(f"{setting:<10} {final['mean']:.4f} ± {final['std']:.4f}  {readout['mean']:.4f} ± "
+                     f"{readout['std']:.4f}")
+    margins = summary["margins"]
+    lines.append(f"mutual over apart {margins['over_apart']:+.1f} points, over the best modality alone "
+                 f"{margins['over_best_alone']:+.1f}; >= 3 points above every alone and apart on "
+                 f"{margins['seeds_3_points_above_every_alone_and_apart']} of {margins['seeds']} seeds")
+    return "\n".join(lines)
 
 
 def _folder_name(dataset):

@@ -107,6 +107,20 @@ class PriorMessage:
     def from_numpy(cls, arrays, device):
         return cls(**{key: torch.as_tensor(value, dtype=torch.float32, device=device) for key, value in arrays.items()})
 
+    def block(self, start, stop):
+        """The marginal prior of latent dimensions ``start:stop`` (one modality's part of a prior
+        over concatenated latents): its means and variances, or the inverse of its covariance's
+        block with a full precision. The whole range returns ``self``."""
+        if start == 0 and stop == self.mean.shape[1]:
+            return self
+        if self.precision is None:
+            return PriorMessage(self.mean[:, start:stop], var=self.var[:, start:stop], log_weights=self.log_weights)
+        covariance = torch.linalg.inv(self.precision.double())[:, start:stop, start:stop]
+        precision = torch.linalg.inv(covariance)
+        precision = 0.5 * (precision + precision.transpose(1, 2))
+        return PriorMessage(self.mean[:, start:stop], precision=precision.to(self.mean.dtype),
+                            log_weights=self.log_weights)
+
     def batch(self, indices):
         """The per-datum prior of the data at ``indices``: (mean, var, precision), one of the
         last two None."""

@@ -1,0 +1,431 @@
+"""Modules wired into a graph, and one loop that runs them (SERKET's composition, SPEC §5).
+
+A system is a :class:`Graph`: modules, each with one job, and wires ``(source, message,
+destination)`` that carry named messages between them. :func:`run` updates the modules in the
+graph's order, round after round. A module reads what its wires deliver (its inbox) and returns
+its outbox, a dict of named messages::
+
+    graph = Graph()
+    graph.add(VAEStep("vae_a", images_a, config_a))
+    graph.add(VAEStep("vae_b", images_b, config_b))
+    graph.add(JointGMM("gmm", config))
+    graph.wire("vae_a", "latents", "gmm")
+    graph.wire("vae_b", "latents", "gmm")
+    graph.wire("gmm", "prior", "vae_a")
+    graph.wire("gmm", "prior", "vae_b")
+    result = run(graph, rounds=2, seed=0, run_dir="runs/two_views",
+                 observers=[LabelScore(labels, "gmm", "assignments")])
+
+A wire from a module earlier in the order delivers this round's message; a wire from a later one
+(the GMM's prior back to the VAEs) delivers the previous round's, and nothing in round 0, where
+the receiver uses its own default (a VAE: the N(0, I) prior). A message that is an
+:class:`Addressed` dict is delivered per destination: each destination gets its own entry.
+
+The loop, not the modules, owns:
+
+- **seeds**: one ``numpy.random.SeedSequence`` per round and module, spawned from one integer
+  seed (the module's step gets it in its :class:`StepContext`), so a step depends only on the
+  seed, the module's state and its inbox;
+- **checkpoints and resume**: after every module's step the states of all modules and the
+  messages in flight are written to ``run_dir/checkpoint.pt``; ``resume=True`` continues from the
+  last one, so a run killed at any instant, even by SIGKILL, resumes to the same metrics as an
+  uninterrupted run (the step that was cut off is run again from its start, with its own seed);
+- **the stop**: ``stop_requested`` is polled between steps (and by modules inside long steps,
+  :meth:`StepContext.check_stop`); the run stops with its last checkpoint kept;
+- **the run directory**: ``graph.json`` (the graph and every module's config), ``round_<r>/<module>/``
+  (what each module writes, :meth:`Module.save`), ``metrics.json`` and ``checkpoint.pt``;
+  a finished run is never replaced without ``overwrite``;
+- **metrics**: observers score each round from the outboxes. Labels reach an observer
+  (:class:`LabelScore`), never a module;
+- **logging** (one line per round) and progress bars (passed to the modules' steps).
+
+A new system is a new wiring of existing modules, or a new :class:`Module` subclass with one
+``step``; not a new loop.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from .metrics import clustering_metrics
+from .rundir import RunComplete, RunError, atomic_write_bytes, write_json
+
+__all__ = ["Module", "Graph", "Wire", "Addressed", "Inbox", "StepContext", "GraphResult", "LabelScore", "run",
+           "torch_seed", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = 1
+_ROUND_PREFIX = "round_"
+_RUN_FILES = ("graph.json", "metrics.json", "checkpoint.pt")
+
+
+class Addressed(dict):
+    """A message with one entry per destination module (by name): a wire delivers its
+    destination's entry only (the joint GMM's prior: each VAE its own block)."""
+
+
+@dataclass(frozen=True)
+class Wire:
+    source: str
+    message: str
+    destination: str
+
+
+class Inbox:
+    """What a module's wires delivered this step: messages by name, and by (source, name) when
+    several sources send the same name (a joint GMM's latents, one per modality)."""
+
+    def __init__(self, deliveries):
+        self._deliveries = list(deliveries)  # [(source, message, value)] in wiring order
+
+    def __contains__(self, message):
+        return any(name == message for _, name, _ in self._deliveries)
+
+    def __getitem__(self, message):
+        values = self.each(message)
+        if not values:
+            raise KeyError(f"no message {message!r} was delivered")
+        if len(values) > 1:
+            raise KeyError(f"{len(values)} sources sent {message!r}; read them with inbox.each({message!r})")
+        return values[0][1]
+
+    def get(self, message, default=None):
+        return self[message] if message in self else default
+
+    def each(self, message):
+        """[(source, value), ...] of every delivery of ``message``, in wiring order."""
+        return [(source, value) for source, name, value in self._deliveries if name == message]
+
+    def __repr__(self):
+        return f"Inbox({[(source, name) for source, name, _ in self._deliveries]})"
+
+
+def torch_seed(seed_sequence):
+    """An int seed for torch from a ``numpy.random.SeedSequence``."""
+    return int(seed_sequence.generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+@dataclass
+class StepContext:
+    """What the loop hands a module's step: the round, the module's seed for this round, whether
+    to show progress, and the stop check (raises KeyboardInterrupt when a stop was asked for)."""
+
+    round: int
+    seed: np.random.SeedSequence
+    progress: bool = False
+    stop_requested: Callable[[], bool] = field(default=lambda: False)
+
+    @property
+    def torch_seed(self):
+        return torch_seed(self.seed)
+
+    def check_stop(self):
+        """Raise KeyboardInterrupt if a stop was asked for (modules call it inside long steps)."""
+        if self.stop_requested():
+            raise KeyboardInterrupt
+
+
+class Module:
+    """One job of a system. Subclasses implement :meth:`step`; the rest has defaults.
+
+    Parameters
+    ----------
+    name : str
+        Unique within its graph; wires and the run directory use it.
+
+    A module owns its state: whatever a later step needs (a warm-started VAE's weights, a chain's
+    last assignments) is returned by :meth:`state` and put back by :meth:`restore`, so that the
+    loop can checkpoint and resume it. Randomness comes only from ``context.seed``.
+    """
+
+    #: The module's settings, written into graph.json (a dataclass or a dict, or None).
+    config = None
+
+    def __init__(self, name):
+        if not isinstance(name, str) or not name or "/" in name:
+            raise ValueError(f"A module name must be a non-empty string without '/', got {name!r}.")
+        self.name = name
+
+    def step(self, inbox: Inbox, context: StepContext) -> Dict[str, Any]:
+        """Read the inbox, do the module's job for ``context.round``, return the outbox."""
+        raise NotImplementedError
+
+    def state(self):
+        """What a later step needs, as a picklable dict (tensors allowed)."""
+        return {}
+
+    def restore(self, state):
+        """Put back :meth:`state`."""
+
+    def save(self, folder: Path, outbox: Dict[str, Any]):
+        """Write this round's artifacts into ``folder`` (``round_<r>/<name>/``)."""
+
+    def summary(self, outbox: Dict[str, Any]) -> Dict[str, Any]:
+        """Label-free numbers of this round for metrics.json and the log line (e.g. the ELBO)."""
+        return {}
+
+    def describe(self):
+        """This module's entry in graph.json."""
+        config = self.config
+        if config is not None and hasattr(config, "to_dict"):
+            config = config.to_dict()
+        elif config is not None and not isinstance(config, dict):
+            import dataclasses
+
+            config = dataclasses.asdict(config)
+        return {"name": self.name, "type": type(self).__name__, "config": config}
+
+
+class Graph:
+    """Modules in update order, and the wires between them."""
+
+    def __init__(self):
+        self.modules: List[Module] = []
+        self.wires: List[Wire] = []
+
+    def add(self, module):
+        """Append ``module`` to the update order; returns it."""
+        if not isinstance(module, Module):
+            raise TypeError(f"Graph.add takes a vaegmm.engine.Module, got {type(module).__name__}.")
+        if any(m.name == module.name for m in self.modules):
+            raise ValueError(f"The graph already has a module named {module.name!r}; give each module its own name.")
+        self.modules.append(module)
+        return module
+
+    def wire(self, source, message, destination):
+        """Deliver ``source``'s ``message`` to ``destination`` (this round's if ``source`` comes
+        first in the order, else the previous round's)."""
+        names = [m.name for m in self.modules]
+        for name in (source, destination):
+            if name not in names:
+                raise ValueError(f"No module named {name!r} in the graph (modules: {', '.join(names)}); add it first.")
+        if source == destination:
+            raise ValueError(f"A wire from {source!r} to itself carries nothing; keep it in the module's state.")
+        wire = Wire(source, message, destination)
+        if wire in self.wires:
+            raise ValueError(f"The wire {source} -{message}-> {destination} is already there.")
+        self.wires.append(wire)
+        return self
+
+    def __getitem__(self, name):
+        for module in self.modules:
+            if module.name == name:
+                return module
+        raise KeyError(name)
+
+    def describe(self):
+        return {"modules": [m.describe() for m in self.modules],
+                "wires": [[w.source, w.message, w.destination] for w in self.wires]}
+
+    def inbox(self, destination, outboxes):
+        """The deliveries to ``destination`` from the latest outboxes."""
+        deliveries = []
+        for wire in self.wires:
+            if wire.destination != destination or wire.source not in outboxes:
+                continue
+            outbox = outboxes[wire.source]
+            if wire.message not in outbox:
+                raise KeyError(f"Module {wire.source!r} sent no message {wire.message!r} "
+                               f"(it sends {', '.join(sorted(outbox))}); fix the wire.")
+            value = outbox[wire.message]
+            if isinstance(value, Addressed):
+                if destination not in value:
+                    continue
+                value = value[destination]
+            deliveries.append((wire.source, wire.message, value))
+        return Inbox(deliveries)
+
+
+class LabelScore:
+    """An observer: accuracy, ARI and NMI of a module's assignments against true labels (labels
+    only score; they reach no module). ``prefix`` names the columns (default: none)."""
+
+    def __init__(self, labels, module, message="assignments", prefix=""):
+        self.labels, self.module, self.message, self.prefix = np.asarray(labels), module, message, prefix
+
+    def __call__(self, round_index, outboxes):
+        assignments = outboxes[self.module][self.message]
+        return {f"{self.prefix}{k}": v for k, v in clustering_metrics(self.labels, assignments).items()}
+
+
+@dataclass
+class GraphResult:
+    graph: Graph
+    rounds: List[Dict[str, Any]]  # metrics per round
+    outboxes: List[Dict[str, Dict[str, Any]]]  # every module's outbox per round
+
+
+def _to_bytes(obj):
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _check_directory(path, description, rounds, overwrite, resume):
+    """Refuse to replace a run unless ``overwrite``; say what to do. Returns the saved checkpoint
+    when resuming (None when nothing was done yet)."""
+    path = Path(path)
+    saved = path / "graph.json"
+    if resume:
+        if not saved.exists():
+            raise RunError(f"{path} holds no run of a graph (no graph.json); start one without resume.")
+        if json.loads(saved.read_text()) != description:
+            raise RunError(f"Cannot resume {path} with other settings than it was started with; resume with the "
+                           "saved settings or start a new run in another directory.")
+        checkpoint_path = path / "checkpoint.pt"
+        if not checkpoint_path.exists():
+            return None
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        if checkpoint.get("format") != CHECKPOINT_FORMAT:
+            raise RunError(f"{checkpoint_path} was written by another version of vaegmm; start the run again.")
+        return checkpoint
+    if overwrite or not path.exists():
+        return None
+    found = [child for child in path.iterdir() if child.name in _RUN_FILES or child.name.startswith(_ROUND_PREFIX)]
+    if not found:
+        return None
+    if not saved.exists() or json.loads(saved.read_text()) != description:
+        raise RunError(f"{path} already holds a different run; choose another output directory or pass "
+                       "--overwrite (overwrite=True) to replace it.")
+    metrics = path / "metrics.json"
+    if metrics.exists() and len(json.loads(metrics.read_text())["rounds"]) == rounds:
+        raise RunComplete(f"{path} already holds this run, finished ({rounds} round{'s' if rounds != 1 else ''}); "
+                          "nothing was changed. Pass --overwrite (overwrite=True) to train it again.")
+    raise RunError(f"{path} holds an interrupted run of these settings; continue it with --resume (resume=True), "
+                   "or pass --overwrite (overwrite=True) to start it again.")
+
+
+def _clear(path):
+    for child in Path(path).iterdir():
+        if child.name in _RUN_FILES or child.name.startswith(_ROUND_PREFIX) or child.name == "figures":
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+
+def run(graph, rounds, *, seed=0, run_dir=None, resume=False, overwrite=False, observers=(), progress=True,
+        log: Optional[Callable[[str], None]] = print, stop_requested=None, settings=None):
+    """Run ``rounds`` rounds of ``graph``: each round, every module's step in order.
+
+    Parameters
+    ----------
+    graph : Graph
+    rounds : int
+    seed : int
+        Every module's seed of every round is spawned from it.
+    run_dir : path, default=None
+        The run directory (module docstring); nothing is written if None.
+    resume : bool
+        Continue the interrupted run in ``run_dir`` (its graph.json must describe this graph).
+    overwrite : bool
+        Replace a run already in ``run_dir`` (refused otherwise).
+    observers : callables ``(round, outboxes) -> dict``
+        Score each round (e.g. :class:`LabelScore`); their dicts join the round's metrics.
+    progress : bool
+        Passed to the modules' steps (tqdm bars).
+    log : callable or None
+        Receives one line per round.
+    stop_requested : callable, default=None
+        Polled between steps and inside long ones; True stops the run (KeyboardInterrupt) with its
+        last checkpoint kept.
+    settings : dict, default=None
+        Run-wide settings written into graph.json beside the graph (a resume must match them).
+
+    Returns
+    -------
+    GraphResult
+    """
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be a positive integer, got {rounds!r}.")
+    if not graph.modules:
+        raise ValueError("The graph has no modules; add some with Graph.add.")
+    if resume and run_dir is None:
+        raise ValueError("resume=True needs the run_dir of the run to continue.")
+    description = {"rounds": rounds, "seed": seed, "settings": settings, **graph.describe()}
+    description = json.loads(json.dumps(description))  # as graph.json will read back
+    stop_requested = stop_requested or (lambda: False)
+    checkpoint = None
+    if run_dir is not None:
+        checkpoint = _check_directory(run_dir, description, rounds, overwrite, resume)
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            _clear(run_dir)
+            write_json(run_dir / "graph.json", description)
+
+    seeds = [child.spawn(len(graph.modules)) for child in np.random.SeedSequence(seed).spawn(rounds)]
+    latest, history, metrics = {}, [], []  # latest outbox per module; outboxes per round; metrics per round
+    first_round = first_module = 0
+    if checkpoint is not None:
+        for module in graph.modules:
+            module.restore(checkpoint["states"][module.name])
+        latest, history, metrics = checkpoint["latest"], checkpoint["history"], checkpoint["metrics"]
+        first_round, first_module = checkpoint["round"], checkpoint["next"]
+        if log is not None:
+            where = "all rounds are done" if first_round == rounds else f"round {first_round}, step {first_module}"
+            log(f"resuming {run_dir}: {where}")
+
+    def save_checkpoint(round_index, next_module, partial, seconds):
+        if run_dir is None:
+            return
+        state = {"format": CHECKPOINT_FORMAT, "round": round_index, "next": next_module,
+                 "states": {m.name: m.state() for m in graph.modules}, "latest": latest, "partial": partial,
+                 "history": history, "metrics": metrics, "seconds": seconds}
+        atomic_write_bytes(run_dir / "checkpoint.pt", _to_bytes(state))
+
+    for round_index in range(first_round, rounds):
+        started = time.perf_counter()
+        round_outboxes = {}
+        if checkpoint is not None and round_index == first_round and first_module > 0:
+            round_outboxes = checkpoint["partial"]
+            started -= checkpoint["seconds"]
+        start_module = first_module if round_index == first_round else 0
+        for index in range(start_module, len(graph.modules)):
+            module = graph.modules[index]
+            if stop_requested():
+                raise KeyboardInterrupt
+            context = StepContext(round_index, seeds[round_index][index], progress, stop_requested)
+            outbox = module.step(graph.inbox(module.name, latest), context)
+            if not isinstance(outbox, dict):
+                raise TypeError(f"Module {module.name!r} returned {type(outbox).__name__} from step; return a dict "
+                                "of messages.")
+            latest[module.name] = outbox
+            round_outboxes[module.name] = outbox
+            save_checkpoint(round_index, index + 1, round_outboxes, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        row = {"round": round_index}
+        for observer in observers:
+            row.update(observer(round_index, round_outboxes))
+        for module in graph.modules:
+            for key, value in module.summary(round_outboxes[module.name]).items():
+                row[f"{module.name}/{key}"] = value
+        row["seconds"] = seconds
+        metrics.append(row)
+        history.append(round_outboxes)
+        if run_dir is not None:
+            for module in graph.modules:
+                folder = run_dir / f"{_ROUND_PREFIX}{round_index}" / module.name
+                folder.mkdir(parents=True, exist_ok=True)
+                module.save(folder, round_outboxes[module.name])
+            write_json(run_dir / "metrics.json", {"rounds": metrics})
+            save_checkpoint(round_index + 1, 0, {}, 0.0)
+        if log is not None:
+            log(format_row(row))
+    return GraphResult(graph, metrics, history)
+
+
+def format_row(row):
+    """One line of a round's metrics."""
+    parts = [f"round {row['round']}:"]
+    for key, value in row.items():
+        if key in ("round", "seconds"):
+            continue
+        parts.append(f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}")
+    parts.append(f"({row['seconds']:.1f} s)")
+    return "  ".join(parts)

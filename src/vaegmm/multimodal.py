@@ -1,0 +1,325 @@
+"""Multimodal categories: M modalities of the same N data, one VAE per modality and one GMM whose
+category generates every modality's latent (SERKET's VAE+GMM with several observations; the seed
+author's Multimodal-GMM), as a wiring of :mod:`vaegmm.engine`::
+
+    VAEStep "vae_0" --latents--> JointGMM "gmm" --prior (vae_0's block)--> vae_0 (next round)
+    VAEStep "vae_1" --latents-->             \\--prior (vae_1's block)--> vae_1 (next round)
+
+The GMM clusters the concatenated latents [z^(0), z^(1), ...] with full covariance matrices: each
+category is one Gaussian over all modalities together, so a category can tie a direction of one
+modality's latent to a direction of another's, and the data-scaled Gauss-Wishart prior (the
+default ``gmm_prior="data"``) follows every modality's scale at once. The prior it sends
+modality m is the marginal, over m's block, of the datum's prior over the whole (with the default
+``prior_from="responsibilities"``: the moments of the mixture weighted by the responsibilities
+that every modality's latent shaped). That is the message each modality lacks alone: which
+category the *other* modalities put the datum in.
+
+Rows are paired: row n of every modality is the same datum. Built-in two-view sets (from
+``mnist5k``, 5,000 digits):
+
+- ``"mnist5k-rotated"``: view 1 the digits, view 2 the same digits rotated by 45 degrees (the
+  naming game's agent B); the views carry nearly the same information;
+- ``"mnist5k-partner"``: view 1 the digits, view 2 *another* digit of the same class with uniform
+  noise U(0, 1) added to every pixel and clipped to [0, 1] (the second view of "noisy MNIST",
+  Wang, Arora, Livescu & Bilmes, ICML 2015; partners paired by class with the seed when the set is
+  built); the views err independently given the class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List
+
+import numpy as np
+import torch
+
+from .data import DataError, ImageDataset, load_dataset
+from .engine import Addressed, Graph, GraphResult, LabelScore, Module, run
+from .messages import PriorMessage
+from .modules import GMMModule, VAEModule
+from .mutual import check_data, resolve_device
+from .rundir import atomic_write_bytes, write_json
+
+__all__ = ["VAEStep", "JointGMM", "TWO_VIEW_SETS", "load_views", "partner_view", "multimodal_graph",
+           "fit_multimodal", "MultimodalResult", "cross_modal_recall"]
+
+TWO_VIEW_SETS = ("mnist5k-rotated", "mnist5k-partner")
+ROTATION = 45.0
+
+
+def _save(path, write):
+    import io
+
+    buffer = io.BytesIO()
+    write(buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+class VAEStep(Module):
+    """A VAE as a module of the engine: each round it trains on its images against the prior it is
+    sent (``"prior"``, a :class:`~vaegmm.messages.PriorMessage`; N(0, I) when none has come yet)
+    and sends ``"latents"`` (N, L) of the clean images, and ``"elbo"``.
+
+    Parameters
+    ----------
+    name : str
+    dataset : ImageDataset
+        Its modality's images.
+    config : TrainConfig
+        Its VAE's fields (architecture, latent_dim, epochs, augmentation, ...).
+    device : torch.device, default=cpu
+    """
+
+    def __init__(self, name, dataset, config, device=None):
+        super().__init__(name)
+        self.dataset, self.config = dataset, config
+        self.device = torch.device("cpu") if device is None else device
+        self.images = torch.as_tensor(dataset.flat(), device=self.device)
+        self.vae = VAEModule(config, self.images.shape[1], dataset.image_shape, self.device)
+
+    def step(self, inbox, context):
+        prior = inbox.get("prior")
+        if prior is None:
+            prior = PriorMessage.standard_normal(len(self.images), self.config.latent_dim, self.device)
+        self.vae.start_round(context.round, context.torch_seed)
+        self.vae.fit(self.images, prior, progress=context.progress, desc=f"round {context.round} {self.name}",
+                     on_epoch_end=lambda epoch: context.check_stop())
+        return {"latents": self.vae.encode(self.images), "elbo": float(self.vae.elbo[-1])}
+
+    def state(self):
+        if self.vae.vae is None:
+            return {}
+        return {"vae": {k: v.detach().cpu() for k, v in self.vae.vae.state_dict().items()},
+                "optimizer": self.vae.optimizer.state_dict()}
+
+    def restore(self, state):
+        if not state:
+            return
+        self.vae.start_round(0, 0)  # builds the network; its weights come from the state
+        self.vae.vae.load_state_dict(state["vae"])
+        self.vae.optimizer.load_state_dict(state["optimizer"])
+
+    def save(self, folder, outbox):
+        vae = self.vae.vae
+        checkpoint = {"state_dict": {k: v.detach().cpu() for k, v in vae.state_dict().items()},
+                      "vae_config": vae.config(), "optimizer": self.vae.optimizer.state_dict(),
+                      "image_shape": list(self.dataset.image_shape)}
+        _save(folder / "vae.pt", lambda f: torch.save(checkpoint, f))
+        _save(folder / "latents.npy", lambda f: np.save(f, outbox["latents"]))
+        write_json(folder / "history.json", {"elbo": self.vae.elbo, "loss": self.vae.loss})
+
+    def summary(self, outbox):
+        return {"elbo": outbox["elbo"]}
+
+
+class JointGMM(Module):
+    """One GMM over the concatenated latents of every module that sends it ``"latents"``: the
+    GMM step of :class:`~vaegmm.modules.GMMModule` (chains, reported state, data-scaled prior), then
+    each sender's block of the prior message (``"prior"``, :class:`~vaegmm.engine.Addressed`), and
+    ``"assignments"``.
+
+    Parameters
+    ----------
+    name : str
+    config : TrainConfig
+        Its GMM's fields (n_clusters, gmm_sweeps, gmm_chains, gmm_prior, prior_from, ...).
+    device : torch.device, default=cpu
+    """
+
+    def __init__(self, name, config, device=None):
+        super().__init__(name)
+        self.config = config
+        self.device = torch.device("cpu") if device is None else device
+        self.gmm = GMMModule(config, None, self.device)
+        self.previous = None  # the last round's assignments (chain_init="previous")
+
+    def step(self, inbox, context):
+        parts = inbox.each("latents")
+        if not parts:
+            raise ValueError(f"Module {self.name!r} was sent no latents; wire a VAE's latents to it.")
+        lengths = {len(latents) for _, latents in parts}
+        if len(lengths) > 1:
+            raise ValueError(f"Module {self.name!r} was sent latents of {sorted(lengths)} rows; the modalities' rows "
+                             "must be paired (the same N).")
+        latents = np.concatenate([latents for _, latents in parts], axis=1)
+        previous = self.previous if self.config.chain_init == "previous" else None
+        self.gmm.fit(latents, context.seed, previous, progress=context.progress)
+        message = self.gmm.message()
+        edges = np.cumsum([0] + [part.shape[1] for _, part in parts])
+        prior = Addressed({source: message.block(int(start), int(stop))
+                           for (source, _), start, stop in zip(parts, edges[:-1], edges[1:])})
+        self.previous = self.gmm.gmm.labels_.copy()
+        return {"assignments": self.previous, "prior": prior, "blocks": {s: (int(a), int(b)) for (s, _), a, b
+                                                                          in zip(parts, edges[:-1], edges[1:])},
+                "log_posterior": float(self.gmm.gmm.log_posterior_[self.gmm.gmm.reported_sweep_])}
+
+    def state(self):
+        return {"previous": self.previous}
+
+    def restore(self, state):
+        self.previous = state["previous"]
+
+    def save(self, folder, outbox):
+        gmm = self.gmm.gmm
+        _save(folder / "gmm.npz", lambda f: np.savez(f, mu=gmm.means_, Lambda=gmm.precisions_, pi=gmm.weights_))
+        _save(folder / "assignments.npy", lambda f: np.save(f, outbox["assignments"]))
+        write_json(folder / "history.json", {"sweeps": self.gmm.sweeps, "blocks": outbox["blocks"]})
+
+    def summary(self, outbox):
+        return {"log_posterior": outbox["log_posterior"]}
+
+
+def partner_view(dataset, seed=0):
+    """Noisy MNIST's second view: row n is another image of row n's class (partners drawn with
+    ``seed``; no image is its own partner where its class has two) plus U(0, 1) noise per pixel,
+    clipped to [0, 1]."""
+    if dataset.labels is None:
+        raise DataError(f"{dataset.name} has no labels; a same-class partner view needs them.")
+    rng = np.random.default_rng([seed, 2])
+    partner = np.arange(len(dataset))
+    for label in np.unique(dataset.labels):
+        members = rng.permutation(np.flatnonzero(dataset.labels == label))
+        partner[members] = np.roll(members, 1)
+    noisy = dataset.images[partner] + rng.random(dataset.images.shape, dtype=np.float32)
+    return ImageDataset(np.clip(noisy, 0.0, 1.0).astype(np.float32), dataset.labels,
+                        f"{dataset.name} partner + noise")
+
+
+def load_views(sources, *, max_samples=None, seed=0):
+    """The paired modalities of ``sources``: one built-in two-view set name, or several data
+    sources (as ``load_dataset``'s) whose row n is the same datum. Returns (datasets, labels):
+    labels from any source that has them (None if none), for scoring only.
+
+    Raises DataError (one sentence) on differing row counts or labels that contradict each other.
+    """
+    sources = [str(s) for s in sources]
+    if len(sources) == 1 and sources[0] in TWO_VIEW_SETS:
+        base = load_dataset("mnist5k", max_samples=max_samples, seed=seed)
+        if sources[0] == "mnist5k-rotated":
+            from .naming_game import rotated_view
+
+            views = [base, rotated_view(base, ROTATION)]
+        else:
+            views = [base, partner_view(base, seed)]
+        return views, base.labels
+    if len(sources) < 2:
+        raise DataError(f"Multimodal training needs two or more --data sources (or one of {', '.join(TWO_VIEW_SETS)}); "
+                        f"got {len(sources)}.")
+    views = [load_dataset(source) for source in sources]
+    counts = [len(v) for v in views]
+    if len(set(counts)) > 1:
+        raise DataError(f"The modalities hold {', '.join(map(str, counts))} rows ({', '.join(sources)}); paired "
+                        "modalities need the same number of rows, row n of each being the same datum.")
+    labelled = [(source, v.labels) for source, v in zip(sources, views) if v.labels is not None]
+    for source, labels in labelled[1:]:
+        if not np.array_equal(labels, labelled[0][1]):
+            row = int(np.flatnonzero(labels != labelled[0][1])[0])
+            raise DataError(f"{source} and {labelled[0][0]} give different labels (first at row {row}); the rows are "
+                            "not paired, or one label file is wrong.")
+    if max_samples is not None and max_samples < counts[0]:
+        keep = np.sort(np.random.default_rng(seed).choice(counts[0], size=max_samples, replace=False))
+        views = [v.subset(keep) for v in views]
+    return views, next((v.labels for v in views if v.labels is not None), None)
+
+
+def multimodal_graph(datasets, config, configs=None, device=None):
+    """The graph of :func:`fit_multimodal`: ``vae_0 .. vae_{M-1}`` and ``gmm``, wired both ways."""
+    configs = list(configs) if configs is not None else [config.replace(data=v.name) for v in datasets]
+    if len(configs) != len(datasets):
+        raise ValueError(f"{len(datasets)} modalities but {len(configs)} VAE configs; give one per modality.")
+    graph = Graph()
+    names = [f"vae_{m}" for m in range(len(datasets))]
+    for name, dataset, vae_config in zip(names, datasets, configs):
+        graph.add(VAEStep(name, dataset, vae_config, device))
+    gmm_config = config.replace(latent_dim=sum(c.latent_dim for c in configs), wishart_dof=None)
+    graph.add(JointGMM("gmm", gmm_config, device))
+    for name in names:
+        graph.wire(name, "latents", "gmm")
+        graph.wire("gmm", "prior", name)
+    return graph
+
+
+@dataclass
+class MultimodalResult:
+    graph: Graph
+    rounds: List[dict]  # metrics per round
+    latents: List[np.ndarray]  # the last round's latents, per modality
+    assignments: np.ndarray  # the last round's reported assignments
+    engine: GraphResult
+
+    @property
+    def gmm(self):
+        return self.graph["gmm"].gmm.gmm
+
+
+def fit_multimodal(datasets, config, *, labels=None, configs=None, run_dir=None, resume=False, overwrite=False,
+                   progress=True, log=print, stop_requested=None):
+    """Train one VAE per modality and one GMM over all of them by mutual learning.
+
+    Parameters
+    ----------
+    datasets : list of ImageDataset
+        The modalities, rows paired.
+    config : TrainConfig
+        The run's settings: every VAE's (unless ``configs``), the GMM's, rounds and seed.
+    labels : array of shape (N,), default=None
+        Only to score each round (accuracy, ARI, NMI of the GMM's assignments).
+    configs : list of TrainConfig, default=None
+        One per modality, for VAEs that differ (architecture, latent_dim, ...).
+    run_dir, resume, overwrite, progress, log, stop_requested
+        As :func:`vaegmm.engine.run`.
+
+    Returns
+    -------
+    MultimodalResult
+    """
+    if len(datasets) < 1:
+        raise ValueError("fit_multimodal needs at least one modality.")
+    counts = {len(d) for d in datasets}
+    if len(counts) > 1:
+        raise ValueError(f"The modalities hold {sorted(counts)} rows; paired modalities need the same number.")
+    for dataset in datasets:
+        check_data(dataset, config)
+    device = resolve_device(config.device)
+    graph = multimodal_graph(datasets, config, configs, device)
+    observers = [LabelScore(labels, "gmm")] if labels is not None else []
+    result = run(graph, config.mutual_iterations, seed=config.seed, run_dir=run_dir, resume=resume,
+                 overwrite=overwrite, observers=observers, progress=progress, log=log, stop_requested=stop_requested,
+                 settings={"data": [d.name for d in datasets], "config": config.to_dict()})
+    last = result.outboxes[-1]
+    names = [m.name for m in graph.modules if isinstance(m, VAEStep)]
+    return MultimodalResult(graph, result.rounds, [last[n]["latents"] for n in names], last["gmm"]["assignments"],
+                            result)
+
+
+def cross_modal_recall(gmm, blocks, source, target, latents):
+    """From modality ``source``'s latents alone, each datum's category and the latent modality
+    ``target`` would show: argmax_k p(k | z_source) under the GMM's marginal over the source's
+    block, and E[z_target | z_source, k] = mu_t + Sigma_ts Sigma_ss^-1 (z_source - mu_s).
+
+    Parameters
+    ----------
+    gmm : fitted GibbsGMM over the concatenated latents
+    blocks : dict name -> (start, stop) of each modality's columns
+    source, target : modality names
+    latents : (N, L_source)
+
+    Returns
+    -------
+    categories (N,), target latents (N, L_target)
+    """
+    from scipy.special import logsumexp
+    from scipy.stats import multivariate_normal
+
+    s, t = slice(*blocks[source]), slice(*blocks[target])
+    covariances = gmm.covariances_
+    log_prob = np.stack([np.log(max(w, 1e-300)) + multivariate_normal(m[s], c[s, s], allow_singular=True).logpdf(latents)
+                         for w, m, c in zip(gmm.weights_, gmm.means_, covariances)], axis=1).reshape(len(latents), -1)
+    categories = np.argmax(log_prob - logsumexp(log_prob, axis=1, keepdims=True), axis=1)
+    recalled = np.empty((len(latents), t.stop - t.start))
+    for k in np.unique(categories):
+        rows = categories == k
+        mean, cov = gmm.means_[k], covariances[k]
+        gain = np.linalg.solve(cov[s, s], cov[s, t]).T  # Sigma_ts Sigma_ss^-1
+        recalled[rows] = mean[t] + (latents[rows] - mean[s]) @ gain.T
+    return categories, recalled
