@@ -20,6 +20,7 @@ from pathlib import Path
 from .config import TrainConfig
 from .data import BUILTIN_DATASETS
 from .data import SUITE as _SUITE
+from .multimodal import TWO_VIEW_SETS
 
 # The flags named differently from their TrainConfig field (the reference's names); every other
 # field's flag is the field's name (``--kl-weight`` -> ``kl_weight``).
@@ -111,8 +112,10 @@ def _add_config_arguments(parser):
     """The TrainConfig flags, shared by train, evaluate and naming-game (None: keep the config's value)."""
     defaults = TrainConfig()
     group = parser.add_argument_group("data")
-    group.add_argument("--data", help=f"{', '.join(BUILTIN_DATASETS)}, or a path to IDX files / .npz / .npy "
-                                      f"(default: {defaults.data})")
+    group.add_argument("--data", action="append",
+                       help=f"{', '.join(BUILTIN_DATASETS)}, or a path to IDX files / .npz / .npy "
+                            f"(default: {defaults.data}). Give it once per modality for multimodal categories "
+                            f"(train, evaluate: rows paired), or one two-view set: {', '.join(TWO_VIEW_SETS)}")
     group.add_argument("--max-samples", type=int, help="train on a random subset of this size")
     group = parser.add_argument_group("mutual learning")
     group.add_argument("--mutual-iterations", type=int,
@@ -265,8 +268,10 @@ def _with_flags(message):
     return f"{message} (set by {', '.join(f'{_flag(name)}' for name in mentioned)})"
 
 
-def _train_config(args):
-    if getattr(args, "resume", None):
+def _train_config(args, base=None):
+    if base is not None:
+        config = base
+    elif getattr(args, "resume", None):
         from .rundir import RunDirectory
 
         if args.config:
@@ -276,6 +281,8 @@ def _train_config(args):
         config = TrainConfig.from_json(args.config) if args.config else TrainConfig()
     given = {field.name: getattr(args, _RENAMED_FLAGS.get(field.name, field.name), None)  # a field may have no flag
              for field in dataclasses.fields(TrainConfig)}
+    if given["data"] is not None:  # --data once, or once per modality (recorded joined by "+")
+        given["data"] = "+".join(given["data"])
     overrides = {field: value for field, value in given.items() if value is not None}
     if args.no_cuda:
         overrides["device"] = "cpu"
@@ -286,6 +293,57 @@ def _train_config(args):
                              f"({', '.join(names)}).")
         overrides[field] = value
     return config.replace(**overrides)
+
+
+def _sources(args, config):
+    """The data sources of a run: one, or one per modality."""
+    return list(args.data) if args.data else [config.data]
+
+
+def _is_multimodal(sources):
+    return len(sources) > 1 or sources[0] in TWO_VIEW_SETS
+
+
+def _train_multimodal(args):
+    """``vaegmm train`` with several --data (or a two-view set): multimodal categories."""
+    from .engine import read_settings
+    from .multimodal import fit_multimodal, load_views, write_multimodal_report
+    from .rundir import RunComplete
+
+    if args.resume:
+        settings = read_settings(args.resume)
+        if args.config or args.data:
+            raise ValueError("--resume continues the run's own settings; drop --config and --data.")
+        config, sources = TrainConfig.from_dict(settings["config"]), settings["sources"]
+        changed = _train_config(args, base=config).differences(config)
+        if changed:
+            raise ValueError(f"Cannot resume {args.resume} with other settings: {', '.join(changed)}; resume with the "
+                             "saved settings or start a new run in another directory.")
+    else:
+        config = _train_config(args)
+        sources = _sources(args, config)
+    _set_threads(args.threads)
+    views, labels = load_views(sources, max_samples=config.max_samples, seed=config.seed)
+    print(f"data: {len(views)} modalities of {len(labels) if labels is not None else len(views[0])} paired rows: "
+          + ", ".join(f"{v.name} ({v.image_shape[0]}x{v.image_shape[1]})" for v in views)
+          + (" (with labels)" if labels is not None else " (no labels)"))
+    try:
+        with _DeferredInterrupt() as interrupt:
+            result = fit_multimodal(views, config, labels=labels, sources=sources, run_dir=args.out,
+                                    overwrite=args.overwrite, resume=bool(args.resume), progress=not args.quiet,
+                                    stop_requested=lambda: interrupt.requested)
+    except RunComplete as done:
+        print(f"vaegmm: {done}")
+        return 0
+    written = ""
+    if not args.no_figures:
+        write_multimodal_report(args.out)
+        written = ", figures/, report.md"
+    print(f"wrote {args.out} (graph.json, metrics.json, round_*/{written})")
+    first, last = result.rounds[0], result.rounds[-1]
+    if "accuracy" in first and len(result.rounds) > 1:
+        print(f"accuracy: round 0 {first['accuracy']:.4f} -> round {last['round']} {last['accuracy']:.4f}")
+    return 0
 
 
 def _cmd_train(args):
@@ -305,6 +363,8 @@ def _cmd_train(args):
         args.out = args.resume
     elif args.out is None:
         args.out = "runs/default"
+    if (Path(args.resume) / "graph.json").exists() if args.resume else _is_multimodal(args.data or ["-"]):
+        return _train_multimodal(args)
     config = _train_config(args)
     device = resolve_device(config.device)  # fail now, not after loading the data
     _set_threads(args.threads)

@@ -60,7 +60,7 @@ from .metrics import clustering_metrics
 from .rundir import RunComplete, RunError, atomic_write_bytes, write_json
 
 __all__ = ["Module", "Graph", "Wire", "Addressed", "Inbox", "StepContext", "GraphResult", "LabelScore", "run",
-           "torch_seed", "CHECKPOINT_FORMAT"]
+           "torch_seed", "read_settings", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = 1
 _ROUND_PREFIX = "round_"
@@ -301,6 +301,17 @@ def _check_directory(path, description, rounds, overwrite, resume):
                           "nothing was changed. Pass --overwrite (overwrite=True) to train it again.")
     raise RunError(f"{path} holds an interrupted run of these settings; continue it with --resume (resume=True), "
                    "or pass --overwrite (overwrite=True) to start it again.")
+
+
+def read_settings(run_dir):
+    """The run-wide ``settings`` a run directory's graph.json was started with."""
+    path = Path(run_dir) / "graph.json"
+    if not path.exists():
+        raise RunError(f"{run_dir} holds no run of a graph (no graph.json); give the directory of a run.")
+    try:
+        return json.loads(path.read_text())["settings"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise RunError(f"Cannot read {path} ({exc}); the run directory is damaged.") from None
 
 
 def _clear(path):

@@ -28,6 +28,7 @@ Rows are paired: row n of every modality is the same datum. Built-in two-view se
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import List
 
 import numpy as np
@@ -41,6 +42,7 @@ from .mutual import check_data, resolve_device
 from .rundir import atomic_write_bytes, write_json
 
 __all__ = ["VAEStep", "JointGMM", "TWO_VIEW_SETS", "load_views", "partner_view", "multimodal_graph",
+           "write_multimodal_report",
            "fit_multimodal", "MultimodalResult", "cross_modal_recall"]
 
 TWO_VIEW_SETS = ("mnist5k-rotated", "mnist5k-partner")
@@ -252,8 +254,8 @@ class MultimodalResult:
         return self.graph["gmm"].gmm.gmm
 
 
-def fit_multimodal(datasets, config, *, labels=None, configs=None, run_dir=None, resume=False, overwrite=False,
-                   progress=True, log=print, stop_requested=None):
+def fit_multimodal(datasets, config, *, labels=None, configs=None, sources=None, run_dir=None, resume=False,
+                   overwrite=False, progress=True, log=print, stop_requested=None):
     """Train one VAE per modality and one GMM over all of them by mutual learning.
 
     Parameters
@@ -266,6 +268,9 @@ def fit_multimodal(datasets, config, *, labels=None, configs=None, run_dir=None,
         Only to score each round (accuracy, ARI, NMI of the GMM's assignments).
     configs : list of TrainConfig, default=None
         One per modality, for VAEs that differ (architecture, latent_dim, ...).
+    sources : list of str, default=None
+        Where the modalities came from (``load_views``' sources), recorded in graph.json so that
+        ``vaegmm train --resume`` can load them again.
     run_dir, resume, overwrite, progress, log, stop_requested
         As :func:`vaegmm.engine.run`.
 
@@ -285,7 +290,9 @@ def fit_multimodal(datasets, config, *, labels=None, configs=None, run_dir=None,
     observers = [LabelScore(labels, "gmm")] if labels is not None else []
     result = run(graph, config.mutual_iterations, seed=config.seed, run_dir=run_dir, resume=resume,
                  overwrite=overwrite, observers=observers, progress=progress, log=log, stop_requested=stop_requested,
-                 settings={"data": [d.name for d in datasets], "config": config.to_dict()})
+                 settings={"sources": sources, "data": [d.name for d in datasets], "config": config.to_dict()})
+    if run_dir is not None and labels is not None:
+        _save(Path(run_dir) / "labels.npy", lambda f: np.save(f, labels))
     last = result.outboxes[-1]
     names = [m.name for m in graph.modules if isinstance(m, VAEStep)]
     return MultimodalResult(graph, result.rounds, [last[n]["latents"] for n in names], last["gmm"]["assignments"],
@@ -323,3 +330,119 @@ def cross_modal_recall(gmm, blocks, source, target, latents):
         gain = np.linalg.solve(cov[s, s], cov[s, t]).T  # Sigma_ts Sigma_ss^-1
         recalled[rows] = mean[t] + (latents[rows] - mean[s]) @ gain.T
     return categories, recalled
+
+
+def _load_vae(path):
+    from .vae import VAE
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    vae = VAE(**checkpoint["vae_config"])
+    vae.load_state_dict(checkpoint["state_dict"])
+    return vae.eval(), tuple(checkpoint["image_shape"])
+
+
+def _decode(vae, latents):
+    with torch.no_grad():
+        return torch.sigmoid(vae.decode(torch.as_tensor(latents, dtype=torch.float32))).numpy()
+
+
+def write_multimodal_report(run_dir, n_examples=8):
+    """Figures and ``report.md`` of a multimodal run directory: every category decoded in every
+    modality (``figures/categories.png``), cross-modal recall, from each modality alone, of what
+    the others show (``figures/recall.png``), and the metrics per round. Returns the paths written."""
+    import json
+
+    import matplotlib.pyplot as plt
+
+    from .engine import read_settings
+    from .gmm import GibbsGMM
+    from .metrics import clustering_metrics
+
+    root = Path(run_dir)
+    settings = read_settings(root)
+    rounds = json.loads((root / "metrics.json").read_text())["rounds"]
+    last = root / f"round_{len(rounds) - 1}"
+    history = json.loads((last / "gmm" / "history.json").read_text())
+    blocks = {name: tuple(block) for name, block in history["blocks"].items()}
+    names = list(blocks)
+    with np.load(last / "gmm" / "gmm.npz") as params:
+        gmm = GibbsGMM.from_parameters(params["mu"], params["Lambda"], params["pi"])
+    vaes = {name: _load_vae(last / name / "vae.pt") for name in names}
+    latents = {name: np.load(last / name / "latents.npy") for name in names}
+    labels = np.load(root / "labels.npy") if (root / "labels.npy").exists() else None
+    figures = root / "figures"
+    figures.mkdir(exist_ok=True)
+    order = np.argsort(-gmm.weights_)
+    order = order[gmm.weights_[order] > 0]
+
+    fig, axes = plt.subplots(len(names), len(order), figsize=(1.1 * len(order), 1.2 * len(names)), squeeze=False)
+    for row, name in enumerate(names):
+        vae, shape = vaes[name]
+        images = _decode(vae, gmm.means_[order][:, slice(*blocks[name])]).reshape(-1, *shape)
+        for col, image in enumerate(images):
+            axes[row, col].imshow(image, cmap="gray", vmin=0, vmax=1)
+            axes[row, col].set_xticks([]), axes[row, col].set_yticks([])
+            if col == 0:
+                axes[row, col].set_ylabel(name, fontsize=8)
+            if row == 0:
+                axes[row, col].set_title(str(int(order[col])), fontsize=8)
+    fig.suptitle("every category's mean, decoded in every modality", fontsize=9)
+    fig.tight_layout()
+    categories_png = figures / "categories.png"
+    fig.savefig(categories_png, dpi=110)
+    plt.close(fig)
+
+    recall_lines, pairs = [], [(s, t) for s in names for t in names if s != t]
+    views = None
+    if settings.get("sources"):
+        config = settings["config"]
+        views = dict(zip(names, load_views(settings["sources"], max_samples=config["max_samples"],
+                                           seed=config["seed"])[0]))
+    rows = np.random.default_rng(0).choice(len(latents[names[0]]), size=min(n_examples, len(latents[names[0]])),
+                                           replace=False)
+    fig, axes = plt.subplots(3 * len(pairs), len(rows), figsize=(1.1 * len(rows), 1.2 * 3 * len(pairs)),
+                             squeeze=False)
+    for p, (source, target) in enumerate(pairs):
+        categories, recalled = cross_modal_recall(gmm, blocks, source, target, latents[source])
+        if labels is not None:
+            scores = clustering_metrics(labels, categories)
+            recall_lines.append(f"| {source} alone | {scores['accuracy']:.4f} | {scores['ari']:.4f} | "
+                                f"{scores['nmi']:.4f} |")
+        vae, shape = vaes[target]
+        decoded = _decode(vae, recalled[rows]).reshape(-1, *shape)
+        shown = [(f"{source} (seen)", None if views is None else views[source].images[rows]),
+                 (f"{target} recalled", decoded),
+                 (f"{target} (truth)", None if views is None else views[target].images[rows])]
+        for r, (title, images) in enumerate(shown):
+            for c in range(len(rows)):
+                axis = axes[3 * p + r, c]
+                axis.set_xticks([]), axis.set_yticks([])
+                if images is not None:
+                    axis.imshow(images[c], cmap="gray", vmin=0, vmax=1)
+                if c == 0:
+                    axis.set_ylabel(title, fontsize=7)
+    fig.suptitle("cross-modal recall: from one modality alone, the category and what the other shows", fontsize=9)
+    fig.tight_layout()
+    recall_png = figures / "recall.png"
+    fig.savefig(recall_png, dpi=110)
+    plt.close(fig)
+
+    columns = [key for key in rounds[0] if key not in ("round", "seconds")]
+    lines = [f"# Multimodal categories: {len(names)} modalities, one GMM", "",
+             "Modalities: " + ", ".join(f"`{name}` ({data})" for name, data in zip(names, settings["data"])) + ".",
+             "Accuracy, ARI and NMI score the GMM's reported assignments against the labels (labels only score).",
+             "", "| round | " + " | ".join(columns) + " | seconds |", "|" + "---|" * (len(columns) + 2)]
+    for row in rounds:
+        cells = [f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in columns]
+        lines.append(f"| {row['round']} | " + " | ".join(cells) + f" | {row['seconds']:.1f} |")
+    lines += ["", "![categories](figures/categories.png)", "",
+              "*Each column one category (by weight); each row its mean decoded by that modality's VAE.*", ""]
+    if recall_lines:
+        lines += ["Categories inferred from one modality alone (its block of the GMM), scored against the labels:", "",
+                  "| from | accuracy | ARI | NMI |", "|---|---|---|---|", *recall_lines, ""]
+    lines += ["![recall](figures/recall.png)", "",
+              "*For each ordered pair: the source modality's images, the target modality recalled from the source "
+              "alone (E[z_target | z_source, category] decoded), and the target's true images.*", ""]
+    report = root / "report.md"
+    atomic_write_bytes(report, "\n".join(lines).encode("utf-8"))
+    return [categories_png, recall_png, report]
