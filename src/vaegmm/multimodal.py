@@ -120,20 +120,41 @@ class JointGMM(Module):
     each sender's block of the prior message (``"prior"``, :class:`~vaegmm.engine.Addressed`), and
     ``"assignments"``.
 
+    Only **active** latent dimensions are clustered (Burda, Grosse & Salakhutdinov 2016: a
+    dimension whose encoder means vary across the data by more than ``active_variance``). A VAE
+    on a noisy modality leaves most of its dimensions at the N(0, I) prior (posterior collapse);
+    their means are near-constant noise that would dominate the joint covariance and merge the
+    clusters. An inactive dimension is sent N(0, 1) back, the prior it already matches.
+
     Parameters
     ----------
     name : str
     config : TrainConfig
         Its GMM's fields (n_clusters, gmm_sweeps, gmm_chains, gmm_prior, prior_from, ...).
     device : torch.device, default=cpu
+    active_variance : float, default=0.01
+        The activity threshold (Burda et al.'s 10^-2); 0 clusters every dimension.
     """
 
-    def __init__(self, name, config, device=None):
+    def __init__(self, name, config, device=None, active_variance=0.01):
         super().__init__(name)
-        self.config = config
+        if not (isinstance(active_variance, (int, float)) and 0 <= active_variance < np.inf):
+            raise ValueError(f"active_variance must be a non-negative number, got {active_variance!r}.")
+        self.config, self.active_variance = config, float(active_variance)
         self.device = torch.device("cpu") if device is None else device
         self.gmm = GMMModule(config, None, self.device)
         self.previous = None  # the last round's assignments (chain_init="previous")
+
+    def describe(self):
+        return {**super().describe(), "active_variance": self.active_variance}
+
+    def active(self, latents):
+        """The dimensions of ``latents`` it clusters: the active ones (the most varied if none is)."""
+        variance = latents.var(axis=0)
+        active = variance > self.active_variance
+        if not active.any():
+            active[np.argmax(variance)] = True
+        return active
 
     def step(self, inbox, context):
         parts = inbox.each("latents")
@@ -143,16 +164,17 @@ class JointGMM(Module):
         if len(lengths) > 1:
             raise ValueError(f"Module {self.name!r} was sent latents of {sorted(lengths)} rows; the modalities' rows "
                              "must be paired (the same N).")
-        latents = np.concatenate([latents for _, latents in parts], axis=1)
+        actives = {source: self.active(latents) for source, latents in parts}
+        clustered = np.concatenate([latents[:, actives[source]] for source, latents in parts], axis=1)
         previous = self.previous if self.config.chain_init == "previous" else None
-        self.gmm.fit(latents, context.seed, previous, progress=context.progress)
+        self.gmm.fit(clustered, context.seed, previous, progress=context.progress)
         message = self.gmm.message()
-        edges = np.cumsum([0] + [part.shape[1] for _, part in parts])
-        prior = Addressed({source: message.block(int(start), int(stop))
-                           for (source, _), start, stop in zip(parts, edges[:-1], edges[1:])})
+        edges = np.cumsum([0] + [int(actives[source].sum()) for source, _ in parts])
+        blocks = {source: (int(start), int(stop)) for (source, _), start, stop in zip(parts, edges[:-1], edges[1:])}
+        prior = Addressed({source: _expand(message.block(*blocks[source]), actives[source]) for source, _ in parts})
         self.previous = self.gmm.gmm.labels_.copy()
-        return {"assignments": self.previous, "prior": prior, "blocks": {s: (int(a), int(b)) for (s, _), a, b
-                                                                          in zip(parts, edges[:-1], edges[1:])},
+        return {"assignments": self.previous, "prior": prior, "blocks": blocks,
+                "active": {source: active.tolist() for source, active in actives.items()},
                 "log_posterior": float(self.gmm.gmm.log_posterior_[self.gmm.gmm.reported_sweep_])}
 
     def state(self):
@@ -165,10 +187,30 @@ class JointGMM(Module):
         gmm = self.gmm.gmm
         _save(folder / "gmm.npz", lambda f: np.savez(f, mu=gmm.means_, Lambda=gmm.precisions_, pi=gmm.weights_))
         _save(folder / "assignments.npy", lambda f: np.save(f, outbox["assignments"]))
-        write_json(folder / "history.json", {"sweeps": self.gmm.sweeps, "blocks": outbox["blocks"]})
+        write_json(folder / "history.json", {"sweeps": self.gmm.sweeps, "blocks": outbox["blocks"],
+                                             "active": outbox["active"]})
 
     def summary(self, outbox):
-        return {"log_posterior": outbox["log_posterior"]}
+        return {"log_posterior": outbox["log_posterior"],
+                "active_dims": int(sum(sum(active) for active in outbox["active"].values()))}
+
+
+def _expand(message, active):
+    """A prior over the active dimensions of a latent, as a prior over all of them: N(0, 1),
+    independent, in the inactive ones."""
+    if active.all():
+        return message
+    index = torch.as_tensor(np.flatnonzero(active), device=message.mean.device)
+    rows, dims = message.mean.shape[0], active.size
+    mean = message.mean.new_zeros(rows, dims)
+    mean[:, index] = message.mean
+    if message.precision is None:
+        var = message.mean.new_ones(rows, dims)
+        var[:, index] = message.var
+        return PriorMessage(mean, var=var, log_weights=message.log_weights)
+    precision = torch.eye(dims, dtype=message.precision.dtype, device=mean.device).repeat(rows, 1, 1)
+    precision[:, index.unsqueeze(1), index.unsqueeze(0)] = message.precision
+    return PriorMessage(mean, precision=precision, log_weights=message.log_weights)
 
 
 def partner_view(dataset, seed=0):
@@ -307,9 +349,9 @@ def cross_modal_recall(gmm, blocks, source, target, latents):
     Parameters
     ----------
     gmm : fitted GibbsGMM over the concatenated latents
-    blocks : dict name -> (start, stop) of each modality's columns
+    blocks : dict name -> (start, stop) of each modality's columns in what the GMM clustered
     source, target : modality names
-    latents : (N, L_source)
+    latents : (N, L_source), the source's clustered (active) dimensions
 
     Returns
     -------
@@ -364,7 +406,14 @@ def write_multimodal_report(run_dir, n_examples=8):
     last = root / f"round_{len(rounds) - 1}"
     history = json.loads((last / "gmm" / "history.json").read_text())
     blocks = {name: tuple(block) for name, block in history["blocks"].items()}
+    actives = {name: np.asarray(active, dtype=bool) for name, active in history["active"].items()}
     names = list(blocks)
+
+    def full(name, clustered):  # a modality's clustered (active) coordinates as a whole latent, 0 elsewhere
+        latent = np.zeros((len(clustered), actives[name].size))
+        latent[:, actives[name]] = clustered
+        return latent
+
     with np.load(last / "gmm" / "gmm.npz") as params:
         gmm = GibbsGMM.from_parameters(params["mu"], params["Lambda"], params["pi"])
     vaes = {name: _load_vae(last / name / "vae.pt") for name in names}
@@ -378,7 +427,7 @@ def write_multimodal_report(run_dir, n_examples=8):
     fig, axes = plt.subplots(len(names), len(order), figsize=(1.1 * len(order), 1.2 * len(names)), squeeze=False)
     for row, name in enumerate(names):
         vae, shape = vaes[name]
-        images = _decode(vae, gmm.means_[order][:, slice(*blocks[name])]).reshape(-1, *shape)
+        images = _decode(vae, full(name, gmm.means_[order][:, slice(*blocks[name])])).reshape(-1, *shape)
         for col, image in enumerate(images):
             axes[row, col].imshow(image, cmap="gray", vmin=0, vmax=1)
             axes[row, col].set_xticks([]), axes[row, col].set_yticks([])
@@ -403,13 +452,13 @@ def write_multimodal_report(run_dir, n_examples=8):
     fig, axes = plt.subplots(3 * len(pairs), len(rows), figsize=(1.1 * len(rows), 1.2 * 3 * len(pairs)),
                              squeeze=False)
     for p, (source, target) in enumerate(pairs):
-        categories, recalled = cross_modal_recall(gmm, blocks, source, target, latents[source])
+        categories, recalled = cross_modal_recall(gmm, blocks, source, target, latents[source][:, actives[source]])
         if labels is not None:
             scores = clustering_metrics(labels, categories)
             recall_lines.append(f"| {source} alone | {scores['accuracy']:.4f} | {scores['ari']:.4f} | "
                                 f"{scores['nmi']:.4f} |")
         vae, shape = vaes[target]
-        decoded = _decode(vae, recalled[rows]).reshape(-1, *shape)
+        decoded = _decode(vae, full(target, recalled[rows])).reshape(-1, *shape)
         shown = [(f"{source} (seen)", None if views is None else views[source].images[rows]),
                  (f"{target} recalled", decoded),
                  (f"{target} (truth)", None if views is None else views[target].images[rows])]
