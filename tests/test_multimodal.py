@@ -1,0 +1,146 @@
+"""Multimodal categories: the joint GMM's messages, the two-view sets, cross-modal recall, the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import multivariate_normal
+
+from vaegmm import TrainConfig
+from vaegmm.cli import main
+from vaegmm.data import DataError, ImageDataset, load_dataset
+from vaegmm.gmm import GibbsGMM
+from vaegmm.messages import PriorMessage
+from vaegmm.multimodal import (JointGMM, _expand, cross_modal_recall, fit_multimodal, load_views, partner_view)
+
+TINY = dict(vae_epochs=2, round0_epochs=1, gmm_sweeps=5, gmm_chains=1, latent_dim=3, hidden_dims=(16,),
+            batch_size=32)
+
+
+def random_covariances(rng, n, dim):
+    factors = rng.normal(size=(n, dim, dim))
+    return factors @ factors.transpose(0, 2, 1) + dim * np.eye(dim)
+
+
+def test_a_block_of_a_full_prior_is_its_marginal():
+    rng = np.random.default_rng(0)
+    covariance = random_covariances(rng, 5, 6)
+    message = PriorMessage(torch.as_tensor(rng.normal(size=(5, 6)), dtype=torch.float32),
+                           precision=torch.as_tensor(np.linalg.inv(covariance), dtype=torch.float32))
+    block = message.block(2, 5)
+    np.testing.assert_allclose(block.mean.numpy(), message.mean.numpy()[:, 2:5])
+    np.testing.assert_allclose(np.linalg.inv(block.precision.numpy()), covariance[:, 2:5, 2:5], rtol=1e-3, atol=1e-4)
+    diagonal = PriorMessage(message.mean, var=torch.rand(5, 6) + 0.1)
+    np.testing.assert_array_equal(diagonal.block(1, 3).var.numpy(), diagonal.var.numpy()[:, 1:3])
+    assert message.block(0, 6) is message
+
+
+def test_inactive_dimensions_are_sent_the_standard_normal():
+    active = np.array([True, False, True, False])
+    block = PriorMessage(torch.tensor([[1.0, 2.0]]), precision=torch.tensor([[[2.0, 0.5], [0.5, 3.0]]]))
+    full = _expand(block, active)
+    np.testing.assert_array_equal(full.mean.numpy(), [[1.0, 0.0, 2.0, 0.0]])
+    expected = np.eye(4)
+    expected[np.ix_([0, 2], [0, 2])] = [[2.0, 0.5], [0.5, 3.0]]
+    np.testing.assert_array_equal(full.precision.numpy()[0], expected)
+    diagonal = _expand(PriorMessage(torch.tensor([[1.0, 2.0]]), var=torch.tensor([[0.5, 0.25]])), active)
+    np.testing.assert_array_equal(diagonal.var.numpy(), [[0.5, 1.0, 0.25, 1.0]])
+
+
+def test_the_joint_gmm_clusters_active_dimensions_only():
+    module = JointGMM("gmm", TrainConfig())
+    latents = np.column_stack([np.random.default_rng(0).normal(size=200), np.full(200, 0.3), np.linspace(0, 0.2, 200)])
+    np.testing.assert_array_equal(module.active(latents), [True, False, False])
+    np.testing.assert_array_equal(module.active(latents[:, 1:]), [False, True])  # none active: the most varied
+
+
+def test_cross_modal_recall_is_the_conditional_gaussian():
+    rng = np.random.default_rng(1)
+    covariance = random_covariances(rng, 3, 5)
+    means = rng.normal(size=(3, 5)) * 4
+    gmm = GibbsGMM.from_parameters(means, np.linalg.inv(covariance), np.array([0.2, 0.3, 0.5]))
+    source = rng.normal(size=(40, 2)) * 3
+    categories, recalled = cross_modal_recall(gmm, {"a": (0, 2), "b": (2, 5)}, "a", "b", source)
+    log_prob = np.column_stack([np.log(w) + multivariate_normal(m[:2], c[:2, :2]).logpdf(source)
+                                for w, m, c in zip(gmm.weights_, means, covariance)])
+    np.testing.assert_array_equal(categories, log_prob.argmax(axis=1))
+    for n in range(len(source)):
+        k, c = categories[n], covariance[categories[n]]
+        expected = means[k, 2:] + c[2:, :2] @ np.linalg.solve(c[:2, :2], source[n] - means[k, :2])
+        np.testing.assert_allclose(recalled[n], expected, rtol=1e-8, atol=1e-8)
+
+
+def test_the_partner_view_is_another_image_of_the_same_class_with_noise():
+    base = load_dataset("mnist5k", max_samples=300, seed=0)
+    view = partner_view(base, seed=0)
+    np.testing.assert_array_equal(view.labels, base.labels)
+    assert view.images.min() >= 0 and view.images.max() <= 1
+    noise = view.images - base.images
+    assert np.mean(np.abs(noise)) > 0.3  # not the image itself: another one, and noisy
+    # Every noisy image lies at or above (pixels clipped at 1) some same-class clean image.
+    for n in range(20):
+        same = base.images[base.labels == base.labels[n]]
+        assert np.any(np.all((view.images[n] >= same - 1e-6) | (view.images[n] == 1.0), axis=(1, 2)))
+
+
+def test_views_with_differing_rows_or_contradicting_labels_are_refused(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, size=(30, 8, 8), dtype=np.uint8)
+    labels = np.arange(30) % 3
+    np.savez(tmp_path / "a.npz", x=images, y=labels)
+    np.savez(tmp_path / "b.npz", x=images[:20], y=labels[:20])
+    np.savez(tmp_path / "c.npz", x=images, y=np.roll(labels, 1))
+    np.savez(tmp_path / "d.npz", x=images)
+    with pytest.raises(DataError, match="30, 20 rows"):
+        load_views([tmp_path / "a.npz", tmp_path / "b.npz"])
+    with pytest.raises(DataError, match="different labels"):
+        load_views([tmp_path / "a.npz", tmp_path / "c.npz"])
+    views, found = load_views([tmp_path / "d.npz", tmp_path / "a.npz"])  # labels from whichever file has them
+    np.testing.assert_array_equal(found, labels)
+
+
+def test_one_modality_alone_trains_like_a_single_run_shape():
+    data = load_dataset("mnist5k", max_samples=80, seed=0)
+    result = fit_multimodal([data], TrainConfig(**TINY), labels=data.labels, progress=False, log=None)
+    assert result.latents[0].shape == (80, 3) and result.assignments.shape == (80,)
+    assert set(result.rounds[-1]) >= {"accuracy", "vae_0/elbo", "gmm/log_posterior"}
+
+
+def test_modalities_with_their_own_vae_settings():
+    views, labels = load_views(["mnist5k-rotated"], max_samples=80, seed=0)
+    config = TrainConfig(**TINY)
+    configs = [config, config.replace(latent_dim=5, architecture="conv")]
+    result = fit_multimodal(views, config, configs=configs, labels=labels, progress=False, log=None)
+    assert [z.shape[1] for z in result.latents] == [3, 5]
+
+
+def test_cli_trains_two_files_and_resumes_nothing_when_finished(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    digits = load_dataset("digits", max_samples=90, seed=0)
+    np.savez(tmp_path / "a.npz", x=(digits.images * 255).astype(np.uint8), y=digits.labels)
+    np.savez(tmp_path / "b.npz", x=(rng.random(digits.images.shape) * 255).astype(np.uint8))
+    out = tmp_path / "run"
+    args = ["train", "--data", str(tmp_path / "a.npz"), "--data", str(tmp_path / "b.npz"), "--out", str(out),
+            "--vae-iter", "2", "--gmm-iter", "4", "--latent-dim", "2", "--quiet", "--set", "gmm_chains=1"]
+    assert main(args) == 0
+    assert "accuracy: round 0" in capsys.readouterr().out
+    for name in ("graph.json", "metrics.json", "report.md", "figures/categories.png", "figures/recall.png",
+                 "round_1/vae_1/vae.pt", "round_1/gmm/gmm.npz"):
+        assert (out / name).exists(), name
+    before = (out / "metrics.json").read_bytes()
+    assert main(args) == 0
+    assert "already holds this run, finished" in capsys.readouterr().out
+    assert (out / "metrics.json").read_bytes() == before
+    assert main(["train", "--resume", str(out)]) == 0  # all rounds done: nothing to train
+    assert len(json.loads((out / "metrics.json").read_text())["rounds"]) == 2
+
+
+def test_cli_refuses_unpaired_files_in_one_sentence(tmp_path, capsys):
+    np.savez(tmp_path / "a.npz", x=np.zeros((30, 8, 8), np.uint8))
+    np.savez(tmp_path / "b.npz", x=np.zeros((20, 8, 8), np.uint8))
+    code = main(["train", "--data", str(tmp_path / "a.npz"), "--data", str(tmp_path / "b.npz"),
+                 "--out", str(tmp_path / "run")])
+    assert code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "same number of rows" in error
+    assert not (tmp_path / "run").exists()
