@@ -74,7 +74,9 @@ def _parser():
     game.add_argument("--rotation", type=float, default=45.0,
                       help="degrees by which agent B's view is rotated (default: %(default)s)")
     game.add_argument("--config", help="config.json whose settings both agents use; flags given override it")
-    game.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    game.add_argument("--overwrite", action="store_true", help="replace the game --out holds")
+    game.add_argument("--resume", metavar="DIR",
+                      help="continue the interrupted game in DIR from its checkpoint (its saved settings)")
     game.add_argument("--no-figures", action="store_true", help="skip the figures and the reports at the end")
     game.add_argument("--quiet", action="store_true", help="no progress bars")
     game.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -489,6 +491,16 @@ def _cmd_evaluate(args):
             print(line)
         print(f"wrote {Path(args.out) / 'suite.json'} and one folder per dataset")
         return 0
+    sources = _sources(args, config)
+    if _is_multimodal(sources):
+        from .evaluate import evaluate_multimodal, format_multimodal
+
+        print(f"evaluating {len(args.seeds)} seeds on the paired modalities {', '.join(sources)}: mutual, apart, "
+              "round 0 and each modality alone (labels used for scoring only)")
+        evaluation = evaluate_multimodal(sources, config, args.seeds, jobs=args.jobs, out=args.out)
+        print(format_multimodal(evaluation))
+        print(f"wrote {Path(args.out) / 'evaluation.json'}")
+        return 0
     print(f"evaluating {len(args.seeds)} seeds on {config.data} (labels used for scoring only)")
     evaluation = evaluate(config, args.seeds, jobs=args.jobs, out=args.out)
     for line in format_summary(evaluation):
@@ -504,14 +516,38 @@ def _cmd_naming_game(args):
     from .naming_game import AGENT_NAMES, fit_naming_game, write_game_report
     from .report import write_report
 
-    config = _train_config(args)
+    from .engine import read_settings
+    from .rundir import RunComplete
+
+    if args.resume:
+        if args.overwrite:
+            raise ValueError("--resume continues a game and --overwrite deletes it; give one of them.")
+        settings = read_settings(args.resume)
+        if args.config or args.data:
+            raise ValueError("--resume continues the game's own settings; drop --config and --data.")
+        config = TrainConfig.from_dict(settings["config"])
+        changed = _train_config(args, base=config).differences(config)
+        if changed:
+            raise ValueError(f"Cannot resume {args.resume} with other settings: {', '.join(changed)}; resume with the "
+                             "saved settings or play a new game in another directory.")
+        args.out, args.mode, args.rotation = args.resume, settings["mode"], settings["rotation"]
+    else:
+        config = _train_config(args)
+        if args.data and len(args.data) > 1:
+            raise ValueError("naming-game takes one --data (agent B sees it rotated); drop the others.")
     resolve_device(config.device)
     _set_threads(args.threads)
     dataset = load_dataset(config.data, max_samples=config.max_samples, seed=config.seed)
     print(f"data: {dataset.name}, {len(dataset)} images; agent A sees them, agent B rotated by {args.rotation:g} "
           f"degrees; listener's rule: {args.mode}")
-    result = fit_naming_game(dataset, config, mode=args.mode, rotation=args.rotation, run_dir=args.out,
-                             overwrite=args.overwrite, progress=not args.quiet)
+    try:
+        with _DeferredInterrupt() as interrupt:
+            result = fit_naming_game(dataset, config, mode=args.mode, rotation=args.rotation, run_dir=args.out,
+                                     overwrite=args.overwrite, resume=bool(args.resume), progress=not args.quiet,
+                                     stop_requested=lambda: interrupt.requested)
+    except RunComplete as done:
+        print(f"vaegmm: {done}")
+        return 0
     if not args.no_figures:
         for name in AGENT_NAMES:
             write_figures(Path(args.out) / name)
@@ -591,7 +627,7 @@ def main(argv=None):
             run = getattr(args, "resume", None) or getattr(args, "out", None)
             launcher = "torchrun --nproc_per_node=P -m vaegmm" if launched_by_torchrun() else "vaegmm"
             saved = {"train": f"; the last checkpoint is saved; continue with `{launcher} train --resume {run}`",
-                     "naming-game": f"; the rounds completed so far are saved in {run} (a game cannot be resumed)"}
+                     "naming-game": f"; the last checkpoint is saved; continue with `vaegmm naming-game --resume {run}`"}
             print(f"vaegmm: interrupted{saved.get(args.command, '')}.", file=sys.stderr)
     except (ValueError, OSError, FloatingPointError, RuntimeError) as exc:
         if args.debug:

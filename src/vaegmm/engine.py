@@ -269,7 +269,7 @@ def _to_bytes(obj):
     return buffer.getvalue()
 
 
-def _check_directory(path, description, rounds, overwrite, resume):
+def _check_directory(path, description, rounds, overwrite, resume, files=()):
     """Refuse to replace a run unless ``overwrite``; say what to do. Returns the saved checkpoint
     when resuming (None when nothing was done yet)."""
     path = Path(path)
@@ -289,14 +289,15 @@ def _check_directory(path, description, rounds, overwrite, resume):
         return checkpoint
     if overwrite or not path.exists():
         return None
-    found = [child for child in path.iterdir() if child.name in _RUN_FILES or child.name.startswith(_ROUND_PREFIX)]
+    found = [child for child in path.iterdir()
+             if child.name in _RUN_FILES + tuple(files) or child.name.startswith(_ROUND_PREFIX)]
     if not found:
         return None
     if not saved.exists() or json.loads(saved.read_text()) != description:
         raise RunError(f"{path} already holds a different run; choose another output directory or pass "
                        "--overwrite (overwrite=True) to replace it.")
-    metrics = path / "metrics.json"
-    if metrics.exists() and len(json.loads(metrics.read_text())["rounds"]) == rounds:
+    checkpoint = path / "checkpoint.pt"
+    if checkpoint.exists() and torch.load(checkpoint, map_location="cpu", weights_only=False)["round"] == rounds:
         raise RunComplete(f"{path} already holds this run, finished ({rounds} round{'s' if rounds != 1 else ''}); "
                           "nothing was changed. Pass --overwrite (overwrite=True) to train it again.")
     raise RunError(f"{path} holds an interrupted run of these settings; continue it with --resume (resume=True), "
@@ -314,14 +315,15 @@ def read_settings(run_dir):
         raise RunError(f"Cannot read {path} ({exc}); the run directory is damaged.") from None
 
 
-def _clear(path):
+def _clear(path, files=()):
     for child in Path(path).iterdir():
-        if child.name in _RUN_FILES or child.name.startswith(_ROUND_PREFIX) or child.name == "figures":
+        if child.name in _RUN_FILES + tuple(files) or child.name.startswith(_ROUND_PREFIX) or child.name == "figures":
             shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
 def run(graph, rounds, *, seed=0, run_dir=None, resume=False, overwrite=False, observers=(), progress=True,
-        log: Optional[Callable[[str], None]] = print, stop_requested=None, settings=None):
+        log: Optional[Callable[[str], None]] = print, stop_requested=None, settings=None, writer=None, files=(),
+        formatter=None):
     """Run ``rounds`` rounds of ``graph``: each round, every module's step in order.
 
     Parameters
@@ -347,6 +349,13 @@ def run(graph, rounds, *, seed=0, run_dir=None, resume=False, overwrite=False, o
         last checkpoint kept.
     settings : dict, default=None
         Run-wide settings written into graph.json beside the graph (a resume must match them).
+    writer : callable ``(run_dir, round, outboxes, metrics, graph)``, default=None
+        Writes a finished round's files instead of the default (each module's :meth:`Module.save`
+        into ``round_<r>/<name>/``, and metrics.json), for systems with a layout of their own.
+    files : sequence of str
+        Names of the files and folders the writer adds in ``run_dir`` (removed by ``overwrite``).
+    formatter : callable ``(metrics row) -> str``, default=None
+        The log line of a round (default: every metric, by name).
 
     Returns
     -------
@@ -363,11 +372,11 @@ def run(graph, rounds, *, seed=0, run_dir=None, resume=False, overwrite=False, o
     stop_requested = stop_requested or (lambda: False)
     checkpoint = None
     if run_dir is not None:
-        checkpoint = _check_directory(run_dir, description, rounds, overwrite, resume)
+        checkpoint = _check_directory(run_dir, description, rounds, overwrite, resume, files)
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
-            _clear(run_dir)
+            _clear(run_dir, files)
             write_json(run_dir / "graph.json", description)
 
     seeds = [child.spawn(len(graph.modules)) for child in np.random.SeedSequence(seed).spawn(rounds)]
@@ -420,15 +429,20 @@ def run(graph, rounds, *, seed=0, run_dir=None, resume=False, overwrite=False, o
         metrics.append(row)
         history.append(round_outboxes)
         if run_dir is not None:
-            for module in graph.modules:
-                folder = run_dir / f"{_ROUND_PREFIX}{round_index}" / module.name
-                folder.mkdir(parents=True, exist_ok=True)
-                module.save(folder, round_outboxes[module.name])
-            write_json(run_dir / "metrics.json", {"rounds": metrics})
+            (writer or _write_round)(run_dir, round_index, round_outboxes, metrics, graph)
             save_checkpoint(round_index + 1, 0, {}, 0.0)
         if log is not None:
-            log(format_row(row))
+            log((formatter or format_row)(row))
     return GraphResult(graph, metrics, history)
+
+
+def _write_round(run_dir, round_index, outboxes, metrics, graph):
+    """The default files of a finished round: each module's artifacts, and metrics.json."""
+    for module in graph.modules:
+        folder = run_dir / f"{_ROUND_PREFIX}{round_index}" / module.name
+        folder.mkdir(parents=True, exist_ok=True)
+        module.save(folder, outboxes[module.name])
+    write_json(run_dir / "metrics.json", {"rounds": metrics})
 
 
 def format_row(row):

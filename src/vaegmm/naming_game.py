@@ -21,7 +21,9 @@ share. One round:
      keeping its own sign otherwise;
    - the listener draws (pi, mu, Lambda) given its latents and its signs;
 
-4. each GMM sends its VAE the prior of each datum's sign, N(mu_{w_n}, Lambda_{w_n}^-1).
+4. each GMM sends its VAE each datum's prior (``prior_from="last"``, the paper's: the prior of its
+   sign, N(mu_{w_n}, Lambda_{w_n}^-1); by default, as in a single run, the Gaussian moment-matched
+   to its responsibilities under the listener's GMM).
 
 With ``manifold="umap"`` each agent has a third module, :class:`~vaegmm.manifold.ManifoldModule`:
 its GMM clusters (and speaks and listens on) the UMAP embedding of its own latents, and the prior
@@ -32,19 +34,25 @@ weigh the VAE latents; see :mod:`vaegmm.manifold`).
 own round-0 chain, a single run's GMM) and ``mode="all"`` (every proposal accepted) are the
 paper's baselines.
 
+The game is a wiring of :mod:`vaegmm.engine` (:func:`naming_game_graph`): each agent's VAE is a
+:class:`~vaegmm.multimodal.VAEStep`, its manifold an :class:`Embed`, and the two GMMs with the
+turns between them one :class:`NamingGame` module. The engine owns seeds, checkpoints (a game
+killed at any instant resumes to the same metrics, ``resume=True``) and the stop on Ctrl-C.
+The message to each VAE follows ``prior_from`` as in a single run ("last": the sign's cluster,
+the paper's message).
+
 Output: ``metrics.json`` ({"mode", "rotation", "iterations": [{"iteration", "kappa", "acceptance",
 "agents": [{"accuracy", "ari", "nmi", "elbo"}, ...]}]}, kappa = Cohen's kappa between the agents'
-signs), ``game.json`` (the settings), ``agent_a/`` and ``agent_b/`` (each a normal run directory:
-``vaegmm report --run DIR/agent_a`` works), ``figures/naming_game.png`` and ``report.md``.
+signs), ``game.json`` (the settings), ``graph.json`` and ``checkpoint.pt`` (the engine's),
+``agent_a/`` and ``agent_b/`` (each a normal run directory: ``vaegmm report --run DIR/agent_a``
+works), ``figures/naming_game.png`` and ``report.md``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -55,48 +63,28 @@ from sklearn.metrics import adjusted_rand_score, cohen_kappa_score
 from . import plots
 from .augment import affine_views
 from .data import ImageDataset
+from .engine import Addressed, Graph, GraphResult, Module, run
 from .gibbs import estimate_log_gaussian_prob
 from .manifold import ManifoldModule, manifold_seed
-from .messages import PriorMessage
+from .messages import prior_message
 from .metrics import clustering_metrics
-from .modules import GMMModule, VAEModule
+from .modules import GMMModule
+from .multimodal import VAEStep
 from .mutual import check_data, resolve_device
 from .rundir import RunDirectory, RunError, atomic_write_bytes, write_json
 
-__all__ = ["MODES", "Agent", "NamingGameResult", "fit_naming_game", "rotated_view", "mh_acceptance",
-           "write_game_report"]
+__all__ = ["MODES", "NamingGame", "Embed", "GameScore", "NamingGameResult", "naming_game_graph", "fit_naming_game",
+           "rotated_view", "mh_acceptance", "write_game_report"]
 
 MODES = ("mh", "none", "all")
 AGENT_NAMES = ("agent_a", "agent_b")
 
 
 @dataclass
-class Agent:
-    """One agent: its view of the data, its modules (two, or three with a manifold) and the signs
-    its GMM holds."""
-
-    name: str
-    view: ImageDataset
-    vae: VAEModule
-    gmm: Optional[object] = None  # GibbsGMM
-    latents: Optional[np.ndarray] = None  # (N, L) its VAE's latents
-    signs: Optional[np.ndarray] = None
-    prior: Optional[PriorMessage] = None
-    rounds: List[dict] = field(default_factory=list)
-    manifold: Optional[ManifoldModule] = None  # with manifold="umap"
-    embedding: Optional[np.ndarray] = None  # (N, d) with manifold="umap"
-
-    @property
-    def clustered(self):
-        """What its GMM clusters: the latents, or their manifold embedding."""
-        return self.latents if self.embedding is None else self.embedding
-
-
-@dataclass
 class NamingGameResult:
     mode: str
-    agents: List[Agent]
-    iterations: List[dict]
+    iterations: List[dict]  # per round: kappa, acceptance, the agents' scores, turns
+    engine: GraphResult  # every module's outbox per round (the agents' latents, signs, priors)
 
 
 def rotated_view(dataset, degrees):
@@ -121,15 +109,135 @@ def mh_acceptance(gmm, latents, proposed, current):
     return np.exp(np.minimum(0.0, log_density[rows, proposed] - log_density[rows, current]))
 
 
-def _listen(listener, proposed, mode, rng):
-    """The listener takes the proposals it accepts and redraws its parameters; returns the share accepted."""
-    if mode == "mh":
-        accepted = rng.random(len(proposed)) < mh_acceptance(listener.gmm, listener.clustered, proposed, listener.signs)
-    else:
-        accepted = np.full(len(proposed), mode == "all")
-    listener.signs = np.where(accepted, proposed, listener.signs)
-    listener.gmm.resample_parameters(listener.clustered, listener.signs, rng)
-    return float(accepted.mean())
+class Embed(Module):
+    """An agent's manifold step as a module: UMAP (:class:`~vaegmm.manifold.ManifoldModule`'s
+    forward) embeds the ``"latents"`` it is sent; sends ``"embedding"`` and the fitted ``"model"``."""
+
+    def __init__(self, name, config, device):
+        super().__init__(name)
+        self.config, self.manifold = config, ManifoldModule(config, device)
+
+    def step(self, inbox, context):
+        embedding = self.manifold.forward(inbox["latents"], manifold_seed(context.seed))
+        return {"embedding": embedding, "model": self.manifold.model}
+
+
+class NamingGame(Module):
+    """The two agents' GMMs and the game between them (Inter-GMM): reads each agent's
+    ``"latents"`` (and ``"embedding"`` from its :class:`Embed`, which it then clusters), plays
+    ``config.gmm_sweeps`` turns, and sends each agent's VAE its ``"prior"``
+    (:class:`~vaegmm.engine.Addressed`), built from its GMM and signs as ``config.prior_from``
+    asks ("last": the sign's cluster, the paper's; "responsibilities", "mixture"). Also sends
+    ``"signs_a"``, ``"signs_b"``, ``"kappa"``, ``"acceptance"`` and ``"turn_signs"`` (the
+    signs after every turn, for scoring). Its state: the agents' GMMs and signs.
+    """
+
+    def __init__(self, name, config, mode, device, agents=AGENT_NAMES):
+        super().__init__(name)
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.")
+        if config.prior_from == "average":
+            raise ValueError("prior_from = average is not defined for the naming game (its signs are not a Gibbs "
+                             "chain's sweeps); use prior_from responsibilities, last or mixture.")
+        self.config, self.mode, self.device, self.agents = config, mode, device, tuple(agents)
+        self.gmms, self.signs = {}, {}
+
+    def describe(self):
+        return {**super().describe(), "mode": self.mode}
+
+    def step(self, inbox, context):
+        config = self.config
+        latents = {source: value for source, value in inbox.each("latents")}
+        embeddings = {source[:-len("_manifold")]: value for source, value in inbox.each("embedding")}
+        clustered = {agent: embeddings.get(agent, latents[agent]) for agent in self.agents}
+        agent_seeds = context.seed.spawn(len(self.agents) + 1)
+        rng = np.random.default_rng(agent_seeds[-1])
+        # Each GMM's parameters given the new latents and the signs it holds. Round 0: the signs start
+        # uniformly at random (mh, all: the categories emerge in the game), or from the agent's own Gibbs
+        # chain (none: what each agent finds alone).
+        for agent, seed in zip(self.agents, agent_seeds):
+            module = GMMModule(config, None, self.device)
+            if agent not in self.signs and self.mode == "none":
+                self.signs[agent] = module.fit(clustered[agent], seed, progress=context.progress).gmm.labels_.copy()
+            elif agent not in self.signs:
+                self.signs[agent] = rng.integers(config.cluster_slots, size=len(clustered[agent]))
+            self.gmms[agent] = module.sampler(clustered[agent])  # its prior follows the round's latents
+            self.gmms[agent].resample_parameters(clustered[agent], self.signs[agent], rng)
+        # The game: turns of A speaking to B, then B to A.
+        a, b = self.agents
+        kappa, acceptance, turn_signs = [], [], []
+        for _ in range(config.gmm_sweeps):
+            for speaker, listener in ((a, b), (b, a)):
+                proposed = speak(self.gmms[speaker], clustered[speaker], rng)
+                acceptance.append(self._listen(listener, clustered[listener], proposed, rng))
+            kappa.append(float(cohen_kappa_score(self.signs[a], self.signs[b])))
+            turn_signs.append(np.stack([self.signs[a], self.signs[b]]).astype(np.int16))
+        # Each GMM's message to its VAE (with a manifold: the latent-space moments of its clusters).
+        prior = {}
+        for agent in self.agents:
+            gmm = self.gmms[agent]
+            if agent in embeddings:
+                prior[agent] = ManifoldModule(config, self.device).backward(gmm, clustered[agent], latents[agent])
+            else:
+                prior[agent] = prior_message(config.prior_from, config.prior_covariance, gmm, latents[agent],
+                                             self.device)
+        return {"prior": Addressed(prior), "signs_a": self.signs[a].copy(), "signs_b": self.signs[b].copy(),
+                "kappa": kappa[-1], "acceptance": float(np.mean(acceptance)),
+                "turns": {"kappa": kappa, "acceptance": acceptance}, "turn_signs": np.stack(turn_signs)}
+
+    def _listen(self, listener, clustered, proposed, rng):
+        """The listener takes the proposals it accepts and redraws its parameters; returns the share accepted."""
+        gmm, current = self.gmms[listener], self.signs[listener]
+        if self.mode == "mh":
+            accepted = rng.random(len(proposed)) < mh_acceptance(gmm, clustered, proposed, current)
+        else:
+            accepted = np.full(len(proposed), self.mode == "all")
+        self.signs[listener] = np.where(accepted, proposed, current)
+        gmm.resample_parameters(clustered, self.signs[listener], rng)
+        return float(accepted.mean())
+
+    def state(self):
+        return {"gmms": dict(self.gmms), "signs": dict(self.signs)}
+
+    def restore(self, state):
+        self.gmms, self.signs = dict(state["gmms"]), dict(state["signs"])
+
+    def summary(self, outbox):
+        return {"kappa": outbox["kappa"], "acceptance": outbox["acceptance"]}
+
+
+class GameScore:
+    """The game's observer: each agent's accuracy, ARI and NMI against the labels (labels only
+    score), and its ARI after every turn."""
+
+    def __init__(self, labels, game="game", agents=AGENT_NAMES):
+        self.labels, self.game, self.agents = np.asarray(labels), game, agents
+
+    def __call__(self, round_index, outboxes):
+        outbox, row = outboxes[self.game], {}
+        for index, agent in enumerate(self.agents):
+            for key, value in clustering_metrics(self.labels, outbox[f"signs_{agent[-1]}"]).items():
+                row[f"{agent}/{key}"] = value
+            row[f"{agent}/turn_ari"] = [float(adjusted_rand_score(self.labels, signs[index]))
+                                        for signs in outbox["turn_signs"]]
+        return row
+
+
+def naming_game_graph(views, config, mode, device):
+    """The graph of the game: each agent's VAE (and, with a manifold, its Embed), and the game."""
+    graph = Graph()
+    for name, view in zip(AGENT_NAMES, views):
+        graph.add(VAEStep(name, view, config, device))
+    if config.manifold == "umap":
+        for name in AGENT_NAMES:
+            graph.add(Embed(f"{name}_manifold", config, device))
+            graph.wire(name, "latents", f"{name}_manifold")
+            graph.wire(f"{name}_manifold", "embedding", "game")
+    graph.add(NamingGame("game", config, mode, device))
+    for name in AGENT_NAMES:
+        graph.wire(name, "latents", "game")
+        graph.wire("game", "prior", name)
+    return graph
 
 
 def fit_naming_game(
@@ -140,10 +248,13 @@ def fit_naming_game(
     rotation=45.0,
     run_dir=None,
     overwrite=False,
+    resume=False,
     progress=True,
     log: Optional[Callable[[str], None]] = print,
+    stop_requested=None,
 ):
-    """Play ``config.mutual_iterations`` rounds of the naming game between two VAE+GMM agents.
+    """Play ``config.mutual_iterations`` rounds of the naming game between two VAE+GMM agents, a
+    wiring of :mod:`vaegmm.engine` (:func:`naming_game_graph`).
 
     Parameters
     ----------
@@ -151,12 +262,17 @@ def fit_naming_game(
         Agent A's view; agent B sees every image rotated by ``rotation`` degrees.
     config : TrainConfig
         Both agents' settings (the same as a single run's; ``gmm_sweeps`` = turns of the game per
-        round, each a turn of A speaking then B speaking). Agent B's seeds differ from A's.
+        round, each a turn of A speaking then B speaking; ``prior_from`` the message to the VAEs).
     mode : {"mh", "none", "all"}
         The listener's rule: the Metropolis-Hastings test, reject all, or accept all.
     run_dir : path, default=None
         Where to write the game's directory (see the module docstring); nothing if None. A
-        non-empty directory is refused unless ``overwrite``.
+        finished game is kept and a different one refused unless ``overwrite``.
+    resume : bool
+        Continue the interrupted game in ``run_dir`` (killed at any instant) to the metrics of an
+        uninterrupted game; the settings must be the saved ones.
+    stop_requested : callable, default=None
+        Polled between steps and after every epoch; True stops the game with its checkpoint kept.
 
     Returns
     -------
@@ -169,112 +285,88 @@ def fit_naming_game(
     check_data(dataset, config)
     device = resolve_device(config.device)
     labels = dataset.labels
-    runs = _start_directories(run_dir, config, mode, rotation, overwrite)
     views = (dataset, rotated_view(dataset, rotation))
-    agents = [Agent(name, view, VAEModule(config, view.flat().shape[1], view.image_shape, device),
-                    manifold=ManifoldModule(config, device) if config.manifold == "umap" else None)
-              for name, view in zip(AGENT_NAMES, views)]
-    images = [torch.as_tensor(agent.view.flat(), device=device) for agent in agents]
-    for agent in agents:
-        agent.prior = PriorMessage.standard_normal(len(dataset), config.latent_dim, device)
-    if runs is not None:
-        for run, agent in zip(runs[1:], agents):
-            run.save_images(agent.view.images)
+    graph = naming_game_graph(views, config, mode, device)
+    settings = {"mode": mode, "rotation": rotation, "data": dataset.name, "config": config.to_dict()}
+
+    def write(root, round_index, outboxes, rows, graph):
+        _save_round(Path(root), graph, views, labels, round_index, outboxes, rows, mode, rotation, config)
+
+    def formatter(row):
+        return format_game_round(_record(row, labels is not None))
+
+    result = run(graph, config.mutual_iterations, seed=config.seed, run_dir=run_dir, resume=resume,
+                 overwrite=overwrite, observers=[GameScore(labels)] if labels is not None else [],
+                 progress=progress, log=log, stop_requested=stop_requested, settings=settings, writer=write,
+                 files=_GAME_FILES, formatter=formatter)
+    iterations = [_record(row, labels is not None, outboxes["game"]["turns"])
+                  for row, outboxes in zip(result.rounds, result.outboxes)] if result.outboxes else []
+    return NamingGameResult(mode, iterations, result)
+
+
+_GAME_FILES = ("game.json", "report.md", *AGENT_NAMES)
+
+
+def _record(row, labelled, turns=None):
+    """The game's record of a round (metrics.json's schema) from the engine's metrics row."""
+    agents = [{key: row.get(f"{agent}/{key}") for key in ("accuracy", "ari", "nmi")} | {"elbo": row[f"{agent}/elbo"]}
+              for agent in AGENT_NAMES]
+    record = {"iteration": row["round"], "kappa": row["game/kappa"], "acceptance": row["game/acceptance"],
+              "agents": agents, "seconds": row["seconds"]}
+    if turns is not None:
+        record["turns"] = {**turns, **{f"{agent}_ari": row.get(f"{agent}/turn_ari", []) for agent in AGENT_NAMES}}
+    return record
+
+
+def _save_round(root, graph, views, labels, iteration, outboxes, rows, mode, rotation, config):
+    """Write a finished round: each agent's run directory (``vaegmm report --run`` works on it) and
+    the game's metrics.json."""
+    game_outbox = outboxes["game"]
+    if iteration == 0:
+        write_json(root / "game.json", {"mode": mode, "rotation": rotation, "agents": list(AGENT_NAMES),
+                                        "config": config.to_dict()})
+    for index, (name, view) in enumerate(zip(AGENT_NAMES, views)):
+        run = RunDirectory(root / name)
+        if iteration == 0:
+            run.save_config(config)
+            run.save_images(view.images)
             if labels is not None:
                 run.save_labels(labels)
-
-    # Per round: a torch seed and a SeedSequence per agent, and one for the game's draws.
-    round_seeds = np.random.SeedSequence(config.seed).spawn(config.mutual_iterations)
-    iterations = []
-    for iteration, round_seed in enumerate(round_seeds):
-        started = time.perf_counter()
-        agent_seeds = round_seed.spawn(len(agents) + 1)
-        game_rng = np.random.default_rng(agent_seeds[-1])
-        # 1. Each agent's VAE step, and its latents (with a manifold: and their embedding).
-        for agent, agent_images, seed in zip(agents, images, agent_seeds):
-            agent.vae.start_round(iteration, int(seed.generate_state(1, dtype=np.uint64)[0] >> 1))
-            agent.vae.fit(agent_images, agent.prior, progress=progress, desc=f"round {iteration} {agent.name} VAE")
-            agent.latents = agent.vae.encode(agent_images)
-            if agent.manifold is not None:
-                agent.embedding = agent.manifold.forward(agent.latents, manifold_seed(seed))
-        # 2. Each GMM's parameters given the new latents and the signs it holds. Round 0: the signs
-        #    start uniformly at random (mh, all: the categories emerge in the game), or from the
-        #    agent's own Gibbs chain (none: what each agent finds alone).
-        for agent, seed in zip(agents, agent_seeds):
-            module = GMMModule(config, labels, device)
-            if agent.gmm is None and mode == "none":
-                agent.signs = module.fit(agent.clustered, seed, progress=progress).gmm.labels_.copy()
-            elif agent.gmm is None:
-                agent.signs = game_rng.integers(config.cluster_slots, size=len(dataset))
-            agent.gmm = module.sampler(agent.clustered)  # its prior follows the round's latents (gmm_prior="data")
-            agent.gmm.resample_parameters(agent.clustered, agent.signs, game_rng)
-        # 3. The game.
-        turns = {"kappa": [], "acceptance": [], **{f"{agent.name}_ari": [] for agent in agents}}
-        for _ in range(config.gmm_sweeps):
-            for speaker, listener in ((agents[0], agents[1]), (agents[1], agents[0])):
-                proposed = speak(speaker.gmm, speaker.clustered, game_rng)
-                turns["acceptance"].append(_listen(listener, proposed, mode, game_rng))
-            turns["kappa"].append(float(cohen_kappa_score(agents[0].signs, agents[1].signs)))
-            if labels is not None:
-                for agent in agents:
-                    turns[f"{agent.name}_ari"].append(float(adjusted_rand_score(labels, agent.signs)))
-        # 4. Each GMM's message to its VAE: the prior of each datum's sign (with a manifold: the
-        #    latent-space moments of the sign's cluster).
-        for agent in agents:
-            if agent.manifold is None:
-                agent.prior = PriorMessage.from_gmm(agent.gmm, agent.signs, config.prior_covariance, device)
-            else:
-                one_hot = np.eye(agent.gmm.means_.shape[0])[agent.signs]
-                agent.prior = agent.manifold.message(one_hot, agent.latents)
-        seconds = time.perf_counter() - started
-        record = {"iteration": iteration, "kappa": turns["kappa"][-1], "acceptance": float(np.mean(turns["acceptance"])),
-                  "agents": [], "seconds": seconds, "turns": turns}
-        for agent in agents:
-            scores = (clustering_metrics(labels, agent.signs) if labels is not None
-                      else dict.fromkeys(("accuracy", "ari", "nmi")))
-            metrics = {"iteration": iteration, **scores, "elbo": agent.vae.elbo[-1], "seconds": seconds}
-            agent.rounds.append(metrics)
-            record["agents"].append({key: metrics[key] for key in ("accuracy", "ari", "nmi", "elbo")})
-        iterations.append(record)
-        if runs is not None:
-            _save_round(runs, agents, iteration, turns, iterations, mode, rotation)
-        if log is not None:
-            log(format_game_round(record))
-    return NamingGameResult(mode, agents, iterations)
-
-
-def _start_directories(run_dir, config, mode, rotation, overwrite):
-    """(the game's RunDirectory, agent A's, agent B's), started; None without ``run_dir``."""
-    if run_dir is None:
-        return None
-    root = Path(run_dir)
-    if root.exists() and any(root.iterdir()):
-        if not overwrite:
-            raise RunError(f"{root} is not empty; choose another directory or pass overwrite=True (--overwrite).")
-        for child in root.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-    root.mkdir(parents=True, exist_ok=True)
-    write_json(root / "game.json", {"mode": mode, "rotation": rotation, "agents": list(AGENT_NAMES),
-                                    "config": config.to_dict()})
-    agents = [RunDirectory(root / name) for name in AGENT_NAMES]
-    for agent in agents:
-        agent.start(config)
-    return [RunDirectory(root)] + agents
-
-
-def _save_round(runs, agents, iteration, turns, iterations, mode, rotation):
-    game, *agent_runs = runs
-    for run, agent in zip(agent_runs, agents):
-        sweeps = {"ari": turns[f"{agent.name}_ari"], "kappa": turns["kappa"]} if turns[f"{agent.name}_ari"] else {}
+        vae = graph[name].vae
+        row = rows[iteration]
+        turn_ari = row.get(f"{name}/turn_ari", [])
+        embed = outboxes.get(f"{name}_manifold")
+        gmm = graph["game"].gmms[name]
         run.save_round(
-            iteration, vae=agent.vae.vae, optimizer=agent.vae.optimizer, image_shape=agent.view.image_shape,
-            gmm=agent.gmm, latents=agent.latents, assignments=agent.signs,
-            prior=agent.prior.to_numpy(), history={"elbo": agent.vae.elbo, "loss": agent.vae.loss, "sweeps": sweeps},
-            **({} if agent.manifold is None else {"embedding": agent.embedding, "manifold": agent.manifold.model,
-                                                  "latent_clusters": agent.manifold.clusters}),
+            iteration, vae=vae.vae, optimizer=vae.optimizer, image_shape=view.image_shape, gmm=gmm,
+            latents=outboxes[name]["latents"], assignments=game_outbox[f"signs_{name[-1]}"],
+            prior=game_outbox["prior"][name].to_numpy(),
+            history={"elbo": vae.elbo, "loss": vae.loss,
+                     "sweeps": {"ari": turn_ari, "kappa": game_outbox["turns"]["kappa"]} if turn_ari else {}},
+            **({} if embed is None else {"embedding": embed["embedding"], "manifold": embed["model"],
+                                         "latent_clusters": _latent_clusters(gmm, embed["embedding"],
+                                                                             outboxes[name]["latents"], config)}),
         )
-        run.save_metrics(agent.rounds)
-    write_json(game.path / "metrics.json", {"mode": mode, "rotation": rotation, "iterations": iterations})
+        run.save_metrics([{"iteration": r["round"], **{key: r.get(f"{name}/{key}") for key in ("accuracy", "ari", "nmi")},
+                           "elbo": r[f"{name}/elbo"], "seconds": r["seconds"]} for r in rows])
+    records = [_record(r, labels is not None, turns) for r, turns in
+               zip(rows, _turns_so_far(root, iteration, game_outbox["turns"]))]
+    write_json(root / "metrics.json", {"mode": mode, "rotation": rotation, "iterations": records})
+
+
+def _turns_so_far(root, iteration, turns):
+    """The turns of every round so far: the earlier rounds' from metrics.json, this round's given."""
+    path = root / "metrics.json"
+    earlier = json.loads(path.read_text())["iterations"][:iteration] if iteration and path.exists() else []
+    return [{key: value for key, value in record["turns"].items() if not key.endswith("_ari")}
+            for record in earlier] + [turns]
+
+
+def _latent_clusters(gmm, embedding, latents, config):
+    """The latent-space moments of the agent's clusters (what its prior was built from)."""
+    manifold = ManifoldModule(config, torch.device("cpu"))
+    manifold.backward(gmm, embedding, latents)
+    return manifold.clusters
 
 
 def format_game_round(record):
