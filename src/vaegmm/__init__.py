@@ -1,10 +1,37 @@
-"""vaegmm: mutual learning between a variational autoencoder and a Bayesian Gaussian mixture."""
+"""vaegmm: mutual learning between variational autoencoders and Bayesian Gaussian mixtures.
 
-from .config import TrainConfig
-from .data import ImageDataset, load_dataset
+A system is a graph of modules (:mod:`vaegmm.engine`): ``Graph``, ``Module`` and ``run``. The
+modules shipped: ``VAEStep`` (a VAE), ``JointGMM`` (a GMM over one or more modalities' latents),
+``NamingGame`` (two agents' GMMs and the Metropolis-Hastings game) and ``Embed`` (UMAP). The
+systems wired from them: ``fit_mutual`` (one VAE and one GMM), ``fit_multimodal`` (one VAE per
+modality, one GMM) and ``fit_naming_game`` (two agents).
+"""
+
+from .config import ConfigError, TrainConfig
+from .data import DataError, ImageDataset, load_dataset
+from .engine import Addressed, Graph, GraphResult, LabelScore, Module, StepContext, run
 from .gmm import GibbsGMM
+from .messages import PriorMessage
 from .metrics import cluster_accuracy, clustering_metrics
-from .mutual import fit_mutual
+from .multimodal import JointGMM, MultimodalResult, VAEStep, fit_multimodal, load_views
+from .mutual import MutualResult, RoundResult, fit_mutual
+from .naming_game import Embed, NamingGame, NamingGameResult, fit_naming_game
+from .rundir import RunComplete, RunDirectory, RunError
 from .vae import VAE
+
+__all__ = [
+    # the engine
+    "Graph", "Module", "run", "Addressed", "StepContext", "LabelScore", "GraphResult",
+    # modules
+    "VAEStep", "JointGMM", "NamingGame", "Embed", "GibbsGMM", "VAE", "PriorMessage",
+    # systems and their results
+    "fit_mutual", "fit_multimodal", "fit_naming_game", "MutualResult", "RoundResult", "MultimodalResult",
+    "NamingGameResult",
+    # data, settings, run directories, scores
+    "TrainConfig", "ImageDataset", "load_dataset", "load_views", "RunDirectory", "cluster_accuracy",
+    "clustering_metrics",
+    # errors
+    "ConfigError", "DataError", "RunError", "RunComplete",
+]
 
 __version__ = "0.1.0"
