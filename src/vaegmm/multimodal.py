@@ -41,7 +41,7 @@ from .modules import GMMModule, VAEModule
 from .mutual import check_data, resolve_device
 from .rundir import atomic_write_bytes, write_json
 
-__all__ = ["VAEStep", "JointGMM", "TWO_VIEW_SETS", "load_views", "partner_view", "multimodal_graph",
+__all__ = ["VAEStep", "JointGMM", "TWO_VIEW_SETS", "load_views", "partner_view", "multimodal_graph", "modality_config",
            "write_multimodal_report",
            "fit_multimodal", "MultimodalResult", "cross_modal_recall"]
 
@@ -77,7 +77,8 @@ class VAEStep(Module):
         self.dataset, self.config = dataset, config
         self.device = torch.device("cpu") if device is None else device
         self.images = torch.as_tensor(dataset.flat(), device=self.device)
-        self.vae = VAEModule(config, self.images.shape[1], dataset.image_shape, self.device)
+        self.vae = VAEModule(config, self.images.shape[1], dataset.image_shape, self.device,
+                             likelihood=getattr(dataset, "likelihood", "bernoulli"))
 
     def step(self, inbox, context):
         prior = inbox.get("prior")
@@ -266,9 +267,21 @@ def load_views(sources, *, max_samples=None, seed=0):
     return views, next((v.labels for v in views if v.labels is not None), None)
 
 
+def modality_config(config, dataset):
+    """A modality's VAE settings from the run's: images keep them; feature vectors (Gaussian
+    likelihood) train without image augmentation, with at most half their features as latent
+    dimensions."""
+    if getattr(dataset, "likelihood", "bernoulli") == "bernoulli":
+        return config.replace(data=dataset.name)
+    features = int(np.prod(dataset.image_shape))
+    return config.replace(data=dataset.name, augment_rotation=0.0, augment_shift=0.0, augment_scale=0.0,
+                          contrast_weight=0.0, latent_dim=min(config.latent_dim, max(1, features // 2)))
+
+
 def multimodal_graph(datasets, config, configs=None, device=None):
-    """The graph of :func:`fit_multimodal`: ``vae_0 .. vae_{M-1}`` and ``gmm``, wired both ways."""
-    configs = list(configs) if configs is not None else [config.replace(data=v.name) for v in datasets]
+    """The graph of :func:`fit_multimodal`: ``vae_0 .. vae_{M-1}`` and ``gmm``, wired both ways
+    (each VAE's settings :func:`modality_config` unless ``configs`` gives them)."""
+    configs = list(configs) if configs is not None else [modality_config(config, v) for v in datasets]
     if len(configs) != len(datasets):
         raise ValueError(f"{len(datasets)} modalities but {len(configs)} VAE configs; give one per modality.")
     graph = Graph()
@@ -325,8 +338,8 @@ def fit_multimodal(datasets, config, *, labels=None, configs=None, sources=None,
     counts = {len(d) for d in datasets}
     if len(counts) > 1:
         raise ValueError(f"The modalities hold {sorted(counts)} rows; paired modalities need the same number.")
-    for dataset in datasets:
-        check_data(dataset, config)
+    for dataset, vae_config in zip(datasets, configs or [modality_config(config, d) for d in datasets]):
+        check_data(dataset, vae_config)
     device = resolve_device(config.device)
     graph = multimodal_graph(datasets, config, configs, device)
     observers = [LabelScore(labels, "gmm")] if labels is not None else []
@@ -385,7 +398,7 @@ def _load_vae(path):
 
 def _decode(vae, latents):
     with torch.no_grad():
-        return torch.sigmoid(vae.decode(torch.as_tensor(latents, dtype=torch.float32))).numpy()
+        return vae.mean(vae.decode(torch.as_tensor(latents, dtype=torch.float32))).numpy()
 
 
 def write_multimodal_report(run_dir, n_examples=8):

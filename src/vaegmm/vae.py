@@ -22,11 +22,15 @@ __all__ = ["VAE", "kl_to_diagonal_prior", "kl_to_full_prior", "kl_to_components"
 # Bounds on the encoder's log-variance keep exp(logvar) and the KL finite (variance in
 # [e^-12, e^8] ~ [6e-6, 3e3]); latents of a trained VAE live far inside this range.
 LOGVAR_MIN, LOGVAR_MAX = -12.0, 8.0
+LIKELIHOODS = ("bernoulli", "gaussian")
+LOG_SCALE_MIN, LOG_SCALE_MAX = -5.0, 5.0  # the Gaussian decoder's log standard deviation, kept finite
+HALF_LOG_TWO_PI = 0.5 * float(np.log(2 * np.pi))
 ENCODE_BATCH = 4096  # images encoded at once by encode()
 
 
 class VAE(nn.Module):
-    """VAE with an MLP or a convolutional encoder/decoder and a Bernoulli decoder.
+    """VAE with an MLP or a convolutional encoder/decoder and a Bernoulli (images in [0, 1]) or
+    Gaussian (real feature vectors) decoder.
 
     ``"mlp"``: encoder ``input_dim -> hidden_dims -> 2 * latent_dim``, decoder mirrored.
     ``"conv"``: encoder of two 4x4 stride-2 convolutions (``conv_channels``), then
@@ -45,11 +49,18 @@ class VAE(nn.Module):
         Needed by "conv"; ``height * width`` must equal ``input_dim``.
     conv_channels : tuple of two ints, default=(16, 32)
         Channels of the two convolutions ("conv" only).
+    likelihood : {"bernoulli", "gaussian"}, default="bernoulli"
+        p(o | x): Bernoulli with the decoder's logits (pixels in [0, 1]), or Gaussian with the
+        decoder's output as mean and a learned standard deviation per input dimension
+        (``log_scale``; for standardised feature vectors).
     """
 
     def __init__(self, input_dim=784, latent_dim=12, hidden_dims=(256,), architecture="mlp", image_shape=None,
-                 conv_channels=(16, 32)):
+                 conv_channels=(16, 32), likelihood="bernoulli"):
         super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)}, got {likelihood!r}.")
+        self.likelihood = likelihood
         self.input_dim = int(input_dim)
         self.latent_dim = int(latent_dim)
         self.hidden_dims = tuple(int(h) for h in hidden_dims)
@@ -88,6 +99,8 @@ class VAE(nn.Module):
             raise ValueError(f"architecture must be 'mlp' or 'conv', got {architecture!r}.")
         self.to_mean = nn.Linear(widths[-1], self.latent_dim)
         self.to_logvar = nn.Linear(widths[-1], self.latent_dim)
+        if likelihood == "gaussian":
+            self.log_scale = nn.Parameter(torch.zeros(self.input_dim))
 
     def config(self):
         """Constructor arguments, enough to rebuild this architecture."""
@@ -95,7 +108,22 @@ class VAE(nn.Module):
         if self.architecture != "mlp":
             config.update(architecture=self.architecture, image_shape=list(self.image_shape),
                           conv_channels=list(self.conv_channels))
+        if self.likelihood != "bernoulli":
+            config["likelihood"] = self.likelihood
         return config
+
+    def reconstruction_loss(self, output, target):
+        """-log p(target | x) per datum, summed over input dimensions: (B,). ``output`` is what
+        :meth:`decode` returned."""
+        if self.likelihood == "bernoulli":
+            return F.binary_cross_entropy_with_logits(output, target, reduction="none").sum(dim=-1)
+        log_scale = self.log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
+        error = (target - output) * torch.exp(-log_scale)
+        return (0.5 * error.square() + log_scale + HALF_LOG_TWO_PI).sum(dim=-1)
+
+    def mean(self, output):
+        """E[o | x] from :meth:`decode`'s output: the pixels' probabilities, or the Gaussian mean."""
+        return torch.sigmoid(output) if self.likelihood == "bernoulli" else output
 
     def encode(self, images):
         """(B, input_dim) in [0, 1] -> mean (B, L), logvar (B, L)."""
@@ -110,7 +138,7 @@ class VAE(nn.Module):
         return mean + torch.exp(0.5 * logvar) * eps
 
     def decode(self, latents):
-        """(B, L) -> Bernoulli logits (B, input_dim)."""
+        """(B, L) -> Bernoulli logits, or Gaussian means, (B, input_dim)."""
         return self.decoder(latents)
 
     def forward(self, images, generator=None):
@@ -254,11 +282,11 @@ def negative_elbo_terms(vae, images, prior_mean, prior_var=None, prior_precision
 
     Returns
     -------
-    reconstruction : Tensor of shape (B,), -log p(o | x) summed over pixels (Bernoulli)
+    reconstruction : Tensor of shape (B,), -log p(o | x) summed over pixels
     kl : Tensor of shape (B,)
     """
     logits, mean, logvar = vae(images, generator)
-    reconstruction = F.binary_cross_entropy_with_logits(logits, images, reduction="none").sum(dim=-1)
+    reconstruction = vae.reconstruction_loss(logits, images)
     if (prior_var is None) == (prior_precision is None):
         raise ValueError("Give exactly one of prior_var and prior_precision.")
     if prior_precision is not None:
@@ -352,7 +380,7 @@ def fit_vae(vae, optimizer, images, prior, *, epochs, batch_size, kl_weight=1.0,
                 batch = augment(batch, generator=noise_generator)
                 target = target if reconstruct == "clean" else batch
             logits, mean, logvar = model(batch, noise_generator)
-            reconstruction = F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(dim=-1)
+            reconstruction = vae.reconstruction_loss(logits, target)
             kl = prior.kl(mean, logvar, indices)  # each datum's own prior, or the shared mixture
             # Both terms summed over pixels/latent dims, averaged over the batch: one scale.
             loss = (reconstruction + kl_weight * kl).mean()
