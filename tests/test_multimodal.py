@@ -133,6 +133,30 @@ def test_cli_trains_two_files_and_resumes_nothing_when_finished(tmp_path, capsys
     assert (out / "metrics.json").read_bytes() == before
     assert main(["train", "--resume", str(out)]) == 0  # all rounds done: nothing to train
     assert len(json.loads((out / "metrics.json").read_text())["rounds"]) == 2
+    # Prediction from both modalities gives the run's own assignments; from one, the other is recalled.
+    assert main(["predict", "--run", str(out), "--data", str(tmp_path / "a.npz"), "--data", str(tmp_path / "b.npz"),
+                 "--out", str(tmp_path / "both")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "both" / "assignments.npy"),
+                                  np.load(out / "round_1" / "gmm" / "assignments.npy"))
+    assert main(["predict", "--run", str(out), "--data", f"vae_0={tmp_path / 'a.npz'}", "--out",
+                 str(tmp_path / "one")]) == 0
+    assert np.load(tmp_path / "one" / "recalled_vae_1.npy").shape == (90, 8, 8)
+
+
+def test_categories_from_some_modalities_are_the_marginal_posterior():
+    from scipy.special import softmax
+
+    from vaegmm.multimodal import infer_categories
+
+    rng = np.random.default_rng(3)
+    covariance = random_covariances(rng, 4, 5)
+    means = rng.normal(size=(4, 5)) * 3
+    gmm = GibbsGMM.from_parameters(means, np.linalg.inv(covariance), np.array([0.1, 0.2, 0.3, 0.4]))
+    columns = np.array([0, 3, 4])
+    latents = rng.normal(size=(25, 3)) * 2
+    log_prob = np.column_stack([np.log(w) + multivariate_normal(m[columns], c[np.ix_(columns, columns)]).logpdf(latents)
+                                for w, m, c in zip(gmm.weights_, means, covariance)])
+    np.testing.assert_allclose(infer_categories(gmm, columns, latents), softmax(log_prob, axis=1), rtol=1e-8)
 
 
 def test_cli_refuses_unpaired_files_in_one_sentence(tmp_path, capsys):

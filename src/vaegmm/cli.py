@@ -84,7 +84,10 @@ def _parser():
 
     predict = commands.add_parser("predict", help="cluster new images with a trained run's encoder and GMM")
     predict.add_argument("--run", required=True, help="run directory written by `vaegmm train`")
-    predict.add_argument("--data", required=True, help="images to cluster (as train's --data)")
+    predict.add_argument("--data", required=True, action="append",
+                         help="images to cluster (as train's --data). For a multimodal run, once per modality "
+                              "given, as NAME=PATH (NAME: vae_0, vae_1, ...) or PATH in the modalities' order; "
+                              "any subset: the missing modalities are recalled")
     predict.add_argument("--round", "--iteration", dest="iteration", type=int, help="round to use (default: the last)")
     predict.add_argument("--out", help="folder for predictions.csv, assignments.npy, probabilities.npy "
                                        "(default: RUN/predictions)")
@@ -575,9 +578,27 @@ def _set_threads(threads):
 def _cmd_predict(args):
     from .evaluate import predict, save_predictions
 
-    prediction = predict(args.run, args.data, iteration=args.iteration)
     out = Path(args.out) if args.out else Path(args.run) / "predictions"
-    for path in save_predictions(prediction, out):
+    if (Path(args.run) / "graph.json").exists():
+        import numpy as np
+
+        from .multimodal import predict_multimodal
+
+        sources = {}
+        for index, given in enumerate(args.data):
+            name, _, path = given.partition("=") if "=" in given else (f"vae_{index}", "", given)
+            sources[name] = path
+        prediction = predict_multimodal(args.run, sources, iteration=args.iteration)
+        paths = save_predictions(prediction, out)
+        for name, images in prediction["recalled"].items():
+            np.save(out / f"recalled_{name}.npy", images)
+            paths.append(out / f"recalled_{name}.npy")
+    else:
+        if len(args.data) > 1:
+            raise ValueError(f"{args.run} is a single-modality run; give one --data.")
+        prediction = predict(args.run, args.data[0], iteration=args.iteration)
+        paths = save_predictions(prediction, out)
+    for path in paths:
         print(f"wrote {path}")
     if prediction["metrics"] is not None:
         scores = "  ".join(f"{k} {v:.4f}" if v is not None else f"{k} n/a" for k, v in prediction["metrics"].items())

@@ -42,7 +42,7 @@ from .mutual import check_data, resolve_device
 from .rundir import atomic_write_bytes, write_json
 
 __all__ = ["VAEStep", "JointGMM", "TWO_VIEW_SETS", "load_views", "partner_view", "multimodal_graph", "modality_config",
-           "write_multimodal_report",
+           "write_multimodal_report", "predict_multimodal", "infer_categories", "conditional_latents",
            "fit_multimodal", "MultimodalResult", "cross_modal_recall"]
 
 TWO_VIEW_SETS = ("mnist5k-rotated", "mnist5k-partner")
@@ -354,6 +354,38 @@ def fit_multimodal(datasets, config, *, labels=None, configs=None, sources=None,
                             result)
 
 
+def _marginal_log_prob(gmm, columns, latents):
+    """log pi_k + log N(latents | mu_k[columns], Sigma_k[columns, columns]): (n, K)."""
+    from scipy.stats import multivariate_normal
+
+    covariances = gmm.covariances_
+    return np.stack([np.log(max(w, 1e-300)) + np.atleast_1d(multivariate_normal(
+        m[columns], c[np.ix_(columns, columns)], allow_singular=True).logpdf(latents))
+        for w, m, c in zip(gmm.weights_, gmm.means_, covariances)], axis=1)
+
+
+def infer_categories(gmm, columns, latents):
+    """Each datum's category posterior from some modalities alone: p(k | z_columns) under the
+    GMM's marginal over ``columns`` (the given modalities' clustered dimensions): (n, K)."""
+    from scipy.special import softmax
+
+    return softmax(_marginal_log_prob(gmm, np.asarray(columns), latents), axis=1)
+
+
+def conditional_latents(gmm, source_columns, target_columns, latents, categories):
+    """E[z_target | z_source, k] = mu_t + Sigma_ts Sigma_ss^-1 (z_source - mu_s) for each datum's
+    category k: (n, len(target_columns))."""
+    s, t = np.asarray(source_columns), np.asarray(target_columns)
+    recalled = np.empty((len(latents), len(t)))
+    covariances = gmm.covariances_
+    for k in np.unique(categories):
+        rows = categories == k
+        mean, cov = gmm.means_[k], covariances[k]
+        gain = np.linalg.solve(cov[np.ix_(s, s)], cov[np.ix_(s, t)])  # Sigma_ss^-1 Sigma_st
+        recalled[rows] = mean[t] + (latents[rows] - mean[s]) @ gain
+    return recalled
+
+
 def cross_modal_recall(gmm, blocks, source, target, latents):
     """From modality ``source``'s latents alone, each datum's category and the latent modality
     ``target`` would show: argmax_k p(k | z_source) under the GMM's marginal over the source's
@@ -370,21 +402,81 @@ def cross_modal_recall(gmm, blocks, source, target, latents):
     -------
     categories (N,), target latents (N, L_target)
     """
-    from scipy.special import logsumexp
-    from scipy.stats import multivariate_normal
+    s, t = np.arange(*blocks[source]), np.arange(*blocks[target])
+    categories = np.argmax(_marginal_log_prob(gmm, s, latents), axis=1)
+    return categories, conditional_latents(gmm, s, t, latents, categories)
 
-    s, t = slice(*blocks[source]), slice(*blocks[target])
-    covariances = gmm.covariances_
-    log_prob = np.stack([np.log(max(w, 1e-300)) + multivariate_normal(m[s], c[s, s], allow_singular=True).logpdf(latents)
-                         for w, m, c in zip(gmm.weights_, gmm.means_, covariances)], axis=1).reshape(len(latents), -1)
-    categories = np.argmax(log_prob - logsumexp(log_prob, axis=1, keepdims=True), axis=1)
-    recalled = np.empty((len(latents), t.stop - t.start))
-    for k in np.unique(categories):
-        rows = categories == k
-        mean, cov = gmm.means_[k], covariances[k]
-        gain = np.linalg.solve(cov[s, s], cov[s, t]).T  # Sigma_ts Sigma_ss^-1
-        recalled[rows] = mean[t] + (latents[rows] - mean[s]) @ gain.T
-    return categories, recalled
+
+def predict_multimodal(run_dir, sources, *, iteration=None, device="cpu"):
+    """Categories of new data from any subset of a multimodal run's modalities, and what the
+    missing modalities would show.
+
+    Parameters
+    ----------
+    run_dir : path of a run of :func:`fit_multimodal`
+    sources : dict modality name ("vae_0", ...) -> data source (as ``load_dataset``'s), rows paired
+    iteration : int, default=None
+        The round to use (the last if None).
+
+    Returns
+    -------
+    dict with "assignments" (n,), "probabilities" (n, K), "labels" (n,) or None, "metrics"
+    (ARI and NMI against the labels, or None) and "recalled" ({missing modality: its decoded
+    mean, (n, *shape)}).
+    """
+    import json
+
+    from .engine import read_settings
+    from .gmm import GibbsGMM
+    from .metrics import clustering_metrics
+    from .vae import encode
+
+    root = Path(run_dir)
+    read_settings(root)
+    rounds = json.loads((root / "metrics.json").read_text())["rounds"]
+    iteration = len(rounds) - 1 if iteration is None else int(iteration)
+    if not 0 <= iteration < len(rounds):
+        raise ValueError(f"{root} has rounds 0..{len(rounds) - 1}; round {iteration} does not exist.")
+    folder = root / f"round_{iteration}"
+    history = json.loads((folder / "gmm" / "history.json").read_text())
+    blocks, actives = history["blocks"], {k: np.asarray(v, dtype=bool) for k, v in history["active"].items()}
+    unknown = sorted(set(sources) - set(blocks))
+    if unknown or not sources:
+        raise ValueError(f"The run's modalities are {', '.join(blocks)}; give data for one or more of them "
+                         f"(got {', '.join(unknown) or 'none'}).")
+    with np.load(folder / "gmm" / "gmm.npz") as params:
+        gmm = GibbsGMM.from_parameters(params["mu"], params["Lambda"], params["pi"])
+    given = [name for name in blocks if name in sources]
+    datasets = {name: load_dataset(sources[name]) for name in given}
+    counts = {len(d) for d in datasets.values()}
+    if len(counts) > 1:
+        raise DataError(f"The data given hold {sorted(counts)} rows; paired modalities need the same number.")
+    latents, columns = [], []
+    for name in given:
+        vae, shape = _load_vae(folder / name / "vae.pt")
+        if datasets[name].image_shape != shape:
+            raise DataError(f"Modality {name} was trained on data of shape {shape} but {sources[name]} holds "
+                            f"{datasets[name].image_shape}.")
+        latents.append(encode(vae, torch.as_tensor(datasets[name].flat(), device=device))[:, actives[name]])
+        columns.append(np.arange(*blocks[name]))
+    latents, columns = np.concatenate(latents, axis=1), np.concatenate(columns)
+    probabilities = infer_categories(gmm, columns, latents)
+    assignments = probabilities.argmax(axis=1)
+    recalled = {}
+    for name in blocks:
+        if name in sources:
+            continue
+        vae, shape = _load_vae(folder / name / "vae.pt")
+        target = conditional_latents(gmm, columns, np.arange(*blocks[name]), latents, assignments)
+        full = np.zeros((len(target), actives[name].size))
+        full[:, actives[name]] = target
+        recalled[name] = _decode(vae, full).reshape(-1, *shape)
+    labels = next((d.labels for d in datasets.values() if d.labels is not None), None)
+    metrics = None
+    if labels is not None:
+        metrics = {k: v for k, v in clustering_metrics(labels, assignments).items() if k != "accuracy"}
+    return {"iteration": iteration, "assignments": assignments, "probabilities": probabilities, "labels": labels,
+            "metrics": metrics, "recalled": recalled}
 
 
 def _load_vae(path):
