@@ -25,6 +25,10 @@ from .multimodal import TWO_VIEW_SETS
 # The flags named differently from their TrainConfig field (the reference's names); every other
 # field's flag is the field's name (``--kl-weight`` -> ``kl_weight``).
 _RENAMED_FLAGS = {"vae_epochs": "vae_iter", "gmm_sweeps": "gmm_iter", "n_clusters": "clusters"}
+# TrainConfig fields set only by --set FIELD=VALUE: the accuracy study found them of no use
+# (docs/accuracy.md), so they do not crowd the flags.
+SET_ONLY = ("send", "prior_covariance", "prior_sweeps", "chain_init", "vae_init", "augment_target",
+            "contrast_weight", "contrast_temperature")
 
 
 def _parser():
@@ -130,18 +134,10 @@ def _add_config_arguments(parser):
     group.add_argument("--round0-epochs", type=int,
                        help="VAE epochs of round 0 (default: half of --vae-iter)")
     group.add_argument("--gmm-iter", type=int, help=f"Gibbs sweeps per round (default: {defaults.gmm_sweeps})")
-    group.add_argument("--send", choices=TrainConfig.CHOICES["send"], help=f"latent sent to the GMM (default: {defaults.send})")
-    group.add_argument("--prior-covariance", choices=TrainConfig.CHOICES["prior_covariance"],
-                       help=f"prior covariance sent to the VAE (default: {defaults.prior_covariance})")
     group.add_argument("--prior-from", choices=TrainConfig.CHOICES["prior_from"],
                        help="prior of each datum from the chain's last sweep, the average of its last "
-                            "--prior-sweeps sweeps, its responsibilities, or the last sweep's whole mixture "
+                            "prior_sweeps sweeps, its responsibilities, or the last sweep's whole mixture "
                             f"(default: {defaults.prior_from})")
-    group.add_argument("--prior-sweeps", type=int, help=f"sweeps averaged by --prior-from average (default: {defaults.prior_sweeps})")
-    group.add_argument("--chain-init", choices=TrainConfig.CHOICES["chain_init"],
-                       help=f"each round's Gibbs chain starts afresh or from the previous assignments (default: {defaults.chain_init})")
-    group.add_argument("--vae-init", choices=TrainConfig.CHOICES["vae_init"],
-                       help=f"fresh VAE each round or warm start (default: {defaults.vae_init})")
     group = parser.add_argument_group("VAE")
     group.add_argument("--architecture", choices=TrainConfig.CHOICES["architecture"], help=f"encoder/decoder (default: {defaults.architecture})")
     group.add_argument("--latent-dim", type=int, help=f"latent dimension L (default: {defaults.latent_dim})")
@@ -157,14 +153,6 @@ def _add_config_arguments(parser):
                             f"(default: {defaults.augment_shift:g})")
     group.add_argument("--augment-scale", type=float,
                        help=f"... zoomed by up to this fraction (default: {defaults.augment_scale:g})")
-    group.add_argument("--augment-target", choices=TrainConfig.CHOICES["augment_target"],
-                       help="with augmentation, the decoder reconstructs the view or the clean image "
-                            f"(default: {defaults.augment_target})")
-    group.add_argument("--contrast-weight", type=float,
-                       help="train on two views per image with this weight on their contrastive loss "
-                            f"(NT-Xent on the encoder means; default: {defaults.contrast_weight:g}, none)")
-    group.add_argument("--contrast-temperature", type=float,
-                       help=f"temperature of the contrastive loss (default: {defaults.contrast_temperature:g})")
     group.add_argument("--batch-size", type=int, help=f"VAE minibatch size (default: {defaults.batch_size})")
     group.add_argument("--lr", type=float, help=f"Adam learning rate (default: {defaults.lr})")
     group.add_argument("--kl-weight", type=float, help=f"weight of the KL term (default: {defaults.kl_weight})")
@@ -211,7 +199,9 @@ def _add_config_arguments(parser):
     group.add_argument("--no-cuda", action="store_true", help="same as --device cpu (the reference's flag)")
     group.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", type=_field_value,
                        help="set any TrainConfig field by name, VALUE as JSON or a plain string "
-                            "(e.g. --set prior_sweeps=20); repeatable, applied after the flags")
+                            "(e.g. --set prior_sweeps=20); repeatable, applied after the flags. The settings "
+                            "the accuracy study found of no use have no flag of their own: "
+                            + ", ".join(SET_ONLY))
 
 
 def _add_run_arguments(parser):
@@ -257,7 +247,9 @@ def _json_or_text(text):
 
 
 def _flag(field):
-    """The CLI flag of a TrainConfig field."""
+    """The CLI flag of a TrainConfig field (``--set field=...`` for those without one)."""
+    if field in SET_ONLY:
+        return f"--set {field}=..."
     return "--" + _RENAMED_FLAGS.get(field, field).replace("_", "-")
 
 
