@@ -566,3 +566,34 @@ def test_evaluate_never_replaces_an_evaluation_without_overwrite(tmp_path, capsy
     assert main(["evaluate", *TINY_ARGS[:-2], "--seeds", "0", "--out", str(out)]) == 2
     assert_one_line_error(capsys, "already holds an evaluation", "--overwrite")
     assert (out / "evaluation.json").read_text() == '{"kept": true}'
+
+
+def test_every_config_field_is_set_by_its_generated_flag_or_by_set():
+    import dataclasses
+
+    from vaegmm.cli import SET_ONLY, _flag, _parser, _train_config
+    from vaegmm.config import TrainConfig
+
+    samples = {"data": "digits", "n_clusters": "7", "hidden_dims": "64,32", "conv_channels": "8,16", "device": "cpu",
+               "manifold_min_dist": "0.5", "max_samples": "100"}
+    expected = {"n_clusters": 7, "hidden_dims": (64, 32), "conv_channels": (8, 16), "manifold_min_dist": 0.5}
+    for field in dataclasses.fields(TrainConfig):
+        if field.name in SET_ONLY:
+            continue
+        if field.name in TrainConfig.CHOICES:
+            value = TrainConfig.CHOICES[field.name][-1]
+            text = value
+        elif field.name in samples:
+            text = samples[field.name]
+            value = expected.get(field.name, int(text) if text.isdigit() else text)
+        elif "float" in str(field.type):
+            text, value = "0.25", 0.25
+        else:
+            text, value = "3", 3
+        if field.name == "wishart_dof":
+            text, value = "30", 30.0
+        args = _parser().parse_args(["train", _flag(field.name), text])
+        assert getattr(_train_config(args), field.name) == value, field.name
+    assert "send" in SET_ONLY and _flag("send") == "--set send=..."
+    args = _parser().parse_args(["train", "--set", "send=sample", "--set", "vae_init=warm"])
+    assert (_train_config(args).send, _train_config(args).vae_init) == ("sample", "warm")

@@ -24,11 +24,10 @@ from .multimodal import TWO_VIEW_SETS
 
 # The flags named differently from their TrainConfig field (the reference's names); every other
 # field's flag is the field's name (``--kl-weight`` -> ``kl_weight``).
-_RENAMED_FLAGS = {"vae_epochs": "vae_iter", "gmm_sweeps": "gmm_iter", "n_clusters": "clusters"}
-# TrainConfig fields set only by --set FIELD=VALUE: the accuracy study found them of no use
-# (docs/accuracy.md), so they do not crowd the flags.
-SET_ONLY = ("send", "prior_covariance", "prior_sweeps", "chain_init", "vae_init", "augment_target",
-            "contrast_weight", "contrast_temperature")
+# Flags named otherwise than their field, and the fields set only by --set FIELD=VALUE (the accuracy
+# study found them of no use, docs/accuracy.md, so they do not crowd the flags): from the fields' metadata.
+_RENAMED_FLAGS = {f.name: f.metadata["flag"] for f in dataclasses.fields(TrainConfig) if f.metadata.get("flag")}
+SET_ONLY = tuple(f.name for f in dataclasses.fields(TrainConfig) if "help" not in f.metadata)
 
 
 def _parser():
@@ -117,85 +116,51 @@ def _parser():
     return parser
 
 
+def _shown(value):
+    """A default as --help shows it."""
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _argument_type(field):
+    """The argparse type of a TrainConfig field, from its annotation."""
+    annotation = str(field.type)
+    if annotation.startswith("Tuple"):
+        return _int_list
+    if annotation.startswith("Union[int, str]"):
+        return _clusters
+    for name, kind in (("int", int), ("float", float)):
+        if annotation in (name, f"Optional[{name}]"):
+            return kind
+    return str
+
+
 def _add_config_arguments(parser):
-    """The TrainConfig flags, shared by train, evaluate and naming-game (None: keep the config's value)."""
+    """The TrainConfig flags, shared by train, evaluate and naming-game (None: keep the config's
+    value), generated from the fields' metadata (:func:`vaegmm.config._option`): group, help,
+    flag name; choices from ``TrainConfig.CHOICES``."""
     defaults = TrainConfig()
-    group = parser.add_argument_group("data")
-    group.add_argument("--data", action="append",
-                       help=f"{', '.join(BUILTIN_DATASETS)}, or a path to IDX files / .npz / .npy "
-                            f"(default: {defaults.data}). Give it once per modality for multimodal categories "
-                            f"(train, evaluate: rows paired), or one two-view set: {', '.join(TWO_VIEW_SETS)}")
-    group.add_argument("--max-samples", type=int, help="train on a random subset of this size")
-    group = parser.add_argument_group("mutual learning")
-    group.add_argument("--mutual-iterations", type=int,
-                       help=f"rounds in all, round 0 included (default: {defaults.mutual_iterations})")
-    group.add_argument("--vae-iter", type=int,
-                       help=f"VAE epochs of each round after round 0 (default: {defaults.vae_epochs})")
-    group.add_argument("--round0-epochs", type=int,
-                       help="VAE epochs of round 0 (default: half of --vae-iter)")
-    group.add_argument("--gmm-iter", type=int, help=f"Gibbs sweeps per round (default: {defaults.gmm_sweeps})")
-    group.add_argument("--prior-from", choices=TrainConfig.CHOICES["prior_from"],
-                       help="prior of each datum from the chain's last sweep, the average of its last "
-                            "prior_sweeps sweeps, its responsibilities, or the last sweep's whole mixture "
-                            f"(default: {defaults.prior_from})")
-    group = parser.add_argument_group("VAE")
-    group.add_argument("--architecture", choices=TrainConfig.CHOICES["architecture"], help=f"encoder/decoder (default: {defaults.architecture})")
-    group.add_argument("--latent-dim", type=int, help=f"latent dimension L (default: {defaults.latent_dim})")
-    group.add_argument("--hidden-dims", type=_int_list,
-                       help=f"fully connected encoder widths, comma-separated (default: {','.join(map(str, defaults.hidden_dims))})")
-    group.add_argument("--conv-channels", type=_int_list,
-                       help=f"channels of the two convolutions of --architecture conv (default: {','.join(map(str, defaults.conv_channels))})")
-    group.add_argument("--augment-rotation", type=float,
-                       help="train the VAE on random views rotated by up to this many degrees "
-                            f"(default: {defaults.augment_rotation:g})")
-    group.add_argument("--augment-shift", type=float,
-                       help="... shifted by up to this fraction of the image size "
-                            f"(default: {defaults.augment_shift:g})")
-    group.add_argument("--augment-scale", type=float,
-                       help=f"... zoomed by up to this fraction (default: {defaults.augment_scale:g})")
-    group.add_argument("--batch-size", type=int, help=f"VAE minibatch size (default: {defaults.batch_size})")
-    group.add_argument("--lr", type=float, help=f"Adam learning rate (default: {defaults.lr})")
-    group.add_argument("--kl-weight", type=float, help=f"weight of the KL term (default: {defaults.kl_weight})")
-    group.add_argument("--prior-weight", type=float,
-                       help="weight of the KL term in the rounds with the GMM's prior (default: as --kl-weight)")
-    group = parser.add_argument_group("GMM")
-    group.add_argument("--clusters", type=_clusters,
-                       help=f"number of clusters K, or auto: the GMM finds K (default: {defaults.n_clusters})")
-    group.add_argument("--max-clusters", type=int,
-                       help=f"upper bound on K with --clusters auto (default: {defaults.max_clusters})")
-    group.add_argument("--alpha", type=float,
-                       help="Dirichlet concentration (default: 0.3; 0.01 / --max-clusters with --clusters auto)")
-    group.add_argument("--beta", type=float, help=f"mean precision scale (default: {defaults.beta})")
-    group.add_argument("--wishart-scale", type=float, help=f"W = c * I (default: {defaults.wishart_scale})")
-    group.add_argument("--wishart-dof", type=float,
-                       help=f"Wishart degrees of freedom nu (default: {defaults.wishart_dof or 'latent dim'})")
-    group.add_argument("--gmm-init", choices=TrainConfig.CHOICES["gmm_init"],
-                       help="chain start: prior draw, k-means++ means, or the most likely of 10 EM fits "
-                            f"(default: {defaults.gmm_init})")
-    group.add_argument("--gmm-prior", choices=TrainConfig.CHOICES["gmm_prior"],
-                       help="Gauss-Wishart prior: scaled to each round's latents (data: clusters a K-th of their "
-                            "volume; data-axis: a K-th along every axis, for --manifold umap), or the reference's "
-                            f"m = 0, W = --wishart-scale I (fixed) (default: {defaults.gmm_prior})")
-    group.add_argument("--gmm-report", choices=TrainConfig.CHOICES["gmm_report"],
-                       help="the state a round reports and sends: the most probable sweep's (map; labels never "
-                            f"look) or the last sweep's draw (last) (default: {defaults.gmm_report})")
-    group.add_argument("--gmm-chains", type=int,
-                       help="independent Gibbs chains per round, the most probable kept "
-                            f"(default: {defaults.gmm_chains})")
-    group = parser.add_argument_group("manifold (needs umap-learn: pip install -e \".[manifold]\")")
-    group.add_argument("--manifold", choices=TrainConfig.CHOICES["manifold"],
-                       help="none: the GMM clusters the latents; umap: it clusters their UMAP embedding (N2D), and "
-                            "its responsibilities come back as each image's prior in the latent space "
-                            f"(--prior-from responsibilities or last) (default: {defaults.manifold})")
-    group.add_argument("--manifold-dim", type=int,
-                       help=f"UMAP's n_components, the dimensions the GMM clusters (default: {defaults.manifold_dim})")
-    group.add_argument("--manifold-neighbors", type=int,
-                       help=f"UMAP's n_neighbors (default: {defaults.manifold_neighbors})")
-    group.add_argument("--manifold-min-dist", type=float,
-                       help=f"UMAP's min_dist, in [0, 1] (default: {defaults.manifold_min_dist:g})")
-    group = parser.add_argument_group("run")
-    group.add_argument("--seed", type=int, help=f"random seed (default: {defaults.seed})")
-    group.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
+    groups = {}
+    names = {"builtin": ", ".join(BUILTIN_DATASETS), "two_view": ", ".join(TWO_VIEW_SETS)}
+    for field in dataclasses.fields(TrainConfig):
+        if "help" not in field.metadata:
+            continue  # set with --set only
+        meta = field.metadata
+        if meta["group"] not in groups:
+            title = meta["group"] if meta["group"] != "manifold" else \
+                'manifold (needs umap-learn: pip install -e ".[manifold]")'
+            groups[meta["group"]] = parser.add_argument_group(title)
+        shown = meta["shown"] or _shown(getattr(defaults, field.name))
+        options = {"help": meta["help"].format(default=shown, **names)}
+        if field.name == "data":
+            options["action"] = "append"  # once per modality
+        elif field.name in TrainConfig.CHOICES:
+            options["choices"] = TrainConfig.CHOICES[field.name]
+        else:
+            options["type"] = _argument_type(field)
+        groups[meta["group"]].add_argument(_flag(field.name), **options)
+    group = groups["run"]
     group.add_argument("--no-cuda", action="store_true", help="same as --device cpu (the reference's flag)")
     group.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", type=_field_value,
                        help="set any TrainConfig field by name, VALUE as JSON or a plain string "

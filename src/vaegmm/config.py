@@ -33,6 +33,14 @@ REFERENCE = {"batch_size": 10, "vae_epochs": 100, "round0_epochs": 100, "gmm_swe
              "gmm_chains": 1}
 
 
+def _option(default, group, help, *, flag=None, shown=None):
+    """A field with a CLI flag (the CLI is generated from these): its ``group`` in ``--help``,
+    its ``help`` ("{default}" is replaced by the default, or by ``shown``), and its ``flag``
+    name when it is not the field's (``--vae-iter`` for ``vae_epochs``). A field without one is
+    set on the command line with ``--set FIELD=VALUE`` only."""
+    return dataclasses.field(default=default, metadata={"group": group, "help": help, "flag": flag, "shown": shown})
+
+
 class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names it."""
 
@@ -40,71 +48,146 @@ class ConfigError(ValueError):
 @dataclass
 class TrainConfig:
     # --- data ---
-    data: str = "mnist5k"  # "mnist5k", "digits", or a path to IDX files / .npz / .npy
-    max_samples: Optional[int] = None  # train on a random subset of this size (None: all)
+    # "mnist5k", "digits", or a path to IDX files / .npz / .npy
+    data: str = _option("mnist5k", "data",
+        "{builtin}, or a path to IDX files / .npz / .npy (default: {default}). Give it once per modality "
+        "for multimodal categories (train, evaluate: rows paired), or one two-view set: {two_view}")
+    # train on a random subset of this size (None: all)
+    max_samples: Optional[int] = _option(None, "data",
+        "train on a random subset of this size", shown="all")
     # --- mutual learning ---
-    mutual_iterations: int = 2  # rounds in all: round 0 (N(0, I) prior) + rounds with the GMM prior
-    vae_epochs: int = 200  # VAE epochs of every round after round 0
-    round0_epochs: Optional[int] = None  # VAE epochs of round 0; None: half of vae_epochs (rounded up).
+    # rounds in all: round 0 (N(0, I) prior) + rounds with the GMM prior
+    mutual_iterations: int = _option(2, "mutual learning",
+        "rounds in all, round 0 included (default: {default})")
+    # VAE epochs of every round after round 0
+    vae_epochs: int = _option(200, "mutual learning",
+        "VAE epochs of each round after round 0 (default: {default})", flag="vae_iter")
+    # VAE epochs of round 0; None: half of vae_epochs (rounded up).
     #   Round 0 only has to give the GMM a first partition; the last round's VAE is the one scored
-    gmm_sweeps: int = 100  # Gibbs sweeps per round
+    round0_epochs: Optional[int] = _option(None, "mutual learning",
+        "VAE epochs of round 0 (default: {default})", shown="half of --vae-iter")
+    # Gibbs sweeps per round
+    gmm_sweeps: int = _option(100, "mutual learning",
+        "Gibbs sweeps per round (default: {default})", flag="gmm_iter")
     send: str = "mean"  # latent sent to the GMM: "mean" of q(x|o) or a reparameterised "sample"
     prior_covariance: str = "diag"  # prior sent to the VAE: "diag" of Lambda^-1 or "full" Lambda
     vae_init: str = "retrain"  # each round: "retrain" a fresh VAE (reference) or "warm"-start (fine-tune) it
-    prior_from: str = "responsibilities"  # prior per datum: the Gaussian moment-matched to its
+    # prior per datum: the Gaussian moment-matched to its
     #   "responsibilities"-weighted mixture of the last sweep's clusters (chosen by the study in
     #   docs/accuracy.md), the "last" sweep's cluster (reference), the "average" over the last
     #   prior_sweeps sweeps, or the last sweep's whole "mixture" (pi, mu, Sigma shared by every
     #   datum; the VAE's KL recomputes each datum's responsibilities from its current latent)
+    prior_from: str = _option("responsibilities", "mutual learning",
+        "prior of each datum from the chain's last sweep, the average of its last prior_sweeps sweeps, "
+        "its responsibilities, or the last sweep's whole mixture (default: {default})")
     prior_sweeps: int = 10  # sweeps averaged by prior_from="average"
     chain_init: str = "fresh"  # each round's Gibbs chain: "fresh" (gmm_init) or from the "previous" assignments
     # --- VAE ---
-    latent_dim: int = 12  # L
-    architecture: str = "mlp"  # encoder/decoder: "mlp", or "conv" (two stride-2 convolutions, then hidden_dims)
-    hidden_dims: Tuple[int, ...] = (256,)  # fully connected encoder widths (decoder reversed)
-    conv_channels: Tuple[int, int] = (16, 32)  # channels of the two convolutions of "conv"
-    augment_rotation: float = 15.0  # the VAE trains on random views: rotations up to this many degrees,
-    augment_shift: float = 0.12  # shifts up to this fraction of the image size,
-    augment_scale: float = 0.1  # and zooms by up to this fraction (all 0: the images themselves);
+    # L
+    latent_dim: int = _option(12, "VAE",
+        "latent dimension L (default: {default})")
+    # encoder/decoder: "mlp", or "conv" (two stride-2 convolutions, then hidden_dims)
+    architecture: str = _option("mlp", "VAE",
+        "encoder/decoder (default: {default})")
+    # fully connected encoder widths (decoder reversed)
+    hidden_dims: Tuple[int, ...] = _option((256,), "VAE",
+        "fully connected encoder widths, comma-separated (default: {default})")
+    # channels of the two convolutions of "conv"
+    conv_channels: Tuple[int, int] = _option((16, 32), "VAE",
+        "channels of the two convolutions of --architecture conv (default: {default})")
+    # the VAE trains on random views: rotations up to this many degrees,
+    augment_rotation: float = _option(15.0, "VAE",
+        "train the VAE on random views rotated by up to this many degrees (default: {default})")
+    # shifts up to this fraction of the image size,
+    augment_shift: float = _option(0.12, "VAE",
+        "... shifted by up to this fraction of the image size (default: {default})")
+    # and zooms by up to this fraction (all 0: the images themselves);
     #   the GMM always clusters the clean images' latents
+    augment_scale: float = _option(0.1, "VAE",
+        "... zoomed by up to this fraction (default: {default})")
     augment_target: str = "clean"  # with augmentation, the decoder reconstructs the "clean" image (a
     #   denoising VAE: the latent keeps what all views of an image share) or the "view"
     contrast_weight: float = 0.0  # with augmentation, two views per image and step, and this weight on
     #   their contrastive loss (NT-Xent of SimCLR on the encoder means: an image's two views together,
     #   apart from the batch's other images); 0: one view, no contrast
     contrast_temperature: float = 0.5  # the NT-Xent temperature
-    batch_size: int = 256  # minibatch size of the VAE (chosen by a 3-seed study, see README)
-    lr: float = 1e-3  # Adam learning rate
-    kl_weight: float = 1.0  # weight of the KL term in the VAE loss (1: the ELBO)
-    prior_weight: Optional[float] = None  # KL weight in the rounds with the GMM's prior (None: kl_weight)
+    # minibatch size of the VAE (chosen by a 3-seed study, see README)
+    batch_size: int = _option(256, "VAE",
+        "VAE minibatch size (default: {default})")
+    # Adam learning rate
+    lr: float = _option(0.001, "VAE",
+        "Adam learning rate (default: {default})")
+    # weight of the KL term in the VAE loss (1: the ELBO)
+    kl_weight: float = _option(1.0, "VAE",
+        "weight of the KL term (default: {default})")
+    # KL weight in the rounds with the GMM's prior (None: kl_weight)
+    prior_weight: Optional[float] = _option(None, "VAE",
+        "weight of the KL term in the rounds with the GMM's prior (default: {default})", shown="as --kl-weight")
     # --- GMM (Gauss–Wishart prior, SPEC §1) ---
-    n_clusters: Union[int, str] = 10  # K, or "auto": the GMM finds K (a sparse overfitted mixture)
-    max_clusters: int = 30  # the upper bound on K with n_clusters="auto"
-    alpha: Optional[float] = None  # symmetric Dirichlet concentration; None: 0.3, or 0.01 / max_clusters
+    # K, or "auto": the GMM finds K (a sparse overfitted mixture)
+    n_clusters: Union[int, str] = _option(10, "GMM",
+        "number of clusters K, or auto: the GMM finds K (default: {default})", flag="clusters")
+    # the upper bound on K with n_clusters="auto"
+    max_clusters: int = _option(30, "GMM",
+        "upper bound on K with --clusters auto (default: {default})")
+    # symmetric Dirichlet concentration; None: 0.3, or 0.01 / max_clusters
     #   with n_clusters="auto" (sparse, so that superfluous clusters empty)
-    beta: float = 1.0  # prior precision scale of the cluster means
-    wishart_scale: float = 0.55  # W = wishart_scale * I with gmm_prior="fixed" (the reference's)
-    wishart_dof: Optional[float] = None  # nu; None means the dimension clustered (latent_dim, or manifold_dim)
-    gmm_init: str = "em"  # chain start: "em" (from the most likely of 10 EM fits), a "prior" draw (reference),
+    alpha: Optional[float] = _option(None, "GMM",
+        "Dirichlet concentration (default: {default})", shown="0.3; 0.01 / --max-clusters with --clusters auto")
+    # prior precision scale of the cluster means
+    beta: float = _option(1.0, "GMM",
+        "mean precision scale (default: {default})")
+    # W = wishart_scale * I with gmm_prior="fixed" (the reference's)
+    wishart_scale: float = _option(0.55, "GMM",
+        "W = c * I with --gmm-prior fixed (default: {default})")
+    # nu; None means the dimension clustered (latent_dim, or manifold_dim)
+    wishart_dof: Optional[float] = _option(None, "GMM",
+        "Wishart degrees of freedom nu (default: {default})", shown="the dimension clustered")
+    # chain start: "em" (from the most likely of 10 EM fits), a "prior" draw (reference),
     #   or "kmeans++" means
-    gmm_prior: str = "data"  # Gauss-Wishart prior: scaled to each round's latents, "data" (m = their mean,
+    gmm_init: str = _option("em", "GMM",
+        "chain start: prior draw, k-means++ means, or the most likely of 10 EM fits (default: {default})")
+    # Gauss-Wishart prior: scaled to each round's latents, "data" (m = their mean,
     #   W^-1 = nu Cov(x) / K^(2/L), Fraley & Raftery 2007), "data-axis" (W^-1 = nu Cov(x) / K^2: tighter clusters,
     #   chosen for --manifold umap's embedding), or "fixed" (m = 0, W = wishart_scale * I, the reference)
-    gmm_report: str = "map"  # the state a round reports and sends: "map", the most probable sweep's
+    gmm_prior: str = _option("data", "GMM",
+        "Gauss-Wishart prior: scaled to each round's latents (data: clusters a K-th of their volume; "
+        "data-axis: a K-th along every axis, for --manifold umap), or the reference's m = 0, W = "
+        "--wishart-scale I (fixed) (default: {default})")
+    # the state a round reports and sends: "map", the most probable sweep's
     #   parameters (joint log posterior; labels never look) with each datum's most probable cluster
     #   under them, or "last", the last sweep's draw (the reference)
-    gmm_chains: int = 4  # independent Gibbs chains per round; the one whose reported state has the
+    gmm_report: str = _option("map", "GMM",
+        "the state a round reports and sends: the most probable sweep's (map; labels never look) or the "
+        "last sweep's draw (last) (default: {default})")
+    # independent Gibbs chains per round; the one whose reported state has the
     #   highest joint log posterior is kept (unsupervised: labels never choose)
+    gmm_chains: int = _option(4, "GMM",
+        "independent Gibbs chains per round, the most probable kept (default: {default})")
     # --- manifold (VAE -> manifold -> GMM, N2D's step; vaegmm.manifold) ---
-    manifold: str = "none"  # "none": the GMM clusters the latents; "umap": it clusters their UMAP embedding
+    # "none": the GMM clusters the latents; "umap": it clusters their UMAP embedding
     #   (needs umap-learn), and the message back is each datum's prior from the clusters' moments of the
     #   latents weighted by the GMM's responsibilities (prior_from "responsibilities" or "last" only)
-    manifold_dim: int = 10  # UMAP's n_components d (N2D's settings in this group)
-    manifold_neighbors: int = 20  # UMAP's n_neighbors
-    manifold_min_dist: float = 0.0  # UMAP's min_dist, in [0, 1]
+    manifold: str = _option("none", "manifold",
+        "none: the GMM clusters the latents; umap: it clusters their UMAP embedding (N2D), and its "
+        "responsibilities come back as each image's prior in the latent space (--prior-from "
+        "responsibilities or last) (default: {default})")
+    # UMAP's n_components d (N2D's settings in this group)
+    manifold_dim: int = _option(10, "manifold",
+        "UMAP's n_components, the dimensions the GMM clusters (default: {default})")
+    # UMAP's n_neighbors
+    manifold_neighbors: int = _option(20, "manifold",
+        "UMAP's n_neighbors (default: {default})")
+    # UMAP's min_dist, in [0, 1]
+    manifold_min_dist: float = _option(0.0, "manifold",
+        "UMAP's min_dist, in [0, 1] (default: {default})")
     # --- run ---
-    seed: int = 0  # seeds torch and NumPy; the same seed gives the same run on one device
-    device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda" or "cuda:N"
+    # seeds torch and NumPy; the same seed gives the same run on one device
+    seed: int = _option(0, "run",
+        "random seed (default: {default})")
+    # "auto" (CUDA if available), "cpu", "cuda" or "cuda:N"
+    device: str = _option("auto", "run",
+        "auto, cpu, cuda or cuda:N (default: {default})")
 
     # Allowed values of the string options (a plain class constant: it has no annotation); the
     # CLI's choices are read from here.
