@@ -2,10 +2,13 @@
 hard-wired loop of vaegmm 0.x gave (``reference_loop.py``: the loop before the seam, frozen), and
 the library leaves the caller's global RNG alone."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
+import frozen_mutual
 import reference_loop
 from test_resume import _assert_same_rounds
 from vaegmm.config import TrainConfig
@@ -47,6 +50,29 @@ def test_module_loop_reproduces_the_loop_before_the_seam_bit_for_bit(digits, tmp
     new = fit_mutual(digits, config, run_dir=tmp_path / "new", progress=False, log=None)
     old = reference_loop.fit_mutual(digits, config, run_dir=tmp_path / "old", progress=False, log=None)
     _assert_identical(new, old)
+
+
+@pytest.mark.parametrize("options", [
+    {"gmm_init": "em"},  # today's defaults: data prior, the most probable state of four chains
+    {"n_clusters": "auto", "max_clusters": 8, "gmm_chains": 2, "vae_init": "warm", "chain_init": "previous"},
+    {"manifold": "umap", "manifold_dim": 3, "manifold_neighbors": 10, "gmm_prior": "data-axis", "gmm_chains": 2},
+], ids=["defaults", "auto-k-warm-previous", "manifold"])
+def test_the_engine_wiring_reproduces_the_loop_before_the_engine_bit_for_bit(digits, tmp_path, options):
+    config = _config(mutual_iterations=2, **options)
+    new = fit_mutual(digits, config, run_dir=tmp_path / "new", progress=False, log=None)
+    old = frozen_mutual.fit_mutual(digits, config, run_dir=tmp_path / "old", progress=False, log=None)
+    _assert_identical(new, old)
+    for round_new, round_old in zip(new.rounds, old.rounds):
+        if round_old.embedding is not None:
+            np.testing.assert_array_equal(round_new.embedding, round_old.embedding)
+    for name in ("iteration_1/prior.npz", "iteration_1/gmm.npz"):
+        with np.load(tmp_path / "new" / name) as a, np.load(tmp_path / "old" / name) as b:
+            assert sorted(a) == sorted(b) and all(np.array_equal(a[key], b[key]) for key in a), name
+    for name in ("iteration_0/history.json", "iteration_1/history.json"):
+        assert json.loads((tmp_path / "new" / name).read_text()) == json.loads((tmp_path / "old" / name).read_text())
+    strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]  # noqa: E731
+    assert strip(json.loads((tmp_path / "new" / "metrics.json").read_text())["iterations"]) == \
+        strip(json.loads((tmp_path / "old" / "metrics.json").read_text())["iterations"])
 
 
 def test_fit_mutual_leaves_the_global_torch_rng_alone(digits):

@@ -60,7 +60,7 @@ from .metrics import clustering_metrics
 from .rundir import RunComplete, RunError, atomic_write_bytes, write_json
 
 __all__ = ["Module", "Graph", "Wire", "Addressed", "Inbox", "StepContext", "GraphResult", "LabelScore", "run",
-           "torch_seed", "read_settings", "CHECKPOINT_FORMAT"]
+           "torch_seed", "read_settings", "GraphDirectory", "spawned_seeds", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = 1
 _ROUND_PREFIX = "round_"
@@ -116,21 +116,43 @@ def torch_seed(seed_sequence):
 @dataclass
 class StepContext:
     """What the loop hands a module's step: the round, the module's seed for this round, whether
-    to show progress, and the stop check (raises KeyboardInterrupt when a stop was asked for)."""
+    to show progress, the stop check, and the means of a checkpoint inside a long step.
+
+    Attributes
+    ----------
+    round : int
+    seed : numpy.random.SeedSequence, the module's seed of this round
+    progress : bool
+    resume : the ``progress`` of the step's last :meth:`checkpoint` when the run resumes inside
+        this step (None otherwise): the step continues from it
+    """
 
     round: int
     seed: np.random.SeedSequence
     progress: bool = False
     stop_requested: Callable[[], bool] = field(default=lambda: False)
+    resume: Any = None
+    save: Optional[Callable[[Any], None]] = None
 
     @property
     def torch_seed(self):
         return torch_seed(self.seed)
 
+    def stop_asked(self):
+        """Whether a stop was asked for (in a distributed run: on any rank; every rank must ask
+        at the same points)."""
+        return bool(self.stop_requested())
+
     def check_stop(self):
         """Raise KeyboardInterrupt if a stop was asked for (modules call it inside long steps)."""
-        if self.stop_requested():
+        if self.stop_asked():
             raise KeyboardInterrupt
+
+    def checkpoint(self, progress):
+        """Save the run with this step under way: on resume the step is called again with
+        ``context.resume = progress`` (its own picklable record of how far it got)."""
+        if self.save is not None:
+            self.save(progress)
 
 
 class Module:
@@ -269,39 +291,75 @@ def _to_bytes(obj):
     return buffer.getvalue()
 
 
-def _check_directory(path, description, rounds, overwrite, resume, files=()):
-    """Refuse to replace a run unless ``overwrite``; say what to do. Returns the saved checkpoint
-    when resuming (None when nothing was done yet)."""
-    path = Path(path)
-    saved = path / "graph.json"
-    if resume:
-        if not saved.exists():
-            raise RunError(f"{path} holds no run of a graph (no graph.json); start one without resume.")
-        if json.loads(saved.read_text()) != description:
-            raise RunError(f"Cannot resume {path} with other settings than it was started with; resume with the "
-                           "saved settings or start a new run in another directory.")
-        checkpoint_path = path / "checkpoint.pt"
-        if not checkpoint_path.exists():
-            return None
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        if checkpoint.get("format") != CHECKPOINT_FORMAT:
-            raise RunError(f"{checkpoint_path} was written by another version of vaegmm; start the run again.")
-        return checkpoint
-    if overwrite or not path.exists():
+def _load_checkpoint(path):
+    """A checkpoint written by :func:`run` (a trusted file of one's own run: it holds pickled
+    messages, so it is read with ``weights_only=False``)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise RunError(f"Cannot read {path}: it is damaged ({type(exc).__name__}); start the run again "
+                       "(--overwrite).") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise RunError(f"{path} was written by another version of vaegmm; start the run again (--overwrite).")
+    return checkpoint
+
+
+class GraphDirectory:
+    """The run directory of :func:`run`: ``graph.json``, ``round_<r>/<module>/`` (each module's
+    :meth:`Module.save`), ``metrics.json`` and ``checkpoint.pt``. A system with a layout of its own
+    subclasses it (:meth:`write_round`, :attr:`files`) or passes an object with the same methods.
+
+    Parameters
+    ----------
+    path : path
+    files : names of further files and folders a subclass writes here (removed by ``overwrite``)
+    """
+
+    def __init__(self, path, files=()):
+        self.path, self.files = Path(path), tuple(files)
+
+    def prepare(self, description, rounds, overwrite, resume):
+        """Check the directory and start the run (refusing to replace a run unless
+        ``overwrite``); return the checkpoint to resume from (None to start afresh)."""
+        path, saved = self.path, self.path / "graph.json"
+        if resume:
+            if not saved.exists():
+                raise RunError(f"{path} holds no run of a graph (no graph.json); start one without resume.")
+            if json.loads(saved.read_text()) != description:
+                raise RunError(f"Cannot resume {path} with other settings than it was started with; resume with the "
+                               "saved settings or start a new run in another directory.")
+            checkpoint = path / "checkpoint.pt"
+            return _load_checkpoint(checkpoint) if checkpoint.exists() else None
+        found = path.exists() and [child for child in path.iterdir()
+                                   if child.name in _RUN_FILES + self.files or child.name.startswith(_ROUND_PREFIX)]
+        if found and not overwrite:
+            if not saved.exists() or json.loads(saved.read_text()) != description:
+                raise RunError(f"{path} already holds a different run; choose another output directory or pass "
+                               "--overwrite (overwrite=True) to replace it.")
+            checkpoint = path / "checkpoint.pt"
+            if checkpoint.exists() and _load_checkpoint(checkpoint)["round"] == rounds:
+                raise RunComplete(f"{path} already holds this run, finished ({rounds} "
+                                  f"round{'s' if rounds != 1 else ''}); nothing was changed. Pass --overwrite "
+                                  "(overwrite=True) to train it again.")
+            raise RunError(f"{path} holds an interrupted run of these settings; continue it with --resume "
+                           "(resume=True), or pass --overwrite (overwrite=True) to start it again.")
+        path.mkdir(parents=True, exist_ok=True)
+        for child in path.iterdir():
+            if child.name in _RUN_FILES + self.files or child.name.startswith(_ROUND_PREFIX) or child.name == "figures":
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        write_json(saved, description)
         return None
-    found = [child for child in path.iterdir()
-             if child.name in _RUN_FILES + tuple(files) or child.name.startswith(_ROUND_PREFIX)]
-    if not found:
-        return None
-    if not saved.exists() or json.loads(saved.read_text()) != description:
-        raise RunError(f"{path} already holds a different run; choose another output directory or pass "
-                       "--overwrite (overwrite=True) to replace it.")
-    checkpoint = path / "checkpoint.pt"
-    if checkpoint.exists() and torch.load(checkpoint, map_location="cpu", weights_only=False)["round"] == rounds:
-        raise RunComplete(f"{path} already holds this run, finished ({rounds} round{'s' if rounds != 1 else ''}); "
-                          "nothing was changed. Pass --overwrite (overwrite=True) to train it again.")
-    raise RunError(f"{path} holds an interrupted run of these settings; continue it with --resume (resume=True), "
-                   "or pass --overwrite (overwrite=True) to start it again.")
+
+    def save_checkpoint(self, state):
+        atomic_write_bytes(self.path / "checkpoint.pt", _to_bytes(state))
+
+    def write_round(self, round_index, outboxes, metrics, graph):
+        """A finished round's files: each module's artifacts, and metrics.json."""
+        for module in graph.modules:
+            folder = self.path / f"{_ROUND_PREFIX}{round_index}" / module.name
+            folder.mkdir(parents=True, exist_ok=True)
+            module.save(folder, outboxes[module.name])
+        write_json(self.path / "metrics.json", {"rounds": metrics})
 
 
 def read_settings(run_dir):
@@ -315,15 +373,14 @@ def read_settings(run_dir):
         raise RunError(f"Cannot read {path} ({exc}); the run directory is damaged.") from None
 
 
-def _clear(path, files=()):
-    for child in Path(path).iterdir():
-        if child.name in _RUN_FILES + tuple(files) or child.name.startswith(_ROUND_PREFIX) or child.name == "figures":
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
+def spawned_seeds(seed, rounds, n_modules):
+    """The default seeds: per round a child of ``SeedSequence(seed)``, per module a child of that."""
+    return [child.spawn(n_modules) for child in np.random.SeedSequence(seed).spawn(rounds)]
 
 
 def run(graph, rounds, *, seed=0, run_dir=None, resume=False, overwrite=False, observers=(), progress=True,
-        log: Optional[Callable[[str], None]] = print, stop_requested=None, settings=None, writer=None, files=(),
-        formatter=None):
+        log: Optional[Callable[[str], None]] = print, stop_requested=None, settings=None, directory=None,
+        formatter=None, seeds=None, distributed=None):
     """Run ``rounds`` rounds of ``graph``: each round, every module's step in order.
 
     Parameters
@@ -333,11 +390,12 @@ def run(graph, rounds, *, seed=0, run_dir=None, resume=False, overwrite=False, o
     seed : int
         Every module's seed of every round is spawned from it.
     run_dir : path, default=None
-        The run directory (module docstring); nothing is written if None.
+        The run directory (:class:`GraphDirectory`); nothing is written if None (and no
+        ``directory``).
     resume : bool
-        Continue the interrupted run in ``run_dir`` (its graph.json must describe this graph).
+        Continue the interrupted run in the directory from its checkpoint.
     overwrite : bool
-        Replace a run already in ``run_dir`` (refused otherwise).
+        Replace a run already in the directory (refused otherwise).
     observers : callables ``(round, outboxes) -> dict``
         Score each round (e.g. :class:`LabelScore`); their dicts join the round's metrics.
     progress : bool
@@ -349,13 +407,17 @@ def run(graph, rounds, *, seed=0, run_dir=None, resume=False, overwrite=False, o
         last checkpoint kept.
     settings : dict, default=None
         Run-wide settings written into graph.json beside the graph (a resume must match them).
-    writer : callable ``(run_dir, round, outboxes, metrics, graph)``, default=None
-        Writes a finished round's files instead of the default (each module's :meth:`Module.save`
-        into ``round_<r>/<name>/``, and metrics.json), for systems with a layout of their own.
-    files : sequence of str
-        Names of the files and folders the writer adds in ``run_dir`` (removed by ``overwrite``).
+    directory : object, default=None
+        The run directory's handler instead of ``GraphDirectory(run_dir)``: a subclass of
+        :class:`GraphDirectory`, or any object with its methods ``prepare``, ``save_checkpoint``
+        and ``write_round``, for a system with a layout of its own.
     formatter : callable ``(metrics row) -> str``, default=None
         The log line of a round (default: every metric, by name).
+    seeds : callable ``(seed, rounds, n_modules) -> [[SeedSequence per module] per round]``, default=None
+        The seeds of every round and module (default :func:`spawned_seeds`).
+    distributed : vaegmm.distributed.Context, default=None
+        One rank of a ``torch.distributed`` run: every rank runs every step (the modules shard
+        their work); rank 0 alone writes, logs and reads the checkpoint, which it sends the others.
 
     Returns
     -------
@@ -365,53 +427,67 @@ def run(graph, rounds, *, seed=0, run_dir=None, resume=False, overwrite=False, o
         raise ValueError(f"rounds must be a positive integer, got {rounds!r}.")
     if not graph.modules:
         raise ValueError("The graph has no modules; add some with Graph.add.")
-    if resume and run_dir is None:
+    if directory is None and run_dir is not None:
+        directory = GraphDirectory(run_dir)
+    if resume and directory is None:
         raise ValueError("resume=True needs the run_dir of the run to continue.")
+    from .distributed import SINGLE
+
+    context = distributed if distributed is not None else SINGLE
+    if not context.is_main:  # rank 0 alone writes and logs
+        directory, log = None, None
     description = {"rounds": rounds, "seed": seed, "settings": settings, **graph.describe()}
     description = json.loads(json.dumps(description))  # as graph.json will read back
-    stop_requested = stop_requested or (lambda: False)
+    polled = stop_requested or (lambda: False)
+    stop_asked = (lambda: context.any(polled())) if context.active else polled
     checkpoint = None
-    if run_dir is not None:
-        checkpoint = _check_directory(run_dir, description, rounds, overwrite, resume, files)
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            _clear(run_dir, files)
-            write_json(run_dir / "graph.json", description)
+    if directory is not None:
+        checkpoint = directory.prepare(description, rounds, overwrite, resume)
+    if resume and context.active:
+        checkpoint = context.broadcast_object(checkpoint)
 
-    seeds = [child.spawn(len(graph.modules)) for child in np.random.SeedSequence(seed).spawn(rounds)]
+    seeds = (seeds or spawned_seeds)(seed, rounds, len(graph.modules))
     latest, history, metrics = {}, [], []  # latest outbox per module; outboxes per round; metrics per round
     first_round = first_module = 0
+    in_step = None
     if checkpoint is not None:
         for module in graph.modules:
             module.restore(checkpoint["states"][module.name])
         latest, history, metrics = checkpoint["latest"], checkpoint["history"], checkpoint["metrics"]
-        first_round, first_module = checkpoint["round"], checkpoint["next"]
+        first_round, first_module, in_step = checkpoint["round"], checkpoint["next"], checkpoint.get("in_step")
         if log is not None:
-            where = "all rounds are done" if first_round == rounds else f"round {first_round}, step {first_module}"
-            log(f"resuming {run_dir}: {where}")
+            where = ("all rounds are done" if first_round == rounds
+                     else f"round {first_round}, {graph.modules[first_module].name}")
+            log(f"resuming {getattr(directory, 'path', '')}: {where}")
 
-    def save_checkpoint(round_index, next_module, partial, seconds):
-        if run_dir is None:
+    def save_checkpoint(round_index, next_module, partial, seconds, progress_state=None):
+        if directory is None:
             return
         state = {"format": CHECKPOINT_FORMAT, "round": round_index, "next": next_module,
                  "states": {m.name: m.state() for m in graph.modules}, "latest": latest, "partial": partial,
-                 "history": history, "metrics": metrics, "seconds": seconds}
-        atomic_write_bytes(run_dir / "checkpoint.pt", _to_bytes(state))
+                 "history": history, "metrics": metrics, "seconds": seconds, "in_step": progress_state}
+        directory.save_checkpoint(state)
 
     for round_index in range(first_round, rounds):
         started = time.perf_counter()
         round_outboxes = {}
-        if checkpoint is not None and round_index == first_round and first_module > 0:
-            round_outboxes = checkpoint["partial"]
+        resuming = checkpoint is not None and round_index == first_round
+        if resuming:
+            round_outboxes = dict(checkpoint["partial"])
             started -= checkpoint["seconds"]
-        start_module = first_module if round_index == first_round else 0
-        for index in range(start_module, len(graph.modules)):
+        for index in range(first_module if resuming else 0, len(graph.modules)):
             module = graph.modules[index]
-            if stop_requested():
+            if stop_asked():
                 raise KeyboardInterrupt
-            context = StepContext(round_index, seeds[round_index][index], progress, stop_requested)
-            outbox = module.step(graph.inbox(module.name, latest), context)
+
+            def save(progress_state, index=index, round_outboxes=round_outboxes, round_index=round_index,
+                     started=started):
+                save_checkpoint(round_index, index, round_outboxes, time.perf_counter() - started, progress_state)
+
+            context_resume = in_step if resuming and index == first_module else None
+            step_context = StepContext(round_index, seeds[round_index][index], progress, stop_asked,
+                                       context_resume, save)
+            outbox = module.step(graph.inbox(module.name, latest), step_context)
             if not isinstance(outbox, dict):
                 raise TypeError(f"Module {module.name!r} returned {type(outbox).__name__} from step; return a dict "
                                 "of messages.")
@@ -428,21 +504,14 @@ def run(graph, rounds, *, seed=0, run_dir=None, resume=False, overwrite=False, o
         row["seconds"] = seconds
         metrics.append(row)
         history.append(round_outboxes)
-        if run_dir is not None:
-            (writer or _write_round)(run_dir, round_index, round_outboxes, metrics, graph)
+        if directory is not None:
+            directory.write_round(round_index, round_outboxes, metrics, graph)
             save_checkpoint(round_index + 1, 0, {}, 0.0)
         if log is not None:
             log((formatter or format_row)(row))
+        if stop_asked():
+            raise KeyboardInterrupt
     return GraphResult(graph, metrics, history)
-
-
-def _write_round(run_dir, round_index, outboxes, metrics, graph):
-    """The default files of a finished round: each module's artifacts, and metrics.json."""
-    for module in graph.modules:
-        folder = run_dir / f"{_ROUND_PREFIX}{round_index}" / module.name
-        folder.mkdir(parents=True, exist_ok=True)
-        module.save(folder, outboxes[module.name])
-    write_json(run_dir / "metrics.json", {"rounds": metrics})
 
 
 def format_row(row):

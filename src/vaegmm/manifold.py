@@ -32,10 +32,11 @@ import warnings
 
 import numpy as np
 
+from .engine import Module
 from .messages import PriorMessage, mixture_moments
 from .threads import limit_threads
 
-__all__ = ["ManifoldModule", "import_umap", "latent_cluster_moments", "manifold_seed", "MANIFOLD_PRIORS",
+__all__ = ["ManifoldModule", "Embed", "import_umap", "latent_cluster_moments", "manifold_seed", "MANIFOLD_PRIORS",
            "RIDGE"]
 
 MANIFOLD_PRIORS = ("responsibilities", "last")  # the prior_from values the manifold's message supports
@@ -181,3 +182,16 @@ def transform(model, latents):
     import_umap()
     with limit_threads():
         return np.asarray(model.transform(np.asarray(latents, dtype=np.float32)), dtype=np.float64)
+
+
+class Embed(Module):
+    """An agent's manifold step as a module: UMAP (:class:`~vaegmm.manifold.ManifoldModule`'s
+    forward) embeds the ``"latents"`` it is sent; sends ``"embedding"`` and the fitted ``"model"``."""
+
+    def __init__(self, name, config, device):
+        super().__init__(name)
+        self.config, self.manifold = config, ManifoldModule(config, device)
+
+    def step(self, inbox, context):
+        embedding = self.manifold.forward(inbox["latents"], manifold_seed(context.seed))
+        return {"embedding": embedding, "model": self.manifold.model}

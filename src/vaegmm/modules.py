@@ -14,18 +14,21 @@ the run directory. A module's state to checkpoint is a plain dict (:meth:`VAEMod
 from __future__ import annotations
 
 import functools
+import time
 
 import numpy as np
 import torch
 
 from .augment import random_affine
+from .engine import Addressed, Module
 from .gibbs import data_scaled_prior
 from .gmm import GibbsGMM
-from .messages import SweepAverager, prior_message
+from .messages import PriorMessage, SweepAverager, prior_message
 from .metrics import clustering_metrics
+from .rundir import atomic_write_bytes, write_json
 from .vae import VAE, encode, fit_vae
 
-__all__ = ["VAEModule", "GMMModule", "gauss_wishart_prior"]
+__all__ = ["VAEModule", "GMMModule", "gauss_wishart_prior", "VAEStep", "JointGMM", "GMMStep"]
 
 
 class VAEModule:
@@ -164,7 +167,8 @@ class GMMModule:
         Reads the GMM's fields: n_clusters, gmm_sweeps, gmm_chains, gmm_init, chain_init, alpha,
         beta, wishart_scale, wishart_dof, gmm_prior, gmm_report, prior_from, prior_sweeps, prior_covariance.
     labels : ndarray of shape (n_samples,) or None
-        True labels, only to score each sweep (accuracy, ARI, NMI).
+        True labels, only to score each sweep (accuracy, ARI, NMI); the engine's systems pass None
+        and ``record_assignments=True``, and score the recorded sweeps in an observer.
     device : torch.device
         On CUDA the per-datum half of each sweep runs in torch there.
     distributed : vaegmm.distributed.Context, default=None
@@ -175,12 +179,14 @@ class GMMModule:
     gmm : the kept chain's GibbsGMM (its ``labels_``: the reported state's assignments)
     sweeps : its per-sweep records ("log_likelihood", "log_posterior", "reported_sweep", and
         accuracy/ari/nmi with labels)
+    sweep_assignments : with ``record_assignments``, its assignments after every sweep, (S, N)
     """
 
-    def __init__(self, config, labels, device, distributed=None):
+    def __init__(self, config, labels, device, distributed=None, record_assignments=False):
         self.config, self.labels, self.device = config, labels, device
         self.distributed = distributed if distributed is not None and distributed.active else None
-        self.gmm = self.sweeps = self.latents = self._averager = None
+        self.record_assignments = record_assignments
+        self.gmm = self.sweeps = self.latents = self._averager = self.sweep_assignments = None
 
     def fit(self, latents, seed, previous=None, progress=True):
         """Run the chains on ``latents`` from ``numpy.random.SeedSequence`` ``seed``; ``previous``:
@@ -189,10 +195,10 @@ class GMMModule:
         seeds = [seed] + list(seed.spawn(config.gmm_chains - 1))
         best = None
         for chain_seed in seeds:
-            sweeps = {}
+            sweeps, recorded = {}, [] if self.record_assignments else None
             averager = SweepAverager(config.gmm_sweeps - config.prior_sweeps) if config.prior_from == "average" else None
             gmm = self.sampler(latents, random_state=np.random.default_rng(chain_seed),
-                               callback=self._callback(sweeps, averager), progress=progress)
+                               callback=self._callback(sweeps, averager, recorded), progress=progress)
             gmm.fit(latents, init_labels=previous)
             sweeps["log_likelihood"] = gmm.log_likelihood_.tolist()
             sweeps["log_posterior"] = gmm.log_posterior_.tolist()
@@ -201,8 +207,10 @@ class GMMModule:
                 sweeps["clusters_found"] = gmm.clusters_found_.tolist()
             score = float(gmm.log_posterior_[gmm.reported_sweep_])
             if best is None or score > best[0]:
-                best = (score, gmm, sweeps, averager)
-        _, self.gmm, self.sweeps, self._averager = best
+                best = (score, gmm, sweeps, averager, recorded)
+        _, self.gmm, self.sweeps, self._averager, recorded = best
+        self.gmm.set_params(callback=None)  # fitted: the closure is not needed, and the GMM is kept (pickled)
+        self.sweep_assignments = None if recorded is None else np.stack(recorded)
         self.latents = latents
         return self
 
@@ -219,11 +227,15 @@ class GMMModule:
             distributed=self.distributed,
         )
 
-    def _callback(self, record, averager):
-        """GibbsGMM callback: each sweep's accuracy/ARI/NMI into ``record`` (with labels), and the
-        sweep's clusters into ``averager`` (for ``prior_from="average"``)."""
+    def _callback(self, record, averager, recorded=None):
+        """GibbsGMM callback: each sweep's accuracy/ARI/NMI into ``record`` (with labels), its
+        assignments into ``recorded`` (a list, when asked: to be scored outside the module), and
+        the sweep's clusters into ``averager`` (for ``prior_from="average"``)."""
+        dtype = np.int16 if self.config.cluster_slots < 2 ** 15 else np.int32
 
         def callback(sweep, assignments, gmm):
+            if recorded is not None:
+                recorded.append(np.asarray(assignments, dtype=dtype))
             if self.labels is not None:
                 for name, value in clustering_metrics(self.labels, assignments).items():
                     record.setdefault(name, []).append(value)
@@ -237,3 +249,243 @@ class GMMModule:
         config = self.config
         return prior_message(config.prior_from, config.prior_covariance, self.gmm, self.latents, self.device,
                              averager=self._averager)
+
+
+def _save(path, write):
+    import io
+
+    buffer = io.BytesIO()
+    write(buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+class VAEStep(Module):
+    """A VAE as a module of the engine (:mod:`vaegmm.engine`): each round it trains on its images
+    against the prior it is sent (``"prior"``, a :class:`~vaegmm.messages.PriorMessage`; N(0, I)
+    when none has come yet) and sends ``"latents"`` (N, L) of the clean images, ``"elbo"`` (the
+    last epoch's), ``"history"`` (per-epoch ELBO and loss) and ``"seconds"`` (its training time).
+
+    Parameters
+    ----------
+    name : str
+    dataset : ImageDataset (or, distributed, a MappedImageDataset)
+        Its modality's images (its ``likelihood`` chooses the VAE's p(o | x)).
+    config : TrainConfig
+        Its VAE's fields (architecture, latent_dim, epochs, augmentation, ...).
+    device : torch.device, default=cpu
+    distributed : vaegmm.distributed.Context, default=None
+        Data-parallel training on this rank's shard of the images (see :class:`VAEModule`).
+    shuffle : bool, default=True
+        Shuffle the minibatches every epoch.
+    checkpoint_every : int, default=None
+        Save the run inside the step every this many epochs (and after the last, and on a stop),
+        so that a resumed run continues mid-round; None: only between steps.
+    """
+
+    def __init__(self, name, dataset, config, device=None, *, distributed=None, shuffle=True, checkpoint_every=None):
+        super().__init__(name)
+        self.dataset, self.config, self.shuffle, self.checkpoint_every = dataset, config, shuffle, checkpoint_every
+        self.device = torch.device("cpu") if device is None else device
+        self.distributed = distributed if distributed is not None and distributed.active else None
+        self.n_samples = len(dataset)
+        start, stop = (0, self.n_samples) if self.distributed is None else self.distributed.shard(self.n_samples)
+        self.images = torch.as_tensor(dataset.rows(start, stop), device=self.device)  # distributed: this rank's shard
+        self.vae = VAEModule(config, int(np.prod(dataset.image_shape)), dataset.image_shape, self.device,
+                             distributed=self.distributed, likelihood=getattr(dataset, "likelihood", "bernoulli"))
+
+    def step(self, inbox, context):
+        prior = inbox.get("prior")
+        if prior is None:
+            prior = PriorMessage.standard_normal(self.n_samples, self.config.latent_dim, self.device)
+        self.vae.start_round(context.round, context.torch_seed)
+        started = time.perf_counter()
+        if context.resume is not None:  # the run stopped inside this step: continue from its epoch
+            self.vae.restore(context.resume["vae"], context.resume["epoch"])
+            started -= context.resume["seconds"]
+        every = self.checkpoint_every
+
+        def on_epoch_end(epoch):
+            stop = context.stop_asked()
+            if every is not None and (epoch % every == 0 or epoch == self.vae.epochs or stop):
+                context.checkpoint({"epoch": epoch, "vae": self.vae.state(),
+                                    "seconds": time.perf_counter() - started})
+            if stop:
+                raise KeyboardInterrupt
+
+        self.vae.fit(self.images, prior, shuffle=self.shuffle, on_epoch_end=on_epoch_end, progress=context.progress,
+                     desc=f"round {context.round} {self.name}")
+        seconds = time.perf_counter() - started
+        return {"latents": self.vae.encode(self.images, self.n_samples), "elbo": float(self.vae.elbo[-1]),
+                "history": {"elbo": list(self.vae.elbo), "loss": list(self.vae.loss)}, "seconds": seconds}
+
+    def state(self):
+        if self.vae.vae is None:
+            return {}
+        return {"vae": {k: v.detach().cpu() for k, v in self.vae.vae.state_dict().items()},
+                "optimizer": self.vae.optimizer.state_dict()}
+
+    def restore(self, state):
+        if not state:
+            return
+        self.vae.start_round(0, 0)  # builds the network; its weights come from the state
+        self.vae.vae.load_state_dict(state["vae"])
+        self.vae.optimizer.load_state_dict(state["optimizer"])
+
+    def save(self, folder, outbox):
+        vae = self.vae.vae
+        checkpoint = {"state_dict": {k: v.detach().cpu() for k, v in vae.state_dict().items()},
+                      "vae_config": vae.config(), "optimizer": self.vae.optimizer.state_dict(),
+                      "image_shape": list(self.dataset.image_shape)}
+        _save(folder / "vae.pt", lambda f: torch.save(checkpoint, f))
+        _save(folder / "latents.npy", lambda f: np.save(f, outbox["latents"]))
+        write_json(folder / "history.json", outbox["history"])
+
+    def summary(self, outbox):
+        return {"elbo": outbox["elbo"]}
+
+
+class JointGMM(Module):
+    """One GMM over the concatenated latents of every module that sends it ``"latents"``: the
+    GMM step of :class:`~vaegmm.modules.GMMModule` (chains, reported state, data-scaled prior), then
+    each sender's block of the prior message (``"prior"``, :class:`~vaegmm.engine.Addressed`), and
+    ``"assignments"``.
+
+    Only **active** latent dimensions are clustered (Burda, Grosse & Salakhutdinov 2016: a
+    dimension whose encoder means vary across the data by more than ``active_variance``). A VAE
+    on a noisy modality leaves most of its dimensions at the N(0, I) prior (posterior collapse);
+    their means are near-constant noise that would dominate the joint covariance and merge the
+    clusters. An inactive dimension is sent N(0, 1) back, the prior it already matches.
+
+    Parameters
+    ----------
+    name : str
+    config : TrainConfig
+        Its GMM's fields (n_clusters, gmm_sweeps, gmm_chains, gmm_prior, prior_from, ...).
+    device : torch.device, default=cpu
+    active_variance : float, default=0.01
+        The activity threshold (Burda et al.'s 10^-2); 0 clusters every dimension.
+    """
+
+    def __init__(self, name, config, device=None, active_variance=0.01):
+        super().__init__(name)
+        if not (isinstance(active_variance, (int, float)) and 0 <= active_variance < np.inf):
+            raise ValueError(f"active_variance must be a non-negative number, got {active_variance!r}.")
+        self.config, self.active_variance = config, float(active_variance)
+        self.device = torch.device("cpu") if device is None else device
+        self.gmm = GMMModule(config, None, self.device)
+        self.previous = None  # the last round's assignments (chain_init="previous")
+
+    def describe(self):
+        return {**super().describe(), "active_variance": self.active_variance}
+
+    def active(self, latents):
+        """The dimensions of ``latents`` it clusters: the active ones (the most varied if none is)."""
+        variance = latents.var(axis=0)
+        active = variance > self.active_variance
+        if not active.any():
+            active[np.argmax(variance)] = True
+        return active
+
+    def step(self, inbox, context):
+        parts = inbox.each("latents")
+        if not parts:
+            raise ValueError(f"Module {self.name!r} was sent no latents; wire a VAE's latents to it.")
+        lengths = {len(latents) for _, latents in parts}
+        if len(lengths) > 1:
+            raise ValueError(f"Module {self.name!r} was sent latents of {sorted(lengths)} rows; the modalities' rows "
+                             "must be paired (the same N).")
+        actives = {source: self.active(latents) for source, latents in parts}
+        clustered = np.concatenate([latents[:, actives[source]] for source, latents in parts], axis=1)
+        previous = self.previous if self.config.chain_init == "previous" else None
+        self.gmm.fit(clustered, context.seed, previous, progress=context.progress)
+        message = self.gmm.message()
+        edges = np.cumsum([0] + [int(actives[source].sum()) for source, _ in parts])
+        blocks = {source: (int(start), int(stop)) for (source, _), start, stop in zip(parts, edges[:-1], edges[1:])}
+        prior = Addressed({source: _expand(message.block(*blocks[source]), actives[source]) for source, _ in parts})
+        self.previous = self.gmm.gmm.labels_.copy()
+        return {"assignments": self.previous, "prior": prior, "blocks": blocks,
+                "active": {source: active.tolist() for source, active in actives.items()},
+                "log_posterior": float(self.gmm.gmm.log_posterior_[self.gmm.gmm.reported_sweep_])}
+
+    def state(self):
+        return {"previous": self.previous}
+
+    def restore(self, state):
+        self.previous = state["previous"]
+
+    def save(self, folder, outbox):
+        gmm = self.gmm.gmm
+        _save(folder / "gmm.npz", lambda f: np.savez(f, mu=gmm.means_, Lambda=gmm.precisions_, pi=gmm.weights_))
+        _save(folder / "assignments.npy", lambda f: np.save(f, outbox["assignments"]))
+        write_json(folder / "history.json", {"sweeps": self.gmm.sweeps, "blocks": outbox["blocks"],
+                                             "active": outbox["active"]})
+
+    def summary(self, outbox):
+        return {"log_posterior": outbox["log_posterior"],
+                "active_dims": int(sum(sum(active) for active in outbox["active"].values()))}
+
+
+def _expand(message, active):
+    """A prior over the active dimensions of a latent, as a prior over all of them: N(0, 1),
+    independent, in the inactive ones."""
+    if active.all():
+        return message
+    index = torch.as_tensor(np.flatnonzero(active), device=message.mean.device)
+    rows, dims = message.mean.shape[0], active.size
+    mean = message.mean.new_zeros(rows, dims)
+    mean[:, index] = message.mean
+    if message.precision is None:
+        var = message.mean.new_ones(rows, dims)
+        var[:, index] = message.var
+        return PriorMessage(mean, var=var, log_weights=message.log_weights)
+    precision = torch.eye(dims, dtype=message.precision.dtype, device=mean.device).repeat(rows, 1, 1)
+    precision[:, index.unsqueeze(1), index.unsqueeze(0)] = message.precision
+    return PriorMessage(mean, precision=precision, log_weights=message.log_weights)
+
+
+class GMMStep(Module):
+    """The GMM of a single-modality run as a module of the engine: the GMM step of
+    :class:`GMMModule` on the ``"latents"`` it is sent (or on their ``"embedding"``, when a
+    manifold module sends one, the message then coming back through the manifold's latent-space
+    moments). Sends ``"prior"``, ``"assignments"`` (the reported state's), ``"gmm"`` (the kept
+    chain's fitted GibbsGMM), ``"sweeps"`` (its per-sweep records), ``"sweep_assignments"``
+    (S, N, for an observer to score each sweep) and, with a manifold, ``"clusters"`` (the
+    clusters' latent moments). Its state: the last assignments (``chain_init="previous"``).
+
+    Parameters
+    ----------
+    name : str
+    config : TrainConfig
+    device : torch.device
+    distributed : vaegmm.distributed.Context, default=None
+    """
+
+    def __init__(self, name, config, device, distributed=None):
+        super().__init__(name)
+        self.config, self.device = config, device
+        self.module = GMMModule(config, None, device, distributed=distributed, record_assignments=True)
+        self.previous = None
+
+    def step(self, inbox, context):
+        from .manifold import ManifoldModule
+
+        latents, embedding = inbox["latents"], inbox.get("embedding")
+        previous = self.previous if self.config.chain_init == "previous" else None
+        self.module.fit(latents if embedding is None else embedding, context.seed, previous,
+                        progress=context.progress)
+        gmm, clusters = self.module.gmm, None
+        if embedding is None:
+            prior = self.module.message()
+        else:
+            manifold = ManifoldModule(self.config, self.device)
+            prior = manifold.backward(gmm, embedding, latents)
+            clusters = manifold.clusters
+        self.previous = gmm.labels_
+        return {"prior": prior, "assignments": gmm.labels_, "gmm": gmm, "sweeps": self.module.sweeps,
+                "sweep_assignments": self.module.sweep_assignments, "clusters": clusters}
+
+    def state(self):
+        return {"previous": self.previous}
+
+    def restore(self, state):
+        self.previous = state["previous"]

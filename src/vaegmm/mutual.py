@@ -1,12 +1,12 @@
-"""Mutual learning between the VAE and the GMM (SPEC §2): the loop that passes messages.
+"""Mutual learning between the VAE and the GMM (SPEC §2): a wiring of the engine (:mod:`vaegmm.engine`).
 
-One round passes two messages between the two modules of :mod:`vaegmm.modules`::
+One round passes two messages between two modules of :mod:`vaegmm.modules`::
 
-    VAEModule --latents (N, L)--> GMMModule --PriorMessage (a prior per datum)--> next round's VAEModule
+    VAEStep "vae" --latents (N, L)--> GMMStep "gmm" --PriorMessage (a prior per datum)--> next round's "vae"
 
-With ``manifold="umap"`` a third module, :class:`vaegmm.manifold.ManifoldModule`, sits between
-them: it embeds the latents (UMAP), the GMM clusters the embedding, and it turns the GMM's
-responsibilities into each datum's prior in the latent space (SPEC §5).
+With ``manifold="umap"`` a third module, :class:`vaegmm.manifold.Embed`, sits between them: it
+embeds the latents (UMAP), the GMM clusters the embedding, and the GMM's responsibilities come
+back as each datum's prior in the latent space (SPEC §5).
 
 1. VAE step: a fresh VAE (or the last one, fine-tuned) trained on
    E_q[log p(o_n | x_n)] - kl_weight * KL(q(x_n | o_n) || p_n(x_n)), where round 0 uses
@@ -15,14 +15,14 @@ responsibilities into each datum's prior in the latent space (SPEC §5).
 3. GMM step: ``gmm_sweeps`` blocked Gibbs sweeps (``gmm_chains`` chains, the most likely kept).
 4. GMM -> VAE: each datum's prior for the next round (``prior_from``).
 
-This module owns what is not the modules' maths: validation, seeds (one per round, forked, the
-caller's global RNG untouched), checkpoints (one schema, :func:`vaegmm.rundir.checkpoint_state`),
-resume, the run directory and the log line of each round.
+This module holds the wiring (:func:`mutual_graph`), the seeds (:func:`round_seeds`: one per
+round, shared by the modules; the caller's global RNG untouched), the scores of a round (labels
+reach only the observer) and the run directory's layout (:class:`RunWriter`); the engine runs
+it: checkpoints inside the VAE's epochs and after every step, resume, the stop, the log line.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
@@ -32,15 +32,17 @@ import torch
 from .config import TrainConfig
 from .data import ImageDataset
 from .distributed import SINGLE
+from .engine import Graph
+from .engine import run as run_graph
 from .gmm import GibbsGMM
-from .manifold import ManifoldModule, import_umap, manifold_seed
+from .manifold import Embed, import_umap
 from .messages import PriorMessage, prior_message, responsibility_moments
 from .metrics import clustering_metrics, many_to_one_accuracy
-from .modules import GMMModule, VAEModule, gauss_wishart_prior
-from .rundir import RunDirectory, checkpoint_state
+from .modules import GMMStep, VAEStep, gauss_wishart_prior
+from .rundir import RunDirectory
 from .vae import VAE, encode, fit_vae
 
-__all__ = ["PriorMessage", "RoundResult", "MutualResult", "fit_mutual", "fit_vae", "encode", "resolve_device",
+__all__ = ["PriorMessage", "RoundResult", "MutualResult", "fit_mutual", "mutual_graph", "round_seeds", "RunWriter", "fit_vae", "encode", "resolve_device",
            "prior_message", "responsibility_moments", "gauss_wishart_prior", "format_round", "check_data"]
 
 
@@ -109,10 +111,107 @@ def check_data(dataset, config):
         )
 
 
-def _round_seeds(seed, n_rounds):
-    """Independent (torch seed, numpy SeedSequence) per round from one integer seed."""
-    children = np.random.SeedSequence(seed).spawn(n_rounds)
-    return [(int(child.generate_state(1, dtype=np.uint64)[0] >> 1), child) for child in children]
+def round_seeds(seed, rounds, n_modules):
+    """The seeds of a single-modality run: per round one ``SeedSequence`` child of ``seed``,
+    shared by its modules (the VAE takes a torch seed from it, UMAP a child key, the GMM's chains
+    its spawn), as the loop before the engine drew them."""
+    return [[child] * n_modules for child in np.random.SeedSequence(seed).spawn(rounds)]
+
+
+def mutual_graph(dataset, config, device, *, distributed=None, shuffle=True, checkpoint_every=None):
+    """The graph of :func:`fit_mutual`: ``vae`` -> (``manifold`` ->) ``gmm`` -> ``vae``."""
+    graph = Graph()
+    graph.add(VAEStep("vae", dataset, config, device, distributed=distributed, shuffle=shuffle,
+                      checkpoint_every=checkpoint_every))
+    if config.manifold == "umap":
+        graph.add(Embed("manifold", config, device))
+        graph.wire("vae", "latents", "manifold")
+    graph.add(GMMStep("gmm", config, device, distributed=distributed))
+    graph.wire("vae", "latents", "gmm")
+    if config.manifold == "umap":
+        graph.wire("manifold", "embedding", "gmm")
+    graph.wire("gmm", "prior", "vae")
+    return graph
+
+
+class _Score:
+    """The observer of a single-modality run: the reported state's accuracy/ARI/NMI (labels only
+    score), each sweep's (from the GMM's recorded assignments), the ELBO, the VAE's seconds and,
+    when the GMM finds K, that K."""
+
+    def __init__(self, labels, config):
+        self.labels, self.config = labels, config
+
+    def __call__(self, round_index, outboxes):
+        labels, vae, gmm_out = self.labels, outboxes["vae"], outboxes["gmm"]
+        gmm, assignments = gmm_out["gmm"], gmm_out["assignments"]
+        row = (clustering_metrics(labels, assignments) if labels is not None
+               else dict.fromkeys(("accuracy", "ari", "nmi")))
+        row.update(elbo=vae["elbo"], vae_seconds=vae["seconds"])
+        if self.config.finds_k:  # K found: its posterior mode over the chain's last half, and that posterior
+            row.update(clusters_found=gmm.n_clusters_found_,
+                       clusters_found_posterior={str(k): v for k, v in gmm.clusters_found_posterior_.items()},
+                       accuracy_many_to_one=(many_to_one_accuracy(labels, assignments) if labels is not None
+                                             else None))
+        scores = {}
+        if labels is not None:
+            for swept in gmm_out["sweep_assignments"]:
+                for name, value in clustering_metrics(labels, swept).items():
+                    scores.setdefault(name, []).append(value)
+        row["sweep_scores"] = scores
+        return row
+
+
+def _metrics(row):
+    """A round's metrics (metrics.json's schema) from the engine's row."""
+    metrics = {"iteration": row["round"], **{key: row[key] for key in ("accuracy", "ari", "nmi", "elbo")},
+               "seconds": row["seconds"], "vae_seconds": row["vae_seconds"],
+               "gmm_seconds": row["seconds"] - row["vae_seconds"]}
+    metrics.update({key: row[key] for key in ("clusters_found", "clusters_found_posterior", "accuracy_many_to_one")
+                    if key in row})
+    return metrics
+
+
+def _round_result(row, outboxes):
+    vae, gmm_out, embed = outboxes["vae"], outboxes["gmm"], outboxes.get("manifold")
+    return RoundResult(row["round"], vae["history"]["elbo"], vae["history"]["loss"], gmm_out["gmm"], vae["latents"],
+                       gmm_out["assignments"], {**gmm_out["sweeps"], **row["sweep_scores"]}, _metrics(row),
+                       None if embed is None else embed["embedding"])
+
+
+class RunWriter:
+    """The engine's handler of a single-modality run directory (:class:`~vaegmm.rundir.RunDirectory`'s
+    layout: config.json, iteration_<r>/, metrics.json, checkpoint.pt)."""
+
+    def __init__(self, run, config, image_shape, labels):
+        self.run, self.config, self.image_shape, self.labels = run, config, image_shape, labels
+        self.path = run.path
+
+    def prepare(self, description, rounds, overwrite, resume):
+        checkpoint = None
+        if resume:
+            checkpoint = self.run.load_checkpoint(self.config)  # refuses a different config
+        else:
+            self.run.start(self.config, overwrite=overwrite)
+        if self.labels is not None:
+            self.run.save_labels(self.labels)
+        return checkpoint
+
+    def save_checkpoint(self, state):
+        self.run.save_checkpoint(state)
+
+    def write_round(self, round_index, outboxes, metrics, graph):
+        vae = graph["vae"].vae
+        result = _round_result(metrics[round_index], outboxes)
+        gmm_out, embed = outboxes["gmm"], outboxes.get("manifold")
+        self.run.save_round(
+            round_index, vae=vae.vae, optimizer=vae.optimizer, image_shape=self.image_shape, gmm=result.gmm,
+            latents=result.latents, assignments=result.assignments, prior=gmm_out["prior"].to_numpy(),
+            history={"elbo": result.elbo, "loss": result.loss, "sweeps": result.sweeps},
+            **({} if embed is None else {"embedding": embed["embedding"], "manifold": embed["model"],
+                                         "latent_clusters": gmm_out["clusters"]}),
+        )
+        self.run.save_metrics([_metrics(row) for row in metrics])
 
 
 def fit_mutual(
@@ -129,7 +228,8 @@ def fit_mutual(
     stop_requested: Optional[Callable[[], bool]] = None,
     distributed=None,
 ):
-    """Run ``config.mutual_iterations`` rounds of VAE + GMM mutual learning on ``dataset``.
+    """Run ``config.mutual_iterations`` rounds of VAE + GMM mutual learning on ``dataset``: the
+    engine (:mod:`vaegmm.engine`) running :func:`mutual_graph`.
 
     Parameters
     ----------
@@ -148,7 +248,7 @@ def fit_mutual(
         the run's saved config. On CPU the result equals that of an uninterrupted run.
     checkpoint_every : int
         Write ``run_dir/checkpoint.pt`` every this many VAE epochs (and after the last epoch
-        and every round).
+        and every step).
     log : callable or None
         Receives the one-line summary of each round.
     stop_requested : callable, default=None
@@ -159,7 +259,7 @@ def fit_mutual(
         One rank of a ``torch.distributed`` run (every rank calls ``fit_mutual`` with the same
         arguments): each reads only its shard of the images, trains the VAE data-parallel and
         draws the Gibbs assignments of its shard (:mod:`vaegmm.distributed`). Rank 0 alone writes
-        the run directory, logs and shows progress; when resuming it reads the run directory and
+        the run directory, logs and shows progress; when resuming it reads the checkpoint and
         sends the other ranks what they need. Every rank returns the same result.
 
     Returns
@@ -173,123 +273,22 @@ def fit_mutual(
     if context.active and config.manifold != "none":
         raise ValueError(f"manifold = {config.manifold} runs in one process only; train it without torchrun "
                          "(or with manifold none).")
+    if resume and run_dir is None:
+        raise ValueError("resume=True needs the run_dir of the run to continue.")
     device = resolve_device(config.device)
     if context.active and device.type == "cuda":
         device = torch.device(context.device)  # this rank's GPU
     labels = dataset.labels
-    n_samples, input_dim = len(dataset), int(np.prod(dataset.image_shape))
-    start, stop = context.shard(n_samples)
-    images = torch.as_tensor(dataset.rows(start, stop), device=device)  # (N, D), distributed: this rank's shard
-    stop_requested = stop_requested or (lambda: False)
-    if resume and run_dir is None:
-        raise ValueError("resume=True needs the run_dir of the run to continue.")
-    run = RunDirectory(run_dir) if run_dir is not None and context.is_main else None  # rank 0 writes
-    if not context.is_main:  # rank 0 alone logs and shows progress
-        log, progress = None, False
-    checkpoint = saved_rounds = None
-    if resume and run is not None:
-        checkpoint = run.load_checkpoint(config)  # refuses a different config; None: nothing done yet
-        done = 0 if checkpoint is None else checkpoint["iteration"]
-        if done > 0:  # completed rounds come from the run directory
-            saved_rounds = ([_load_round(run, i) for i in range(done)], run.load_prior(done - 1),
-                            run.load_vae(done - 1, "cpu")[0])
-    elif run is not None:
-        run.start(config, overwrite=overwrite)
-    if resume:  # rank 0 sends what it read
-        checkpoint, saved_rounds = context.broadcast_object((checkpoint, saved_rounds))
-    if run is not None and labels is not None:
-        run.save_labels(labels)
-
-    vae_module = VAEModule(config, input_dim, dataset.image_shape, device, distributed=context)
-    gmm_module = GMMModule(config, labels, device, distributed=context)
-    manifold = ManifoldModule(config, device) if config.manifold == "umap" else None
-    result = MutualResult(config=config, vae=None)
-    prior = PriorMessage.standard_normal(n_samples, config.latent_dim, device)
-    first_round = 0 if checkpoint is None else checkpoint["iteration"]
-    if first_round > 0:
-        result.rounds, saved, result.vae = saved_rounds
-        result.vae.to(device)
-        last = result.rounds[-1]
-        prior = (PriorMessage.from_numpy(saved, device) if saved is not None
-                 else PriorMessage.from_gmm(last.gmm, last.assignments, config.prior_covariance, device))
-    if checkpoint is not None and log is not None:
-        where = ("all rounds are done" if first_round == config.mutual_iterations
-                 else f"round {first_round}, epoch {checkpoint['epoch']}")
-        log(f"resuming {run.path}: {where}")
-
-    seeds = _round_seeds(config.seed, config.mutual_iterations)
-    for iteration in range(first_round, config.mutual_iterations):
-        torch_seed, numpy_seed = seeds[iteration]
-        started = time.perf_counter()
-        vae_module.start_round(iteration, torch_seed)
-        if checkpoint is not None and checkpoint["iteration"] == iteration:
-            vae_module.restore(checkpoint, checkpoint["epoch"])
-            started -= checkpoint["vae_seconds"]
-            checkpoint = None
-
-        def on_epoch_end(epoch):
-            stop = context.any(stop_requested())  # a stop on any rank stops every rank
-            if run is not None and (epoch % checkpoint_every == 0 or epoch == vae_module.epochs or stop):
-                run.save_checkpoint(checkpoint_state(config, iteration, epoch, vae_module.state(),
-                                                     time.perf_counter() - started))
-            if stop:
-                raise KeyboardInterrupt
-
-        # 1. VAE step against this round's prior; 2. VAE -> GMM: the latents.
-        vae_module.fit(images, prior, shuffle=shuffle, on_epoch_end=on_epoch_end, progress=progress,
-                       desc=f"round {iteration} VAE")
-        vae_seconds = time.perf_counter() - started
-        latents = vae_module.encode(images, n_samples)
-
-        # (With a manifold: latents -> embedding, what the GMM clusters.)
-        embedding = manifold.forward(latents, manifold_seed(numpy_seed)) if manifold is not None else None
-
-        # 3. GMM step; 4. GMM -> VAE: the prior of the next round (with a manifold: via its backward).
-        previous = result.rounds[-1].assignments if config.chain_init == "previous" and result.rounds else None
-        gmm_module.fit(latents if manifold is None else embedding, numpy_seed, previous, progress=progress)
-        prior = gmm_module.message() if manifold is None else manifold.backward(gmm_module.gmm, embedding, latents)
-        gmm, assignments = gmm_module.gmm, gmm_module.gmm.labels_
-
-        seconds = time.perf_counter() - started
-        final = clustering_metrics(labels, assignments) if labels is not None else dict.fromkeys(("accuracy", "ari", "nmi"))
-        metrics = {"iteration": iteration, **final, "elbo": vae_module.elbo[-1], "seconds": seconds,
-                   "vae_seconds": vae_seconds, "gmm_seconds": seconds - vae_seconds}
-        if config.finds_k:  # K found: its posterior mode over the chain's last half, and that posterior
-            metrics.update(clusters_found=gmm.n_clusters_found_,
-                           clusters_found_posterior={str(k): v for k, v in gmm.clusters_found_posterior_.items()},
-                           accuracy_many_to_one=(many_to_one_accuracy(labels, assignments) if labels is not None
-                                                 else None))
-        result.rounds.append(RoundResult(iteration, vae_module.elbo, vae_module.loss, gmm, latents, assignments,
-                                         gmm_module.sweeps, metrics, embedding))
-        result.vae = vae_module.vae
-        if run is not None:
-            run.save_round(
-                iteration, vae=vae_module.vae, optimizer=vae_module.optimizer, image_shape=dataset.image_shape,
-                gmm=gmm, latents=latents, assignments=assignments, prior=prior.to_numpy(),
-                history={"elbo": vae_module.elbo, "loss": vae_module.loss, "sweeps": gmm_module.sweeps},
-                **({} if manifold is None else {"embedding": embedding, "manifold": manifold.model,
-                                                "latent_clusters": manifold.clusters}),
-            )
-            run.save_metrics(result.metrics())
-            # The next round starts from its own seeds; only a warm-started VAE carries over.
-            run.save_checkpoint(checkpoint_state(
-                config, iteration + 1, 0, vae_module.state(weights=config.vae_init == "warm", progress=False)))
-        if log is not None:
-            log(format_round(metrics))
-        if context.any(stop_requested()):
-            raise KeyboardInterrupt
-    return result
-
-
-def _load_round(run, iteration):
-    """A completed round of a run directory as a RoundResult."""
-    history = run.load_history(iteration)
-    gmm = run.load_gmm(iteration)
-    gmm.labels_ = run.load_array(iteration, "assignments")
-    return RoundResult(
-        iteration, history["elbo"], history["loss"], gmm, run.load_array(iteration, "latents"),
-        gmm.labels_, history["sweeps"], run.load_metrics()[iteration], run.load_embedding(iteration),
-    )
+    graph = mutual_graph(dataset, config, device, distributed=context, shuffle=shuffle,
+                         checkpoint_every=checkpoint_every)
+    writer = None if run_dir is None else RunWriter(RunDirectory(run_dir), config, dataset.image_shape, labels)
+    result = run_graph(graph, config.mutual_iterations, seed=config.seed, directory=writer, resume=resume,
+                       overwrite=overwrite, observers=[_Score(labels, config)], progress=progress, log=log,
+                       stop_requested=stop_requested, seeds=round_seeds, distributed=context,
+                       formatter=lambda row: format_round(_metrics(row)))
+    mutual = MutualResult(config=config, vae=graph["vae"].vae.vae)
+    mutual.rounds = [_round_result(row, outboxes) for row, outboxes in zip(result.rounds, result.outboxes)]
+    return mutual
 
 
 def format_round(metrics):

@@ -63,9 +63,9 @@ from sklearn.metrics import adjusted_rand_score, cohen_kappa_score
 from . import plots
 from .augment import affine_views
 from .data import ImageDataset
-from .engine import Addressed, Graph, GraphResult, Module, run
+from .engine import Addressed, Graph, GraphDirectory, GraphResult, Module, run
 from .gibbs import estimate_log_gaussian_prob
-from .manifold import ManifoldModule, manifold_seed
+from .manifold import Embed, ManifoldModule
 from .messages import prior_message
 from .metrics import clustering_metrics
 from .modules import GMMModule
@@ -107,19 +107,6 @@ def mh_acceptance(gmm, latents, proposed, current):
     log_density = estimate_log_gaussian_prob(latents, gmm.means_, gmm.precisions_cholesky_)  # (N, K)
     rows = np.arange(len(latents))
     return np.exp(np.minimum(0.0, log_density[rows, proposed] - log_density[rows, current]))
-
-
-class Embed(Module):
-    """An agent's manifold step as a module: UMAP (:class:`~vaegmm.manifold.ManifoldModule`'s
-    forward) embeds the ``"latents"`` it is sent; sends ``"embedding"`` and the fitted ``"model"``."""
-
-    def __init__(self, name, config, device):
-        super().__init__(name)
-        self.config, self.manifold = config, ManifoldModule(config, device)
-
-    def step(self, inbox, context):
-        embedding = self.manifold.forward(inbox["latents"], manifold_seed(context.seed))
-        return {"embedding": embedding, "model": self.manifold.model}
 
 
 class NamingGame(Module):
@@ -289,22 +276,31 @@ def fit_naming_game(
     graph = naming_game_graph(views, config, mode, device)
     settings = {"mode": mode, "rotation": rotation, "data": dataset.name, "config": config.to_dict()}
 
-    def write(root, round_index, outboxes, rows, graph):
-        _save_round(Path(root), graph, views, labels, round_index, outboxes, rows, mode, rotation, config)
-
     def formatter(row):
         return format_game_round(_record(row, labels is not None))
 
-    result = run(graph, config.mutual_iterations, seed=config.seed, run_dir=run_dir, resume=resume,
+    directory = None
+    if run_dir is not None:
+        directory = GameDirectory(run_dir, views, labels, mode, rotation, config)
+    result = run(graph, config.mutual_iterations, seed=config.seed, directory=directory, resume=resume,
                  overwrite=overwrite, observers=[GameScore(labels)] if labels is not None else [],
-                 progress=progress, log=log, stop_requested=stop_requested, settings=settings, writer=write,
-                 files=_GAME_FILES, formatter=formatter)
+                 progress=progress, log=log, stop_requested=stop_requested, settings=settings, formatter=formatter)
     iterations = [_record(row, labels is not None, outboxes["game"]["turns"])
                   for row, outboxes in zip(result.rounds, result.outboxes)] if result.outboxes else []
     return NamingGameResult(mode, iterations, result)
 
 
-_GAME_FILES = ("game.json", "report.md", *AGENT_NAMES)
+class GameDirectory(GraphDirectory):
+    """The game's directory: the engine's graph.json and checkpoint.pt, and the game's own layout
+    (game.json, metrics.json, each agent's run directory)."""
+
+    def __init__(self, path, views, labels, mode, rotation, config):
+        super().__init__(path, files=("game.json", "report.md", *AGENT_NAMES))
+        self.views, self.labels, self.mode, self.rotation, self.config = views, labels, mode, rotation, config
+
+    def write_round(self, round_index, outboxes, metrics, graph):
+        _save_round(self.path, graph, self.views, self.labels, round_index, outboxes, metrics, self.mode,
+                    self.rotation, self.config)
 
 
 def _record(row, labelled, turns=None):

@@ -44,21 +44,12 @@ from .config import TrainConfig
 from .gmm import GibbsGMM
 from .vae import VAE
 
-__all__ = ["RunError", "RunComplete", "RunDirectory", "atomic_write_bytes", "checkpoint_state", "write_json"]
+__all__ = ["RunError", "RunComplete", "RunDirectory", "atomic_write_bytes", "write_json"]
 
 _ROUND = re.compile(r"^iteration_(\d+)$")
 _RUN_FILES = ("config.json", "metrics.json", "labels.npy", "images.npy", "checkpoint.pt", "report.html",
               "report.md")
-CHECKPOINT_FORMAT = 1  # bump when the checkpoint's contents change
-
-
-def checkpoint_state(config, iteration, epoch, vae_state, vae_seconds=0.0):
-    """The one schema of ``checkpoint.pt``: where the run stands (``iteration``: the round under
-    way, ``epoch``: its VAE epochs done) and the VAE module's state (``vae``, ``optimizer``: None
-    when a fresh VAE starts the round; mid-round also ``shuffle_rng``, ``noise_rng``, ``elbo``,
-    ``loss``; see :meth:`vaegmm.modules.VAEModule.state`), with the VAE's seconds so far."""
-    return {"config": config.to_dict(), "iteration": iteration, "epoch": epoch, **vae_state,
-            "vae_seconds": vae_seconds}
+CHECKPOINT_FORMAT = 2  # bump when the checkpoint's contents change (2: the engine's, vaegmm.engine)
 
 
 class RunError(ValueError):
@@ -239,8 +230,9 @@ class RunDirectory:
         write_json(folder / "history.json", history)
 
     def save_checkpoint(self, state):
-        """Write ``checkpoint.pt``: everything needed to continue the run (:func:`checkpoint_state`)."""
-        state = {"format": CHECKPOINT_FORMAT, **state}
+        """Write ``checkpoint.pt``: everything needed to continue the run (the engine's state:
+        every module's state and the messages in flight, :func:`vaegmm.engine.run`)."""
+        state = {**state, "format": CHECKPOINT_FORMAT}
         atomic_write_bytes(self.path / "checkpoint.pt", _to_bytes(lambda f: torch.save(state, f)))
 
     # -- reading -------------------------------------------------------------------------------
@@ -264,7 +256,8 @@ class RunDirectory:
         path = self.path / "checkpoint.pt"
         if not path.exists():
             return None
-        state = _read(path, lambda p: torch.load(p, map_location="cpu", weights_only=True))
+        # The run's own file: it holds pickled messages (the GMM, priors), so not weights_only.
+        state = _read(path, lambda p: torch.load(p, map_location="cpu", weights_only=False))
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise RunError(f"{path} was written by an incompatible version of vaegmm; start a new run.")
         return state
