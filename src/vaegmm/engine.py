@@ -475,9 +475,10 @@ def run(graph, rounds, *, seed=0, run_dir=None, resume=False, overwrite=False, o
         if resuming:
             round_outboxes = dict(checkpoint["partial"])
             started -= checkpoint["seconds"]
-        for index in range(first_module if resuming else 0, len(graph.modules)):
+        first = first_module if resuming else 0
+        for index in range(first, len(graph.modules)):
             module = graph.modules[index]
-            if stop_asked():
+            if (round_index, index) != (first_round, first) and stop_asked():  # not before any step has run
                 raise KeyboardInterrupt
 
             def save(progress_state, index=index, round_outboxes=round_outboxes, round_index=round_index,
