@@ -114,7 +114,8 @@ TINY = dict(data="digits", max_samples=300, mutual_iterations=2, round0_epochs=4
 
 def test_two_process_run_resumes_to_the_uninterrupted_result(tmp_path):
     spawn(mutual_run, 2, str(tmp_path / "whole"), TINY, None, False, str(tmp_path / "whole"))
-    spawn(mutual_run, 2, str(tmp_path / "cut"), TINY, 5, False, str(tmp_path / "cut"))  # stops in round 1
+    # Polls: round 0's 4 epochs, before its GMM step, its end; before round 1's VAE, its first epoch: the 8th stops.
+    spawn(mutual_run, 2, str(tmp_path / "cut"), TINY, 7, False, str(tmp_path / "cut"))  # stops in round 1
     assert bool(np.load(tmp_path / "cut-0.npz")["interrupted"]) and bool(np.load(tmp_path / "cut-1.npz")["interrupted"])
     checkpoint = (tmp_path / "cut" / "checkpoint.pt")
     assert checkpoint.exists() and (tmp_path / "cut" / "iteration_0").exists()

@@ -263,9 +263,9 @@ def test_resume_of_a_manifold_run_ends_as_the_uninterrupted_one(runs, tmp_path):
     dataset = load_dataset("digits", max_samples=200, seed=config.seed)
     polls = []
 
-    def stop_in_round_1():  # polled after every epoch and round: round 0's epoch, round 0, round 1's epoch
-        polls.append(1)
-        return len(polls) >= 3
+    def stop_in_round_1():  # polled after every epoch and between steps; round 0 saved: its end, before round 1's
+        polls.append(RunDirectory(tmp_path).iterations())  # VAE, after round 1's first epoch (the stop)
+        return polls.count([0]) >= 3
 
     with pytest.raises(KeyboardInterrupt):
         fit_mutual(dataset, config, run_dir=tmp_path, progress=False, log=None, stop_requested=stop_in_round_1)

@@ -219,10 +219,11 @@ def naming_game_graph(views, config, mode, device):
         for name in AGENT_NAMES:
             graph.add(Embed(f"{name}_manifold", config, device))
             graph.wire(name, "latents", f"{name}_manifold")
-            graph.wire(f"{name}_manifold", "embedding", "game")
     graph.add(NamingGame("game", config, mode, device))
     for name in AGENT_NAMES:
         graph.wire(name, "latents", "game")
+        if config.manifold == "umap":
+            graph.wire(f"{name}_manifold", "embedding", "game")
         graph.wire("game", "prior", name)
     return graph
 
