@@ -251,3 +251,15 @@ def test_evaluate_scores_mutual_against_apart_and_each_modality_alone(tmp_path, 
     best_alone = max(seed["alone_0"]["accuracy"], seed["alone_1"]["accuracy"])
     assert np.isclose(margins["over_best_alone"], 100 * (seed["mutual"]["accuracy"] - best_alone))
     assert np.isclose(margins["over_apart"], 100 * (seed["mutual"]["accuracy"] - seed["apart"]["accuracy"]))
+
+
+def test_a_modality_with_too_few_pixels_is_refused_in_one_sentence(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "a.npz", x=rng.integers(0, 256, size=(40, 8, 8), dtype=np.uint8))
+    np.savez(tmp_path / "b.npz", x=rng.integers(0, 256, size=(40, 2, 2), dtype=np.uint8))
+    code = main(["train", "--data", str(tmp_path / "a.npz"), "--data", str(tmp_path / "b.npz"),
+                 "--clusters", "3", "--out", str(tmp_path / "run")])
+    assert code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "latent_dim = 12 is not below the 4 pixels" in error
+    assert not (tmp_path / "run").exists()

@@ -159,3 +159,17 @@ def test_a_game_killed_by_sigkill_resumes_to_the_same_metrics(tmp_path, kill_at)
 
     assert scores(killed) == scores(straight)
     assert len(scores(killed)) == 2
+
+
+def test_resuming_a_game_with_other_flags_is_refused_and_changes_nothing(tmp_path, capsys):
+    out = tmp_path / "game"
+    flags = ["--data", "digits", "--max-samples", "120", "--vae-iter", "2", "--gmm-iter", "2", "--latent-dim", "3",
+             "--hidden-dims", "16", "--clusters", "4", "--quiet", "--no-figures", "--set", "gmm_chains=1"]
+    assert main(["naming-game", "--out", str(out), *flags]) == 0
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    capsys.readouterr()
+    assert main(["naming-game", "--resume", str(out), "--vae-iter", "3"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "Cannot resume" in error and "vae_epochs" in error
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+    assert main(["naming-game", "--resume", str(out)]) == 0  # finished: nothing to play
