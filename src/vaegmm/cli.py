@@ -268,7 +268,11 @@ def _is_multimodal(sources):
 
 def _train_multimodal(args):
     """``vaegmm train`` with several --data (or a two-view set): multimodal categories."""
+    from .distributed import launched_by_torchrun
     from .engine import read_settings
+
+    if launched_by_torchrun():
+        raise ValueError("Multimodal training runs in one process; launch it with `vaegmm train`, not torchrun.")
     from .multimodal import fit_multimodal, load_views, write_multimodal_report
     from .rundir import RunComplete
 
