@@ -127,6 +127,9 @@ def test_cli_trains_two_files_and_resumes_nothing_when_finished(tmp_path, capsys
     for name in ("graph.json", "metrics.json", "report.md", "figures/categories.png", "figures/recall.png",
                  "round_1/vae_1/vae.pt", "round_1/gmm/gmm.npz"):
         assert (out / name).exists(), name
+    (out / "report.md").unlink()
+    assert main(["report", "--run", str(out)]) == 0 and (out / "report.md").exists()
+    capsys.readouterr()
     before = (out / "metrics.json").read_bytes()
     assert main(args) == 0
     assert "already holds this run, finished" in capsys.readouterr().out

@@ -415,10 +415,16 @@ def _cmd_plot_gmm(args):
     return 0
 
 
+def _is_multimodal_run(run):
+    return (Path(run) / "graph.json").exists() and not (Path(run) / "game.json").exists()
+
+
 def _cmd_figures(args):
     from .figures import write_figures
+    from .multimodal import write_multimodal_report
 
-    for path in write_figures(args.run):
+    paths = write_multimodal_report(args.run) if _is_multimodal_run(args.run) else write_figures(args.run)
+    for path in paths:
         print(f"wrote {path}")
     return 0
 
@@ -427,7 +433,11 @@ def _cmd_report(args):
     from .naming_game import AGENT_NAMES, write_game_report
     from .report import write_report
 
-    if (Path(args.run) / "game.json").exists():  # a naming game: its own report, and each agent's
+    if _is_multimodal_run(args.run):  # multimodal categories: its figures and report.md
+        from .multimodal import write_multimodal_report
+
+        paths = write_multimodal_report(args.run)
+    elif (Path(args.run) / "game.json").exists():  # a naming game: its own report, and each agent's
         paths = write_game_report(args.run)
         for name in AGENT_NAMES:
             paths += write_report(Path(args.run) / name, refresh_figures=args.refresh_figures)

@@ -29,9 +29,13 @@ The loop, not the modules, owns:
 - **checkpoints and resume**: after every module's step the states of all modules and the
   messages in flight are written to ``run_dir/checkpoint.pt``; ``resume=True`` continues from the
   last one, so a run killed at any instant, even by SIGKILL, resumes to the same metrics as an
-  uninterrupted run (the step that was cut off is run again from its start, with its own seed);
+  uninterrupted run (the step that was cut off is run again from its start, with its own seed,
+  or from where it last saved itself, :meth:`StepContext.checkpoint`); the directory's handler
+  (:class:`GraphDirectory`, or a system's own layout) writes them;
 - **the stop**: ``stop_requested`` is polled between steps (and by modules inside long steps,
   :meth:`StepContext.check_stop`); the run stops with its last checkpoint kept;
+- **the distributed context**: under torchrun every rank runs every step, rank 0 alone writes,
+  logs and reads the checkpoint (which it sends the others), and a stop on any rank stops all;
 - **the run directory**: ``graph.json`` (the graph and every module's config), ``round_<r>/<module>/``
   (what each module writes, :meth:`Module.save`), ``metrics.json`` and ``checkpoint.pt``;
   a finished run is never replaced without ``overwrite``;
@@ -64,7 +68,7 @@ __all__ = ["Module", "Graph", "Wire", "Addressed", "Inbox", "StepContext", "Grap
 
 CHECKPOINT_FORMAT = 1
 _ROUND_PREFIX = "round_"
-_RUN_FILES = ("graph.json", "metrics.json", "checkpoint.pt")
+_RUN_FILES = ("graph.json", "metrics.json", "checkpoint.pt", "labels.npy", "report.md")
 
 
 class Addressed(dict):
