@@ -266,3 +266,12 @@ def test_a_modality_with_too_few_pixels_is_refused_in_one_sentence(tmp_path, cap
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "latent_dim = 12 is not below the 4 pixels" in error
     assert not (tmp_path / "run").exists()
+
+
+def test_feature_vectors_get_no_image_augmentation():
+    from vaegmm.modules import VAEModule
+
+    config = TrainConfig()  # random views on by default
+    assert config.augments
+    assert VAEModule(config, 784, (28, 28), torch.device("cpu")).augment is not None
+    assert VAEModule(config, 76, (1, 76), torch.device("cpu"), likelihood="gaussian").augment is None

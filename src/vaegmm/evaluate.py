@@ -233,7 +233,7 @@ def _evaluate_multimodal_seed(sources, config, seed, threads):
     """Scores of one seed of multimodal learning: round 0, apart (each modality's VAE alone as long,
     latents concatenated, the same GMM step), mutual, and alone_<i> (modality i's own
     single-modality mutual learning), by the final state and by the EM read-out."""
-    from .multimodal import fit_multimodal, load_views
+    from .multimodal import fit_multimodal, load_views, modality_config
 
     if threads is not None:
         set_threads(threads)
@@ -262,7 +262,7 @@ def _evaluate_multimodal_seed(sources, config, seed, threads):
                           "mutual": readout_metrics(joint(mutual.engine.outboxes[-1]), labels, config.n_clusters, seed)},
               "mutual_seconds": mutual_seconds}
     for i, view in enumerate(views):
-        alone = fit_mutual(view, seeded.replace(data=view.name), progress=False, log=None)
+        alone = fit_mutual(view, modality_config(seeded, view), progress=False, log=None)  # as in the joint run
         result[f"alone_{i}"] = _scores(alone.rounds[-1].metrics)
         result["readout"][f"alone_{i}"] = readout_metrics(alone.rounds[-1].latents, labels, config.n_clusters, seed)
     return result

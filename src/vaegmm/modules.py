@@ -64,7 +64,7 @@ class VAEModule:
         self.distributed = distributed if distributed is not None and distributed.active else None
         self.vae = self.optimizer = None
         self.augment = None
-        if config.augments:
+        if config.augments and likelihood == "bernoulli":  # random views are of images; feature vectors have none
             self.augment = functools.partial(random_affine, image_shape=self.image_shape,
                                              rotation=config.augment_rotation, shift=config.augment_shift,
                                              scale=config.augment_scale)
