@@ -42,8 +42,8 @@ from .modules import GMMStep, VAEStep, gauss_wishart_prior
 from .rundir import RunDirectory
 from .vae import VAE, encode, fit_vae
 
-__all__ = ["PriorMessage", "RoundResult", "MutualResult", "fit_mutual", "mutual_graph", "round_seeds", "RunWriter", "fit_vae", "encode", "resolve_device",
-           "prior_message", "responsibility_moments", "gauss_wishart_prior", "format_round", "check_data"]
+__all__ = ["PriorMessage", "RoundResult", "MutualResult", "fit_mutual", "mutual_graph", "round_seeds", "RunWriter",
+           "fit_vae", "encode", "resolve_device", "prior_message", "responsibility_moments", "gauss_wishart_prior", "format_round", "check_data"]
 
 
 @dataclass
