@@ -159,6 +159,7 @@ class _Score:
                 for name, value in clustering_metrics(labels, swept).items():
                     scores.setdefault(name, []).append(value)
         row["sweep_scores"] = scores
+        gmm_out["sweep_assignments"] = None  # scored: the (sweeps, N) array need not stay in the run's history
         return row
 
 
