@@ -15,7 +15,8 @@ that every modality's latent shaped). That is the message each modality lacks al
 category the *other* modalities put the datum in.
 
 Rows are paired: row n of every modality is the same datum. Built-in two-view sets (from
-``mnist5k``, 5,000 digits):
+``mnist5k``, 5,000 digits; ``mnist5k-a-rotated`` and ``mnist5k-a-partner`` the same from its half
+``mnist5k-a``, where settings are chosen):
 
 - ``"mnist5k-rotated"``: view 1 the digits, view 2 the same digits rotated by 45 degrees (the
   naming game's agent B); the views carry nearly the same information;
@@ -44,7 +45,8 @@ __all__ = ["VAEStep", "JointGMM", "TWO_VIEW_SETS", "load_views", "partner_view",
            "write_multimodal_report", "predict_multimodal", "infer_categories", "conditional_latents",
            "fit_multimodal", "MultimodalResult", "cross_modal_recall"]
 
-TWO_VIEW_SETS = ("mnist5k-rotated", "mnist5k-partner")
+# The two-view sets of mnist5k, and of its half mnist5k-a (2,500 digits: where settings are chosen).
+TWO_VIEW_SETS = ("mnist5k-rotated", "mnist5k-partner", "mnist5k-a-rotated", "mnist5k-a-partner")
 ROTATION = 45.0
 
 
@@ -73,8 +75,8 @@ def load_views(sources, *, max_samples=None, seed=0):
     """
     sources = [str(s) for s in sources]
     if len(sources) == 1 and sources[0] in TWO_VIEW_SETS:
-        base = load_dataset("mnist5k", max_samples=max_samples, seed=seed)
-        if sources[0] == "mnist5k-rotated":
+        base = load_dataset(sources[0].rsplit("-", 1)[0], max_samples=max_samples, seed=seed)
+        if sources[0].endswith("-rotated"):
             from .naming_game import rotated_view
 
             views = [base, rotated_view(base, ROTATION)]
