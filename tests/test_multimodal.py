@@ -9,10 +9,11 @@ from scipy.stats import multivariate_normal
 
 from vaegmm import TrainConfig
 from vaegmm.cli import main
-from vaegmm.data import DataError, ImageDataset, load_dataset
+from vaegmm.data import DataError, load_dataset
 from vaegmm.gmm import GibbsGMM
 from vaegmm.messages import PriorMessage
-from vaegmm.multimodal import (JointGMM, _expand, cross_modal_recall, fit_multimodal, load_views, partner_view)
+from vaegmm.modules import _expand
+from vaegmm.multimodal import JointGMM, cross_modal_recall, fit_multimodal, load_views, partner_view
 
 TINY = dict(vae_epochs=2, round0_epochs=1, gmm_sweeps=5, gmm_chains=1, latent_dim=3, hidden_dims=(16,),
             batch_size=32)

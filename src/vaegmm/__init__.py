@@ -12,10 +12,11 @@ from .data import DataError, ImageDataset, load_dataset
 from .engine import Addressed, Graph, GraphResult, LabelScore, Module, StepContext, run
 from .gmm import GibbsGMM
 from .messages import PriorMessage
+from .manifold import Embed
 from .metrics import cluster_accuracy, clustering_metrics
 from .multimodal import JointGMM, MultimodalResult, VAEStep, fit_multimodal, load_views
 from .mutual import MutualResult, RoundResult, fit_mutual
-from .naming_game import Embed, NamingGame, NamingGameResult, fit_naming_game
+from .naming_game import NamingGame, NamingGameResult, fit_naming_game
 from .rundir import RunComplete, RunDirectory, RunError
 from .vae import VAE
 

@@ -14,7 +14,8 @@ restarts kept by likelihood (so that a better representation is seen as such, wh
 of one Gibbs chain). With ``manifold="umap"`` the read-out fits what the GMM clusters, the round's
 UMAP embedding (the apart baseline gets the same manifold step). ``evaluate_suite`` does the same
 on several datasets (``SUITE``) and adds the margins of mutual learning over both baselines per
-dataset.
+dataset. ``evaluate_multimodal`` does the same for paired modalities (one VAE per modality,
+one GMM; :mod:`vaegmm.multimodal`), adding ``alone_<m>``: each modality's own single-modality run.
 
 Data drawn at random (a ``max_samples`` subset, the class proportions of
 ``mnist5k-imbalanced``) are drawn with each run's seed. Labels only score: they never choose a

@@ -37,7 +37,7 @@ import torch
 
 from .data import DataError, ImageDataset, load_dataset
 from .engine import Graph, GraphResult, LabelScore, run
-from .modules import JointGMM, VAEStep, _expand, _save  # noqa: F401 - VAEStep, JointGMM: this system's modules
+from .modules import JointGMM, VAEStep, _save  # noqa: F401 - VAEStep, JointGMM: this system's modules
 from .mutual import check_data, resolve_device
 from .rundir import atomic_write_bytes
 
