@@ -134,14 +134,12 @@ def test_a_stop_keeps_the_last_checkpoint_and_resume_finishes_identically(tmp_pa
     assert resumed.outboxes[-1]["b"]["number"] == straight.outboxes[-1]["b"]["number"]
 
 
-KILLED_RUN = textwrap.dedent("""
+# The head of a script that runs a system and SIGKILLs itself at its Nth stop poll (argv: run
+# directory, N or 0 for never, "new" or "resume"); the system's call follows, with
+# stop_requested=stop_requested.
+SIGKILL_AT_POLL = textwrap.dedent("""
     import os, signal, sys
-    from vaegmm import TrainConfig
-    from vaegmm.multimodal import fit_multimodal, load_views
 
-    views, labels = load_views(["mnist5k-rotated"], max_samples=120, seed=0)
-    config = TrainConfig(vae_epochs=3, round0_epochs=2, gmm_sweeps=6, gmm_chains=2, mutual_iterations=2,
-                         latent_dim=4, hidden_dims=(32,), batch_size=32)
     polls = [0]
 
     def stop_requested():  # polled between steps and after every epoch: SIGKILL at the Nth poll
@@ -149,10 +147,32 @@ KILLED_RUN = textwrap.dedent("""
         if polls[0] == int(sys.argv[2]):
             os.kill(os.getpid(), signal.SIGKILL)
         return False
+""")
 
+
+def kill_and_resume(tmp_path, script_text, kill_at):
+    """Run the script whole, then killed at poll ``kill_at`` and resumed: (whole run dir, resumed run dir)."""
+    script = tmp_path / "killed.py"
+    script.write_text(SIGKILL_AT_POLL + textwrap.dedent(script_text))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run([sys.executable, str(script), str(straight), "0", "new"], check=True, env=env)
+    died = subprocess.run([sys.executable, str(script), str(killed), str(kill_at), "new"], env=env)
+    assert died.returncode == -signal.SIGKILL and (killed / "checkpoint.pt").exists()
+    subprocess.run([sys.executable, str(script), str(killed), "0", "resume"], check=True, env=env)
+    return straight, killed
+
+
+KILLED_RUN = """
+    from vaegmm import TrainConfig
+    from vaegmm.multimodal import fit_multimodal, load_views
+
+    views, labels = load_views(["mnist5k-rotated"], max_samples=120, seed=0)
+    config = TrainConfig(vae_epochs=3, round0_epochs=2, gmm_sweeps=6, gmm_chains=2, mutual_iterations=2,
+                         latent_dim=4, hidden_dims=(32,), batch_size=32)
     fit_multimodal(views, config, labels=labels, sources=["mnist5k-rotated"], run_dir=sys.argv[1],
                    resume=sys.argv[3] == "resume", progress=False, log=None, stop_requested=stop_requested)
-""")
+"""
 
 SCORED = ("accuracy", "ari", "nmi", "vae_0/elbo", "vae_1/elbo", "gmm/log_posterior")
 
@@ -163,13 +183,5 @@ def _metrics(out):
 
 @pytest.mark.parametrize("kill_at", [4, 9])  # in round 0's second VAE; in round 1's first VAE
 def test_a_run_killed_by_sigkill_resumes_to_the_same_metrics(tmp_path, kill_at):
-    script = tmp_path / "killed.py"
-    script.write_text(KILLED_RUN)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    subprocess.run([sys.executable, str(script), str(straight), "0", "new"], check=True, env=env)
-    died = subprocess.run([sys.executable, str(script), str(killed), str(kill_at), "new"], env=env)
-    assert died.returncode == -signal.SIGKILL
-    assert (killed / "checkpoint.pt").exists()
-    subprocess.run([sys.executable, str(script), str(killed), "0", "resume"], check=True, env=env)
+    straight, killed = kill_and_resume(tmp_path, KILLED_RUN, kill_at)
     assert _metrics(killed) == _metrics(straight)

@@ -2,16 +2,12 @@
 direct formulas, its baselines, and the command end to end."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 from scipy import stats
 
+from test_engine import kill_and_resume
 from vaegmm.cli import main
 from vaegmm.config import TrainConfig
 from vaegmm.data import load_dataset
@@ -120,8 +116,7 @@ def test_naming_game_command_writes_metrics_reports_and_agent_runs(tmp_path, cap
     assert (out / "metrics.json").read_bytes() == before
 
 
-KILLED_GAME = textwrap.dedent("""
-    import os, signal, sys
+KILLED_GAME = """
     from vaegmm import TrainConfig
     from vaegmm.data import load_dataset
     from vaegmm.naming_game import fit_naming_game
@@ -129,29 +124,14 @@ KILLED_GAME = textwrap.dedent("""
     data = load_dataset("digits", max_samples=120, seed=0)
     config = TrainConfig(vae_epochs=3, round0_epochs=2, gmm_sweeps=4, mutual_iterations=2, latent_dim=3,
                          hidden_dims=(16,), batch_size=32, n_clusters=4, gmm_chains=1, prior_from="last")
-    polls = [0]
-
-    def stop_requested():  # polled between steps and after every epoch: SIGKILL at the Nth poll
-        polls[0] += 1
-        if polls[0] == int(sys.argv[2]):
-            os.kill(os.getpid(), signal.SIGKILL)
-        return False
-
     fit_naming_game(data, config, run_dir=sys.argv[1], resume=sys.argv[3] == "resume", progress=False, log=None,
                     stop_requested=stop_requested)
-""")
+"""
 
 
 @pytest.mark.parametrize("kill_at", [5, 10])  # inside round 0's agent B VAE; inside round 1's agent A VAE
 def test_a_game_killed_by_sigkill_resumes_to_the_same_metrics(tmp_path, kill_at):
-    script = tmp_path / "killed.py"
-    script.write_text(KILLED_GAME)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    subprocess.run([sys.executable, str(script), str(straight), "0", "new"], check=True, env=env)
-    died = subprocess.run([sys.executable, str(script), str(killed), str(kill_at), "new"], env=env)
-    assert died.returncode == -signal.SIGKILL and (killed / "checkpoint.pt").exists()
-    subprocess.run([sys.executable, str(script), str(killed), "0", "resume"], check=True, env=env)
+    straight, killed = kill_and_resume(tmp_path, KILLED_GAME, kill_at)
 
     def scores(root):
         rounds = json.loads((root / "metrics.json").read_text())["iterations"]

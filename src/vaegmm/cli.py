@@ -266,10 +266,25 @@ def _is_multimodal(sources):
     return len(sources) > 1 or sources[0] in TWO_VIEW_SETS
 
 
+def _resumed(args):
+    """(settings, config) of the engine run in ``args.resume`` (graph.json), refusing flags that
+    would change them."""
+    from .engine import read_settings
+
+    settings = read_settings(args.resume)
+    if args.config or args.data:
+        raise ValueError("--resume continues the run's own settings; drop --config and --data.")
+    config = TrainConfig.from_dict(settings["config"])
+    changed = _train_config(args, base=config).differences(config)
+    if changed:
+        raise ValueError(f"Cannot resume {args.resume} with other settings: {', '.join(changed)}; resume with the "
+                         "saved settings or start a new run in another directory.")
+    return settings, config
+
+
 def _train_multimodal(args):
     """``vaegmm train`` with several --data (or a two-view set): multimodal categories."""
     from .distributed import launched_by_torchrun
-    from .engine import read_settings
 
     if launched_by_torchrun():
         raise ValueError("Multimodal training runs in one process; launch it with `vaegmm train`, not torchrun.")
@@ -277,14 +292,8 @@ def _train_multimodal(args):
     from .rundir import RunComplete
 
     if args.resume:
-        settings = read_settings(args.resume)
-        if args.config or args.data:
-            raise ValueError("--resume continues the run's own settings; drop --config and --data.")
-        config, sources = TrainConfig.from_dict(settings["config"]), settings["sources"]
-        changed = _train_config(args, base=config).differences(config)
-        if changed:
-            raise ValueError(f"Cannot resume {args.resume} with other settings: {', '.join(changed)}; resume with the "
-                             "saved settings or start a new run in another directory.")
+        settings, config = _resumed(args)
+        sources = settings["sources"]
     else:
         config = _train_config(args)
         sources = _sources(args, config)
@@ -489,21 +498,12 @@ def _cmd_naming_game(args):
     from .mutual import resolve_device
     from .naming_game import AGENT_NAMES, fit_naming_game, write_game_report
     from .report import write_report
-
-    from .engine import read_settings
     from .rundir import RunComplete
 
     if args.resume:
         if args.overwrite:
             raise ValueError("--resume continues a game and --overwrite deletes it; give one of them.")
-        settings = read_settings(args.resume)
-        if args.config or args.data:
-            raise ValueError("--resume continues the game's own settings; drop --config and --data.")
-        config = TrainConfig.from_dict(settings["config"])
-        changed = _train_config(args, base=config).differences(config)
-        if changed:
-            raise ValueError(f"Cannot resume {args.resume} with other settings: {', '.join(changed)}; resume with the "
-                             "saved settings or play a new game in another directory.")
+        settings, config = _resumed(args)
         args.out, args.mode, args.rotation = args.resume, settings["mode"], settings["rotation"]
     else:
         config = _train_config(args)

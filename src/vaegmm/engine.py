@@ -49,7 +49,7 @@ A new system is a new wiring of existing modules, or a new :class:`Module` subcl
 
 from __future__ import annotations
 
-import io
+import abc
 import json
 import shutil
 import time
@@ -61,7 +61,7 @@ import numpy as np
 import torch
 
 from .metrics import clustering_metrics
-from .rundir import RunComplete, RunError, atomic_write_bytes, write_json
+from .rundir import RunComplete, RunError, write_file, write_json
 
 __all__ = ["Module", "Graph", "Wire", "Addressed", "Inbox", "StepContext", "GraphResult", "LabelScore", "run",
            "torch_seed", "read_settings", "GraphDirectory", "spawned_seeds", "CHECKPOINT_FORMAT"]
@@ -159,8 +159,9 @@ class StepContext:
             self.save(progress)
 
 
-class Module:
-    """One job of a system. Subclasses implement :meth:`step`; the rest has defaults.
+class Module(abc.ABC):
+    """One job of a system. Subclasses implement :meth:`step` (abstract: a module without one
+    cannot be built); the rest has defaults.
 
     Parameters
     ----------
@@ -180,9 +181,9 @@ class Module:
             raise ValueError(f"A module name must be a non-empty string without '/', got {name!r}.")
         self.name = name
 
+    @abc.abstractmethod
     def step(self, inbox: Inbox, context: StepContext) -> Dict[str, Any]:
         """Read the inbox, do the module's job for ``context.round``, return the outbox."""
-        raise NotImplementedError
 
     def state(self):
         """What a later step needs, as a picklable dict (tensors allowed)."""
@@ -289,12 +290,6 @@ class GraphResult:
     outboxes: List[Dict[str, Dict[str, Any]]]  # every module's outbox per round
 
 
-def _to_bytes(obj):
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return buffer.getvalue()
-
-
 def _load_checkpoint(path):
     """A checkpoint written by :func:`run` (a trusted file of one's own run: it holds pickled
     messages, so it is read with ``weights_only=False``)."""
@@ -355,7 +350,7 @@ class GraphDirectory:
         return None
 
     def save_checkpoint(self, state):
-        atomic_write_bytes(self.path / "checkpoint.pt", _to_bytes(state))
+        write_file(self.path / "checkpoint.pt", lambda f: torch.save(state, f))
 
     def write_round(self, round_index, outboxes, metrics, graph):
         """A finished round's files: each module's artifacts, and metrics.json."""

@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import TrainConfig
 from .data import SUITE, load_dataset
 from .gibbs import em_labels
 from .metrics import clustering_metrics, match_clusters
@@ -147,22 +146,23 @@ def _check(config, seeds, jobs):
     return seeds
 
 
-def _run(tasks, jobs, progress):
-    """_evaluate_seed over (config, seed) tasks, in order, ``jobs`` at a time."""
+def _run(tasks, jobs, progress, function=None, line=None):
+    """``function(*task, threads)`` (default :func:`_evaluate_seed`) over ``tasks``, in order,
+    ``jobs`` at a time; with ``progress``, ``line(result)`` printed as each ends."""
+    function, line = function or _evaluate_seed, line or _seed_line
     results = []
     if jobs == 1:
-        for config, seed in tasks:
-            results.append(_evaluate_seed(config, seed, None))
+        for task in tasks:
+            results.append(function(*task, None))
             if progress:
-                print(_seed_line(results[-1]), flush=True)
+                print(line(results[-1]), flush=True)
         return results
     threads = max(1, (os.cpu_count() or 1) // jobs)
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        configs, seeds = zip(*tasks)
-        for result in pool.map(_evaluate_seed, configs, seeds, [threads] * len(tasks)):
+        for result in pool.map(function, *zip(*tasks), [threads] * len(tasks)):
             results.append(result)
             if progress:
-                print(_seed_line(result), flush=True)
+                print(line(result), flush=True)
     return results
 
 
@@ -269,6 +269,12 @@ def _evaluate_multimodal_seed(sources, config, seed, threads):
     return result
 
 
+def _multimodal_line(result):
+    settings = [k for k in result if k in _SETTINGS or k.startswith("alone_")]
+    return f"{result['dataset']} seed {result['seed']}: " + " | ".join(
+        f"{k} {result[k]['accuracy']:.4f}" for k in settings)
+
+
 def summarise_multimodal(per_seed):
     """Mean and std over seeds of every setting (final state, and the EM read-out), and the
     margins of mutual learning over apart and over the best single modality alone."""
@@ -306,25 +312,8 @@ def evaluate_multimodal(sources, config, seeds=(0, 1, 2, 3, 4), *, jobs=1, out=N
     if not (isinstance(jobs, int) and jobs >= 1):
         raise ValueError(f"jobs must be a positive integer, got {jobs!r}.")
     sources = [str(s) for s in sources]
-    tasks = [(sources, config, seed) for seed in seeds]
-    per_seed = []
-    if jobs == 1:
-        iterator = (_evaluate_multimodal_seed(*task, None) for task in tasks)
-        pool = None
-    else:
-        pool = ProcessPoolExecutor(max_workers=jobs)
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        iterator = pool.map(_evaluate_multimodal_seed, *zip(*tasks), [threads] * len(tasks))
-    try:
-        for result in iterator:
-            per_seed.append(result)
-            if progress:
-                settings = [k for k in result if k in _SETTINGS or k.startswith("alone_")]
-                print(f"{result['dataset']} seed {result['seed']}: "
-                      + " | ".join(f"{k} {result[k]['accuracy']:.4f}" for k in settings), flush=True)
-    finally:
-        if pool is not None:
-            pool.shutdown()
+    per_seed = _run([(sources, config, seed) for seed in seeds], jobs, progress, _evaluate_multimodal_seed,
+                    _multimodal_line)
     evaluation = {"sources": sources, "config": config.to_dict(), "seeds": seeds, "per_seed": per_seed,
                   "summary": summarise_multimodal(per_seed)}
     if out is not None:

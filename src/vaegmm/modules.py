@@ -25,7 +25,7 @@ from .gibbs import data_scaled_prior
 from .gmm import GibbsGMM
 from .messages import PriorMessage, SweepAverager, prior_message
 from .metrics import clustering_metrics
-from .rundir import atomic_write_bytes, write_json
+from .rundir import save_vae, write_file, write_json
 from .vae import VAE, encode, fit_vae
 
 __all__ = ["VAEModule", "GMMModule", "gauss_wishart_prior", "VAEStep", "JointGMM", "GMMStep"]
@@ -251,14 +251,6 @@ class GMMModule:
                              averager=self._averager)
 
 
-def _save(path, write):
-    import io
-
-    buffer = io.BytesIO()
-    write(buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
 class VAEStep(Module):
     """A VAE as a module of the engine (:mod:`vaegmm.engine`): each round it trains on its images
     against the prior it is sent (``"prior"``, a :class:`~vaegmm.messages.PriorMessage`; N(0, I)
@@ -332,12 +324,8 @@ class VAEStep(Module):
         self.vae.optimizer.load_state_dict(state["optimizer"])
 
     def save(self, folder, outbox):
-        vae = self.vae.vae
-        checkpoint = {"state_dict": {k: v.detach().cpu() for k, v in vae.state_dict().items()},
-                      "vae_config": vae.config(), "optimizer": self.vae.optimizer.state_dict(),
-                      "image_shape": list(self.dataset.image_shape)}
-        _save(folder / "vae.pt", lambda f: torch.save(checkpoint, f))
-        _save(folder / "latents.npy", lambda f: np.save(f, outbox["latents"]))
+        save_vae(folder / "vae.pt", self.vae.vae, self.vae.optimizer, self.dataset.image_shape)
+        write_file(folder / "latents.npy", lambda f: np.save(f, outbox["latents"]))
         write_json(folder / "history.json", outbox["history"])
 
     def summary(self, outbox):
@@ -415,8 +403,8 @@ class JointGMM(Module):
 
     def save(self, folder, outbox):
         gmm = self.gmm.gmm
-        _save(folder / "gmm.npz", lambda f: np.savez(f, mu=gmm.means_, Lambda=gmm.precisions_, pi=gmm.weights_))
-        _save(folder / "assignments.npy", lambda f: np.save(f, outbox["assignments"]))
+        write_file(folder / "gmm.npz", lambda f: np.savez(f, mu=gmm.means_, Lambda=gmm.precisions_, pi=gmm.weights_))
+        write_file(folder / "assignments.npy", lambda f: np.save(f, outbox["assignments"]))
         write_json(folder / "history.json", {"sweeps": self.gmm.sweeps, "blocks": outbox["blocks"],
                                              "active": outbox["active"]})
 

@@ -37,9 +37,9 @@ import torch
 
 from .data import DataError, ImageDataset, load_dataset
 from .engine import Graph, GraphResult, LabelScore, run
-from .modules import JointGMM, VAEStep, _save  # noqa: F401 - VAEStep, JointGMM: this system's modules
+from .modules import JointGMM, VAEStep  # noqa: F401 - VAEStep, JointGMM: this system's modules
 from .mutual import check_data, resolve_device
-from .rundir import atomic_write_bytes
+from .rundir import atomic_write_bytes, load_vae_file, write_file
 
 __all__ = ["VAEStep", "JointGMM", "TWO_VIEW_SETS", "load_views", "partner_view", "multimodal_graph", "modality_config",
            "write_multimodal_report", "predict_multimodal", "infer_categories", "conditional_latents",
@@ -183,7 +183,7 @@ def fit_multimodal(datasets, config, *, labels=None, configs=None, sources=None,
                  overwrite=overwrite, observers=observers, progress=progress, log=log, stop_requested=stop_requested,
                  settings={"sources": sources, "data": [d.name for d in datasets], "config": config.to_dict()})
     if run_dir is not None and labels is not None:
-        _save(Path(run_dir) / "labels.npy", lambda f: np.save(f, labels))
+        write_file(Path(run_dir) / "labels.npy", lambda f: np.save(f, labels))
     last = result.outboxes[-1]
     names = [m.name for m in graph.modules if isinstance(m, VAEStep)]
     return MultimodalResult(graph, result.rounds, [last[n]["latents"] for n in names], last["gmm"]["assignments"],
@@ -289,7 +289,7 @@ def predict_multimodal(run_dir, sources, *, iteration=None, device="cpu"):
         raise DataError(f"The data given hold {sorted(counts)} rows; paired modalities need the same number.")
     latents, columns = [], []
     for name in given:
-        vae, shape = _load_vae(folder / name / "vae.pt")
+        vae, shape = load_vae_file(folder / name / "vae.pt")
         if datasets[name].image_shape != shape:
             raise DataError(f"Modality {name} was trained on data of shape {shape} but {sources[name]} holds "
                             f"{datasets[name].image_shape}.")
@@ -302,7 +302,7 @@ def predict_multimodal(run_dir, sources, *, iteration=None, device="cpu"):
     for name in blocks:
         if name in sources:
             continue
-        vae, shape = _load_vae(folder / name / "vae.pt")
+        vae, shape = load_vae_file(folder / name / "vae.pt")
         target = conditional_latents(gmm, columns, np.arange(*blocks[name]), latents, assignments)
         full = np.zeros((len(target), actives[name].size))
         full[:, actives[name]] = target
@@ -313,15 +313,6 @@ def predict_multimodal(run_dir, sources, *, iteration=None, device="cpu"):
         metrics = {k: v for k, v in clustering_metrics(labels, assignments).items() if k != "accuracy"}
     return {"iteration": iteration, "assignments": assignments, "probabilities": probabilities, "labels": labels,
             "metrics": metrics, "recalled": recalled}
-
-
-def _load_vae(path):
-    from .vae import VAE
-
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    vae = VAE(**checkpoint["vae_config"])
-    vae.load_state_dict(checkpoint["state_dict"])
-    return vae.eval(), tuple(checkpoint["image_shape"])
 
 
 def _decode(vae, latents):
@@ -357,7 +348,7 @@ def write_multimodal_report(run_dir, n_examples=8):
 
     with np.load(last / "gmm" / "gmm.npz") as params:
         gmm = GibbsGMM.from_parameters(params["mu"], params["Lambda"], params["pi"])
-    vaes = {name: _load_vae(last / name / "vae.pt") for name in names}
+    vaes = {name: load_vae_file(last / name / "vae.pt") for name in names}
     latents = {name: np.load(last / name / "latents.npy") for name in names}
     labels = np.load(root / "labels.npy") if (root / "labels.npy").exists() else None
     figures = root / "figures"

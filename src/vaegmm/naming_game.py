@@ -190,7 +190,7 @@ class NamingGame(Module):
         self.gmms, self.signs = dict(state["gmms"]), dict(state["signs"])
 
     def summary(self, outbox):
-        return {"kappa": outbox["kappa"], "acceptance": outbox["acceptance"]}
+        return {"kappa": outbox["kappa"], "acceptance": outbox["acceptance"], "turns": outbox["turns"]}
 
 
 class GameScore:
@@ -277,18 +277,14 @@ def fit_naming_game(
     graph = naming_game_graph(views, config, mode, device)
     settings = {"mode": mode, "rotation": rotation, "data": dataset.name, "config": config.to_dict()}
 
-    def formatter(row):
-        return format_game_round(_record(row, labels is not None))
-
     directory = None
     if run_dir is not None:
         directory = GameDirectory(run_dir, views, labels, mode, rotation, config)
     result = run(graph, config.mutual_iterations, seed=config.seed, directory=directory, resume=resume,
                  overwrite=overwrite, observers=[GameScore(labels)] if labels is not None else [],
-                 progress=progress, log=log, stop_requested=stop_requested, settings=settings, formatter=formatter)
-    iterations = [_record(row, labels is not None, outboxes["game"]["turns"])
-                  for row, outboxes in zip(result.rounds, result.outboxes)] if result.outboxes else []
-    return NamingGameResult(mode, iterations, result)
+                 progress=progress, log=log, stop_requested=stop_requested, settings=settings,
+                 formatter=lambda row: format_game_round(_record(row)))
+    return NamingGameResult(mode, [_record(row) for row in result.rounds], result)
 
 
 class GameDirectory(GraphDirectory):
@@ -304,14 +300,13 @@ class GameDirectory(GraphDirectory):
                     self.rotation, self.config)
 
 
-def _record(row, labelled, turns=None):
+def _record(row):
     """The game's record of a round (metrics.json's schema) from the engine's metrics row."""
     agents = [{key: row.get(f"{agent}/{key}") for key in ("accuracy", "ari", "nmi")} | {"elbo": row[f"{agent}/elbo"]}
               for agent in AGENT_NAMES]
     record = {"iteration": row["round"], "kappa": row["game/kappa"], "acceptance": row["game/acceptance"],
-              "agents": agents, "seconds": row["seconds"]}
-    if turns is not None:
-        record["turns"] = {**turns, **{f"{agent}_ari": row.get(f"{agent}/turn_ari", []) for agent in AGENT_NAMES}}
+              "agents": agents, "seconds": row["seconds"],
+              "turns": {**row["game/turns"], **{f"{agent}_ari": row.get(f"{agent}/turn_ari", []) for agent in AGENT_NAMES}}}
     return record
 
 
@@ -346,17 +341,7 @@ def _save_round(root, graph, views, labels, iteration, outboxes, rows, mode, rot
         )
         run.save_metrics([{"iteration": r["round"], **{key: r.get(f"{name}/{key}") for key in ("accuracy", "ari", "nmi")},
                            "elbo": r[f"{name}/elbo"], "seconds": r["seconds"]} for r in rows])
-    records = [_record(r, labels is not None, turns) for r, turns in
-               zip(rows, _turns_so_far(root, iteration, game_outbox["turns"]))]
-    write_json(root / "metrics.json", {"mode": mode, "rotation": rotation, "iterations": records})
-
-
-def _turns_so_far(root, iteration, turns):
-    """The turns of every round so far: the earlier rounds' from metrics.json, this round's given."""
-    path = root / "metrics.json"
-    earlier = json.loads(path.read_text())["iterations"][:iteration] if iteration and path.exists() else []
-    return [{key: value for key, value in record["turns"].items() if not key.endswith("_ari")}
-            for record in earlier] + [turns]
+    write_json(root / "metrics.json", {"mode": mode, "rotation": rotation, "iterations": [_record(r) for r in rows]})
 
 
 def _latent_clusters(gmm, embedding, latents, config):

@@ -44,7 +44,8 @@ from .config import TrainConfig
 from .gmm import GibbsGMM
 from .vae import VAE
 
-__all__ = ["RunError", "RunComplete", "RunDirectory", "atomic_write_bytes", "write_json"]
+__all__ = ["RunError", "RunComplete", "RunDirectory", "atomic_write_bytes", "write_json", "write_file",
+           "save_vae", "load_vae_file"]
 
 _ROUND = re.compile(r"^iteration_(\d+)$")
 _RUN_FILES = ("config.json", "metrics.json", "labels.npy", "images.npy", "checkpoint.pt", "report.html",
@@ -76,6 +77,30 @@ def _to_bytes(write):
     buffer = io.BytesIO()
     write(buffer)
     return buffer.getvalue()
+
+
+def write_file(path, write):
+    """Write, atomically, what ``write(file_object)`` produces (``np.save``, ``torch.save``, ...)."""
+    atomic_write_bytes(path, _to_bytes(write))
+
+
+def save_vae(path, vae, optimizer, image_shape):
+    """Write a VAE's ``vae.pt``: its weights, constructor arguments, optimizer and image shape."""
+    checkpoint = {
+        "state_dict": {k: v.detach().cpu() for k, v in vae.state_dict().items()},
+        "vae_config": vae.config(),
+        "optimizer": optimizer.state_dict(),
+        "image_shape": list(image_shape),
+    }
+    write_file(path, lambda f: torch.save(checkpoint, f))
+
+
+def load_vae_file(path, device="cpu"):
+    """(VAE in eval mode, image_shape) from a ``vae.pt`` of :func:`save_vae`."""
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    vae = VAE(**checkpoint["vae_config"]).to(device)
+    vae.load_state_dict(checkpoint["state_dict"])
+    return vae.eval(), tuple(checkpoint["image_shape"])
 
 
 def write_json(path, obj):
@@ -205,13 +230,7 @@ class RunDirectory:
         ``latent_clusters`` ({"mu", "covariance", "pi"})."""
         folder = self.round_path(iteration)
         folder.mkdir(parents=True, exist_ok=True)
-        checkpoint = {
-            "state_dict": {k: v.detach().cpu() for k, v in vae.state_dict().items()},
-            "vae_config": vae.config(),
-            "optimizer": optimizer.state_dict(),
-            "image_shape": list(image_shape),
-        }
-        atomic_write_bytes(folder / "vae.pt", _to_bytes(lambda f: torch.save(checkpoint, f)))
+        save_vae(folder / "vae.pt", vae, optimizer, image_shape)
         atomic_write_bytes(
             folder / "gmm.npz",
             _to_bytes(lambda f: np.savez(f, mu=gmm.means_, Lambda=gmm.precisions_, pi=gmm.weights_)),
@@ -294,14 +313,7 @@ class RunDirectory:
 
     def load_vae(self, iteration, device="cpu"):
         """(VAE in eval mode, image_shape) of a round."""
-
-        def read(path):
-            checkpoint = torch.load(path, map_location=device, weights_only=True)
-            vae = VAE(**checkpoint["vae_config"]).to(device)
-            vae.load_state_dict(checkpoint["state_dict"])
-            return vae.eval(), tuple(checkpoint["image_shape"])
-
-        return _read(self._require_round(iteration) / "vae.pt", read)
+        return _read(self._require_round(iteration) / "vae.pt", lambda path: load_vae_file(path, device))
 
     def load_gmm(self, iteration):
         """A GibbsGMM holding a round's final parameters (for predict / sample)."""
