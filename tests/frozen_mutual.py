@@ -282,7 +282,7 @@ def fit_mutual(
             run.save_metrics(result.metrics())
             # The next round starts from its own seeds; only a warm-started VAE carries over.
             run.save_checkpoint(checkpoint_state(
-                config, iteration + 1, 0, vae_module.state(weights=config.vae_init == "warm", progress=False)))
+                config, iteration + 1, 0, vae_module.state(weights=config.vae_init_used == "warm", progress=False)))
         if log is not None:
             log(format_round(metrics))
         if context.any(stop_requested()):

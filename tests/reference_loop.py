@@ -366,7 +366,7 @@ def gauss_wishart_prior(config, latents):
     Raftery 2007, "Bayesian regularization for normal mixture estimation"): m = their mean and
     W^-1 = nu Cov(x) / K^(2/L), so that E[Lambda_k^-1] is about a K-th of the data's spread in
     every direction, whatever the latents' scale."""
-    if config.gmm_prior == "fixed":
+    if config.gmm_prior_used == "fixed":
         return {"prior": "fixed", "mean_prior": None, "wishart_scale": config.wishart_scale}
     n_features = latents.shape[1]
     dof = n_features if config.wishart_dof is None else config.wishart_dof
@@ -506,7 +506,7 @@ def fit_mutual(
             torch.manual_seed(torch_seed)  # weight initialisation
             shuffle_generator = torch.Generator().manual_seed(torch_seed)
             noise_generator = torch.Generator(device=device).manual_seed(torch_seed)
-            if vae is None or config.vae_init == "retrain":
+            if vae is None or config.vae_init_used == "retrain":
                 vae = VAE(input_dim, config.latent_dim, config.hidden_dims, config.architecture,
                           dataset.image_shape, config.conv_channels).to(device)
                 optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)
@@ -564,7 +564,7 @@ def fit_mutual(
                 )
                 run.save_metrics(result.metrics())
                 # The next round starts from its own seeds; only a warm-started VAE carries over.
-                warm = config.vae_init == "warm"
+                warm = config.vae_init_used == "warm"
                 run.save_checkpoint({
                     "config": config.to_dict(), "iteration": iteration + 1, "epoch": 0,
                     "vae": vae.state_dict() if warm else None, "optimizer": optimizer.state_dict() if warm else None,

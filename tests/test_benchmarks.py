@@ -41,3 +41,12 @@ def test_threads_benchmark_times_the_em_start_quiet_and_busy():
     assert [row["call"] for row in rows] == ["GibbsGMM EM start (thread limit)", "EM without a thread limit"]
     for row in rows:
         assert row["quiet_s"] > 0 and row["busy_s"] > 0 and row["ratio"] == row["busy_s"] / row["quiet_s"]
+
+
+def test_manifold_benchmark_times_each_stage_against_the_defaults(capsys):
+    from benchmarks.manifold import main as manifold_main
+
+    assert manifold_main(["--data", "digits", "--max-samples", "200", "--epochs", "1"]) == 0
+    table = capsys.readouterr().out
+    assert "| defaults |" in table and "| --manifold umap |" in table and "round 1: (UMAP +) GMM (s)" in table
+    assert "| 1.00× |" in table  # the defaults against themselves

@@ -145,6 +145,18 @@ def test_config_validates_the_manifold_fields(changes, field):
         TrainConfig(**changes)
 
 
+def test_the_prior_and_the_vae_start_follow_the_manifold_unless_given():
+    plain, manifold = TrainConfig(), TrainConfig(manifold="umap")
+    assert (plain.gmm_prior_used, plain.vae_init_used) == ("data", "retrain")
+    assert (manifold.gmm_prior_used, manifold.vae_init_used) == ("data-axis", "warm")
+    # As the CLI builds a config (the defaults, then the flags given): they still follow.
+    assert TrainConfig().replace(manifold="umap").vae_init_used == "warm"
+    given = TrainConfig(manifold="umap", gmm_prior="data", vae_init="retrain")
+    assert (given.gmm_prior_used, given.vae_init_used) == ("data", "retrain")
+    with pytest.raises(ConfigError, match="vae_init must be one of retrain, warm"):
+        TrainConfig(vae_init="cold")
+
+
 def test_old_config_json_without_the_key_loads_as_no_manifold(tmp_path):
     values = TrainConfig().to_dict()
     for key in ("manifold", "manifold_dim", "manifold_neighbors", "manifold_min_dist"):

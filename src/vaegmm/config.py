@@ -71,7 +71,11 @@ class TrainConfig:
         "Gibbs sweeps per round (default: {default})", flag="gmm_iter")
     send: str = "mean"  # latent sent to the GMM: "mean" of q(x|o) or a reparameterised "sample"
     prior_covariance: str = "diag"  # prior sent to the VAE: "diag" of Lambda^-1 or "full" Lambda
-    vae_init: str = "retrain"  # each round: "retrain" a fresh VAE (reference) or "warm"-start (fine-tune) it
+    # each round after round 0: "retrain" a fresh VAE (the reference) or "warm"-start (fine-tune) the
+    #   last one; None follows the manifold: warm with manifold="umap" (chosen on the selection set), else retrain
+    vae_init: Optional[str] = _option(None, "mutual learning",
+        "each round after round 0 retrains a fresh VAE (retrain) or fine-tunes the last one (warm) "
+        "(default: {default})", shown="warm with --manifold umap, else retrain")
     # prior per datum: the Gaussian moment-matched to its
     #   "responsibilities"-weighted mixture of the last sweep's clusters (chosen by the study in
     #   docs/accuracy.md), the "last" sweep's cluster (reference), the "average" over the last
@@ -150,10 +154,11 @@ class TrainConfig:
     # Gauss-Wishart prior: scaled to each round's latents, "data" (m = their mean,
     #   W^-1 = nu Cov(x) / K^(2/L), Fraley & Raftery 2007), "data-axis" (W^-1 = nu Cov(x) / K^2: tighter clusters,
     #   chosen for --manifold umap's embedding), or "fixed" (m = 0, W = wishart_scale * I, the reference)
-    gmm_prior: str = _option("data", "GMM",
+    #   None follows the manifold: data-axis with manifold="umap", else data
+    gmm_prior: Optional[str] = _option(None, "GMM",
         "Gauss-Wishart prior: scaled to each round's latents (data: clusters a K-th of their volume; "
-        "data-axis: a K-th along every axis, for --manifold umap), or the reference's m = 0, W = "
-        "--wishart-scale I (fixed) (default: {default})")
+        "data-axis: a K-th along every axis), or the reference's m = 0, W = --wishart-scale I (fixed) "
+        "(default: {default})", shown="data-axis with --manifold umap, else data")
     # the state a round reports and sends: "map", the most probable sweep's
     #   parameters (joint log posterior; labels never look) with each datum's most probable cluster
     #   under them, or "last", the last sweep's draw (the reference)
@@ -203,6 +208,14 @@ class TrainConfig:
         "gmm_prior": ("data", "data-axis", "fixed"),
         "gmm_report": ("map", "last"),
         "manifold": ("none", "umap"),
+    }
+
+    # The fields whose None follows the manifold, and what it gives for each manifold. The GMM on a
+    # UMAP embedding needs the per-axis prior (its clusters are far apart in many directions), and
+    # the VAE then learns best fine-tuned by the message (docs/accuracy.md, "The manifold module").
+    FOLLOW_MANIFOLD = {
+        "gmm_prior": {"none": "data", "umap": "data-axis"},
+        "vae_init": {"none": "retrain", "umap": "warm"},
     }
 
     def __post_init__(self):
@@ -266,7 +279,7 @@ class TrainConfig:
                 f"wishart_dof must exceed {dim_name} - 1 = {gmm_dim - 1}, got {self.wishart_dof!r}."
             )
         for name, choices in self.CHOICES.items():
-            if getattr(self, name) not in choices:
+            if getattr(self, name) not in choices and not (name in self.FOLLOW_MANIFOLD and getattr(self, name) is None):
                 raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}.")
         if self.manifold_neighbors < 2:
             raise ConfigError(f"manifold_neighbors must be at least 2, got {self.manifold_neighbors!r}.")
@@ -276,6 +289,17 @@ class TrainConfig:
         if self.manifold == "umap" and self.prior_from not in ("responsibilities", "last"):
             raise ConfigError(f"prior_from = {self.prior_from} is not supported with manifold = umap; use "
                               "prior_from responsibilities or last.")
+
+    @property
+    def gmm_prior_used(self):
+        """The GMM's prior form: ``gmm_prior``, or with None the manifold's (data-axis with UMAP, else data)."""
+        return self.gmm_prior or self.FOLLOW_MANIFOLD["gmm_prior"][self.manifold]
+
+    @property
+    def vae_init_used(self):
+        """How each round after round 0 starts its VAE: ``vae_init``, or with None the manifold's
+        (warm with UMAP, else retrain)."""
+        return self.vae_init or self.FOLLOW_MANIFOLD["vae_init"][self.manifold]
 
     @property
     def finds_k(self):

@@ -78,7 +78,7 @@ class VAEModule:
         self.kl_weight = config.round_kl_weight(iteration)
         self.shuffle_generator = torch.Generator().manual_seed(seed)
         self.noise_generator = torch.Generator(device=self.device).manual_seed(seed)
-        if self.vae is None or config.vae_init == "retrain":
+        if self.vae is None or config.vae_init_used == "retrain":
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)  # weight initialisation
                 self.vae = VAE(self.input_dim, config.latent_dim, config.hidden_dims, config.architecture,
@@ -148,12 +148,12 @@ def gauss_wishart_prior(config, latents):
     :func:`vaegmm.gibbs.data_scaled_prior`: m = their mean and W^-1 = nu Cov(x) / K^(2/L), so that
     E[Lambda_k^-1] is about a K-th of the data's spread in every direction, whatever the latents'
     scale), or the reference's m = 0 and W = ``config.wishart_scale`` * I ("fixed")."""
-    if config.gmm_prior == "fixed":
+    if config.gmm_prior_used == "fixed":
         return {"prior": "fixed", "mean_prior": None, "wishart_scale": config.wishart_scale}
     dof = latents.shape[1] if config.wishart_dof is None else config.wishart_dof
     mean_prior, wishart_scale = data_scaled_prior(latents, config.cluster_slots, dof,
-                                                  per_axis=config.gmm_prior == "data-axis")
-    return {"prior": config.gmm_prior, "mean_prior": mean_prior, "wishart_scale": wishart_scale}
+                                                  per_axis=config.gmm_prior_used == "data-axis")
+    return {"prior": config.gmm_prior_used, "mean_prior": mean_prior, "wishart_scale": wishart_scale}
 
 
 class GMMModule:
