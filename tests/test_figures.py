@@ -212,7 +212,8 @@ def test_report_config_shows_the_values_used_for_derived_fields(run_dir):
     expected = {"round0_epochs": "1 (default: half of vae_epochs, rounded up)",
                 "alpha": "0.3 (default for a fixed K)",
                 "wishart_dof": "3 (default: = latent_dim)",
-                "prior_weight": "1 (default: = kl_weight)"}
+                "prior_weight": "1 (default: = kl_weight)",
+                "vae_init": "retrain (default with manifold = none)"}
     text = (run_dir / "report.md").read_text(encoding="utf-8")
     page = (run_dir / "report.html").read_text(encoding="utf-8")
     for field, value in expected.items():
@@ -230,9 +231,13 @@ def test_report_derived_values_follow_the_config():
         "round0_epochs": (4, "default: half of vae_epochs, rounded up"),
         "prior_weight": (0.5, "default: = kl_weight"),
         "alpha": (0.01 / 20, "default: 0.01 / max_clusters, as K is found"),
+        "gmm_prior": ("data", "default with manifold = none"),
+        "vae_init": ("retrain", "default with manifold = none"),
         "wishart_dof": (6, "default: = latent_dim"),
     }
-    assert resolved_defaults(TrainConfig(round0_epochs=3, alpha=2.0, wishart_dof=20.0, prior_weight=0.1)) == {}
+    assert resolved_defaults(TrainConfig(manifold="umap"))["vae_init"] == ("warm", "default with manifold = umap")
+    assert resolved_defaults(TrainConfig(round0_epochs=3, alpha=2.0, wishart_dof=20.0, prior_weight=0.1,
+                                         gmm_prior="data", vae_init="retrain")) == {}
 
 
 def test_figure_titles_and_captions_say_round(run_dir, monkeypatch):

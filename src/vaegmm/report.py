@@ -178,6 +178,8 @@ def resolved_defaults(config):
     - ``prior_weight``: :meth:`TrainConfig.round_kl_weight` of a round with the GMM prior (kl_weight);
     - ``alpha``: the :class:`~vaegmm.gmm.GibbsGMM` the run builds (:meth:`vaegmm.modules.GMMModule.sampler`)
       resolves it, 0.3, or 0.01 / max_clusters with n_clusters="auto";
+    - ``gmm_prior``, ``vae_init``: what they stand for with the config's manifold
+      (:attr:`TrainConfig.FOLLOW_MANIFOLD`);
     - ``wishart_dof``: the GibbsGMM's n_features, the dimension it clusters: latent_dim, or
       manifold_dim with a manifold (as ``gauss_wishart_prior`` too).
     """
@@ -192,6 +194,9 @@ def resolved_defaults(config):
         gmm = GibbsGMM(config.n_clusters, max_components=config.max_clusters, alpha=None)
         resolved["alpha"] = (gmm._alpha_value(), "default: 0.01 / max_clusters, as K is found"
                              if config.finds_k else "default for a fixed K")
+    for field in config.FOLLOW_MANIFOLD:  # gmm_prior, vae_init: the manifold's choice
+        if getattr(config, field) is None:
+            resolved[field] = (getattr(config, f"{field}_used"), f"default with manifold = {config.manifold}")
     if config.wishart_dof is None:
         resolved["wishart_dof"] = ((config.latent_dim, "default: = latent_dim") if config.manifold == "none"
                                    else (config.manifold_dim, "default: = manifold_dim"))
@@ -205,7 +210,7 @@ def _config_items(config):
     for key, value in config.to_dict().items():
         if key in derived:
             used, note = derived[key]
-            text = f"{used:g} ({note})"
+            text = f"{used:g} ({note})" if isinstance(used, (int, float)) else f"{used} ({note})"
         elif value is None:
             text = "None"
         else:
