@@ -501,7 +501,7 @@ def fit_mutual(
     with _deferred_interrupt() as interrupt:
         for iteration in range(first_round, config.mutual_iterations):
             torch_seed, numpy_seed = seeds[iteration]
-            epochs = config.first_round_epochs if iteration == 0 else config.vae_epochs
+            epochs = config.first_round_epochs if iteration == 0 else config.round_epochs
             started = time.perf_counter()
             torch.manual_seed(torch_seed)  # weight initialisation
             shuffle_generator = torch.Generator().manual_seed(torch_seed)

@@ -192,7 +192,7 @@ def test_new_options_are_validated_and_old_configs_load_without_them(tmp_path):
         TrainConfig(round0_epochs=0)
     with pytest.raises(ConfigError, match="augment_target must be one of view, clean"):
         TrainConfig(augment_target="both")
-    values = TrainConfig().to_dict()
+    values = {**TrainConfig().to_dict(), "vae_epochs": 200}  # (a config of that time held it as a number)
     for key in ("augment_rotation", "augment_shift", "augment_scale", "augment_target", "round0_epochs"):
         del values[key]
     import json

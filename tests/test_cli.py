@@ -212,7 +212,7 @@ def test_train_writes_round_files(run_dir, iteration):
     assert assignments.min() >= 0 and assignments.max() < K
 
     history = json.loads((folder / "history.json").read_text())
-    assert len(history["elbo"]) == (TRAIN_CONFIG.first_round_epochs if iteration == 0 else TRAIN_CONFIG.vae_epochs)
+    assert len(history["elbo"]) == (TRAIN_CONFIG.first_round_epochs if iteration == 0 else TRAIN_CONFIG.round_epochs)
     assert all(np.isfinite(history["elbo"]))
     assert len(history["sweeps"]["accuracy"]) == TRAIN_CONFIG.gmm_sweeps
     assert all(0.0 <= a <= 1.0 for a in history["sweeps"]["accuracy"])

@@ -237,7 +237,7 @@ def test_report_derived_values_follow_the_config():
     }
     assert resolved_defaults(TrainConfig(manifold="umap"))["vae_init"] == ("warm", "default with manifold = umap")
     assert resolved_defaults(TrainConfig(round0_epochs=3, alpha=2.0, wishart_dof=20.0, prior_weight=0.1,
-                                         gmm_prior="data", vae_init="retrain")) == {}
+                                         gmm_prior="data", vae_init="retrain", vae_epochs=200)) == {}
 
 
 def test_figure_titles_and_captions_say_round(run_dir, monkeypatch):

@@ -149,6 +149,11 @@ def test_the_prior_and_the_vae_start_follow_the_manifold_unless_given():
     plain, manifold = TrainConfig(), TrainConfig(manifold="umap")
     assert (plain.gmm_prior_used, plain.vae_init_used) == ("data", "retrain")
     assert (manifold.gmm_prior_used, manifold.vae_init_used) == ("data-axis", "warm")
+    # The same 300 epochs: 100 + 200 retrained without it; 200 + 100 fine-tuned with it.
+    assert (plain.first_round_epochs, plain.round_epochs, plain.total_epochs) == (100, 200, 300)
+    assert (manifold.first_round_epochs, manifold.round_epochs, manifold.total_epochs) == (200, 100, 300)
+    assert TrainConfig(manifold="umap", vae_epochs=5).first_round_epochs == 10
+    assert TrainConfig(manifold="umap", round0_epochs=7).first_round_epochs == 7
     # As the CLI builds a config (the defaults, then the flags given): they still follow.
     assert TrainConfig().replace(manifold="umap").vae_init_used == "warm"
     given = TrainConfig(manifold="umap", gmm_prior="data", vae_init="retrain")

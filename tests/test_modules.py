@@ -98,5 +98,5 @@ def test_the_modules_compose_by_hand_like_the_loop(digits):
         assert latents.shape == (len(images), config.latent_dim)
         prior = gmm.fit(latents, seed, progress=False).message()
         assert prior.mean.shape == (len(images), config.latent_dim) and torch.isfinite(prior.var).all()
-    assert len(vae.elbo) == config.vae_epochs and vae.epoch == config.vae_epochs
+    assert len(vae.elbo) == config.round_epochs and vae.epoch == config.vae_epochs
     assert gmm.gmm.labels_.shape == (len(images),)

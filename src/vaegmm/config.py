@@ -59,13 +59,16 @@ class TrainConfig:
     # rounds in all: round 0 (N(0, I) prior) + rounds with the GMM prior
     mutual_iterations: int = _option(2, "mutual learning",
         "rounds in all, round 0 included (default: {default})")
-    # VAE epochs of every round after round 0
-    vae_epochs: int = _option(200, "mutual learning",
-        "VAE epochs of each round after round 0 (default: {default})", flag="vae_iter")
-    # VAE epochs of round 0; None: half of vae_epochs (rounded up).
-    #   Round 0 only has to give the GMM a first partition; the last round's VAE is the one scored
+    # VAE epochs of every round after round 0; None follows the manifold: 200, or 100 with manifold="umap"
+    vae_epochs: Optional[int] = _option(None, "mutual learning",
+        "VAE epochs of each round after round 0 (default: {default})", flag="vae_iter",
+        shown="200; 100 with --manifold umap")
+    # VAE epochs of round 0; None: half of vae_epochs (rounded up), or twice vae_epochs with
+    #   manifold="umap". Without the manifold, round 0 only has to give the GMM a first partition and
+    #   the last round's retrained VAE is the one scored; with it, round 0's partition of the
+    #   embedding is the teacher that later rounds fine-tune the VAE towards
     round0_epochs: Optional[int] = _option(None, "mutual learning",
-        "VAE epochs of round 0 (default: {default})", shown="half of --vae-iter")
+        "VAE epochs of round 0 (default: {default})", shown="half of --vae-iter; twice it with --manifold umap")
     # Gibbs sweeps per round
     gmm_sweeps: int = _option(100, "mutual learning",
         "Gibbs sweeps per round (default: {default})", flag="gmm_iter")
@@ -212,10 +215,13 @@ class TrainConfig:
 
     # The fields whose None follows the manifold, and what it gives for each manifold. The GMM on a
     # UMAP embedding needs the per-axis prior (its clusters are far apart in many directions), and
-    # the VAE then learns best fine-tuned by the message (docs/accuracy.md, "The manifold module").
+    # the VAE then learns best trained long in round 0 (200 epochs; round0_epochs None is twice
+    # vae_epochs with the manifold) and fine-tuned by the message after it (100 epochs), the same
+    # 300 epochs in all (docs/accuracy.md, "The manifold module").
     FOLLOW_MANIFOLD = {
         "gmm_prior": {"none": "data", "umap": "data-axis"},
         "vae_init": {"none": "retrain", "umap": "warm"},
+        "vae_epochs": {"none": 200, "umap": 100},
     }
 
     def __post_init__(self):
@@ -228,7 +234,7 @@ class TrainConfig:
         positive_ints = ("mutual_iterations", "vae_epochs", "gmm_sweeps", "latent_dim", "batch_size", "n_clusters",
                          "max_clusters", "prior_sweeps", "gmm_chains", "manifold_dim", "manifold_neighbors")
         for name in positive_ints:
-            if name == "n_clusters" and self.n_clusters == "auto":
+            if (name == "n_clusters" and self.n_clusters == "auto") or (name == "vae_epochs" and self.vae_epochs is None):
                 continue
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -312,9 +318,18 @@ class TrainConfig:
         return self.max_clusters if self.finds_k else self.n_clusters
 
     @property
+    def round_epochs(self):
+        """VAE epochs of each round after round 0: ``vae_epochs``, or with None the manifold's
+        (200 without, 100 with UMAP)."""
+        return self.vae_epochs or self.FOLLOW_MANIFOLD["vae_epochs"][self.manifold]
+
+    @property
     def first_round_epochs(self):
-        """VAE epochs of round 0: ``round0_epochs``, or half of ``vae_epochs`` (rounded up)."""
-        return -(-self.vae_epochs // 2) if self.round0_epochs is None else self.round0_epochs
+        """VAE epochs of round 0: ``round0_epochs``, or half of :attr:`round_epochs` (rounded up),
+        or twice it with a manifold."""
+        if self.round0_epochs is not None:
+            return self.round0_epochs
+        return 2 * self.round_epochs if self.manifold == "umap" else -(-self.round_epochs // 2)
 
     def round_kl_weight(self, iteration):
         """The KL weight of round ``iteration`` (round 0 has the N(0, I) prior)."""
@@ -323,7 +338,7 @@ class TrainConfig:
     @property
     def total_epochs(self):
         """VAE epochs of all rounds together (what the apart baseline trains for)."""
-        return self.first_round_epochs + (self.mutual_iterations - 1) * self.vae_epochs
+        return self.first_round_epochs + (self.mutual_iterations - 1) * self.round_epochs
 
     @property
     def augments(self):

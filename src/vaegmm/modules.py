@@ -74,7 +74,7 @@ class VAEModule:
         the caller's global RNG) unless a warm-started one carries over."""
         config = self.config
         self.iteration, self.seed = iteration, seed
-        self.epochs = config.first_round_epochs if iteration == 0 else config.vae_epochs
+        self.epochs = config.first_round_epochs if iteration == 0 else config.round_epochs
         self.kl_weight = config.round_kl_weight(iteration)
         self.shuffle_generator = torch.Generator().manual_seed(seed)
         self.noise_generator = torch.Generator(device=self.device).manual_seed(seed)

@@ -156,9 +156,9 @@ def _summary(facts, image_shape):
 
 
 def _epochs(config):
-    if config.first_round_epochs == config.vae_epochs or config.mutual_iterations == 1:
+    if config.first_round_epochs == config.round_epochs or config.mutual_iterations == 1:
         return f"{config.first_round_epochs} VAE epochs"
-    return f"{config.first_round_epochs} VAE epochs in round 0 and {config.vae_epochs} in later rounds"
+    return f"{config.first_round_epochs} VAE epochs in round 0 and {config.round_epochs} in later rounds"
 
 
 _METRICS_NOTE = ("ELBO of the last epoch (KL weight 1). Accuracy (Hungarian matching), ARI and NMI of the final "
@@ -174,7 +174,9 @@ def resolved_defaults(config):
     {field: (value used, note)} for the fields left None. Each is resolved where the run
     resolves it, so that the report cannot disagree with training:
 
-    - ``round0_epochs``: :attr:`TrainConfig.first_round_epochs` (half of vae_epochs, rounded up);
+    - ``vae_epochs``: :attr:`TrainConfig.round_epochs` (200, or 100 with a manifold);
+    - ``round0_epochs``: :attr:`TrainConfig.first_round_epochs` (half of vae_epochs, rounded up, or
+      twice it with a manifold);
     - ``prior_weight``: :meth:`TrainConfig.round_kl_weight` of a round with the GMM prior (kl_weight);
     - ``alpha``: the :class:`~vaegmm.gmm.GibbsGMM` the run builds (:meth:`vaegmm.modules.GMMModule.sampler`)
       resolves it, 0.3, or 0.01 / max_clusters with n_clusters="auto";
@@ -186,15 +188,18 @@ def resolved_defaults(config):
     from .gmm import GibbsGMM
 
     resolved = {}
+    if config.vae_epochs is None:
+        resolved["vae_epochs"] = (config.round_epochs, f"default with manifold = {config.manifold}")
     if config.round0_epochs is None:
-        resolved["round0_epochs"] = (config.first_round_epochs, "default: half of vae_epochs, rounded up")
+        resolved["round0_epochs"] = (config.first_round_epochs, "default: half of vae_epochs, rounded up"
+                                     if config.manifold == "none" else "default: twice vae_epochs, with a manifold")
     if config.prior_weight is None:
         resolved["prior_weight"] = (config.round_kl_weight(1), "default: = kl_weight")
     if config.alpha is None:
         gmm = GibbsGMM(config.n_clusters, max_components=config.max_clusters, alpha=None)
         resolved["alpha"] = (gmm._alpha_value(), "default: 0.01 / max_clusters, as K is found"
                              if config.finds_k else "default for a fixed K")
-    for field in config.FOLLOW_MANIFOLD:  # gmm_prior, vae_init: the manifold's choice
+    for field in ("gmm_prior", "vae_init"):  # the manifold's choice
         if getattr(config, field) is None:
             resolved[field] = (getattr(config, f"{field}_used"), f"default with manifold = {config.manifold}")
     if config.wishart_dof is None:
