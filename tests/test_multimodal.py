@@ -174,6 +174,18 @@ def test_cli_refuses_unpaired_files_in_one_sentence(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_cli_refuses_the_manifold_for_multimodal_categories_in_one_sentence(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        np.savez(tmp_path / f"{name}.npz", x=rng.integers(0, 256, size=(30, 8, 8), dtype=np.uint8))
+    code = main(["train", "--data", str(tmp_path / "a.npz"), "--data", str(tmp_path / "b.npz"),
+                 "--manifold", "umap", "--out", str(tmp_path / "run")])
+    assert code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "not supported for multimodal categories" in error and "--manifold" in error
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_gaussian_decoder_is_the_normal_log_density():
     from scipy.stats import norm
 

@@ -171,6 +171,9 @@ def fit_multimodal(datasets, config, *, labels=None, configs=None, sources=None,
     """
     if len(datasets) < 1:
         raise ValueError("fit_multimodal needs at least one modality.")
+    if config.manifold != "none":
+        raise ValueError(f"manifold = {config.manifold} is not supported for multimodal categories (its GMM "
+                         "clusters the modalities' latents); drop --manifold.")
     counts = {len(d) for d in datasets}
     if len(counts) > 1:
         raise ValueError(f"The modalities hold {sorted(counts)} rows; paired modalities need the same number.")
