@@ -27,8 +27,7 @@ resume, the run directory and the log line of each round.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -36,81 +35,17 @@ import torch
 from vaegmm.config import TrainConfig
 from vaegmm.data import ImageDataset
 from vaegmm.distributed import SINGLE
-from vaegmm.gmm import GibbsGMM
-from vaegmm.manifold import ManifoldModule, import_umap, manifold_seed
+from vaegmm.manifold import ManifoldModule, manifold_seed
 from vaegmm.messages import PriorMessage, prior_message, responsibility_moments
 from vaegmm.metrics import clustering_metrics, many_to_one_accuracy
 from vaegmm.modules import GMMModule, VAEModule, gauss_wishart_prior
+# The result types and the checks around the loop are today's (unchanged since); the loop below is frozen.
+from vaegmm.mutual import MutualResult, RoundResult, check_data, format_round, resolve_device
 from vaegmm.rundir import RunDirectory
-from vaegmm.vae import VAE, encode, fit_vae
+from vaegmm.vae import encode, fit_vae
 
 __all__ = ["PriorMessage", "RoundResult", "MutualResult", "fit_mutual", "fit_vae", "encode", "resolve_device",
            "prior_message", "responsibility_moments", "gauss_wishart_prior", "format_round", "check_data"]
-
-
-@dataclass
-class RoundResult:
-    iteration: int
-    elbo: List[float]  # mean ELBO per datum, per epoch (KL weight 1)
-    loss: List[float]  # training loss per datum, per epoch (KL weight as configured)
-    gmm: GibbsGMM
-    latents: np.ndarray  # (N, L)
-    assignments: np.ndarray  # (N,)
-    sweeps: dict  # per-sweep lists: log_likelihood, and accuracy/ari/nmi when labels exist
-    metrics: dict  # the reported state's accuracy/ari/nmi (None without labels), elbo, seconds
-    embedding: Optional[np.ndarray] = None  # (N, d) with manifold="umap": what the GMM clustered
-
-
-@dataclass
-class MutualResult:
-    config: TrainConfig
-    vae: Optional[VAE]
-    rounds: List[RoundResult] = field(default_factory=list)
-
-    @property
-    def gmm(self):
-        return self.rounds[-1].gmm
-
-    def metrics(self):
-        return [r.metrics for r in self.rounds]
-
-
-def resolve_device(name):
-    """torch.device for "auto", "cpu", "cuda" or "cuda:N"; a clear error if CUDA is missing."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"Unknown device {name!r}; use auto, cpu, cuda or cuda:N.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device = cuda was asked for but CUDA is not available here; use device = cpu.")
-    return device
-
-
-def check_data(dataset, config):
-    """Raise ValueError, naming the config field to change, if ``dataset`` cannot be fitted with ``config``
-    (too few images for the clusters or the manifold, a latent dimension too large, umap-learn missing)."""
-    if len(dataset) < config.cluster_slots:
-        raise ValueError(
-            f"The data hold {len(dataset)} images but {config.cluster_slots} clusters were asked for; "
-            f"use fewer clusters ({'max_clusters' if config.finds_k else 'n_clusters'}) or more data."
-        )
-    needed = max(config.manifold_neighbors, config.manifold_dim + 1)
-    if config.manifold != "none" and len(dataset) <= needed:
-        raise ValueError(
-            f"The data hold {len(dataset)} images but manifold = {config.manifold} with manifold_neighbors = "
-            f"{config.manifold_neighbors} and manifold_dim = {config.manifold_dim} needs more than {needed}; "
-            "use more data or smaller manifold_neighbors and manifold_dim."
-        )
-    if config.manifold == "umap":
-        import_umap()  # a missing package is named now, not after round 0's VAE has trained
-    pixels = int(np.prod(dataset.image_shape))
-    if config.latent_dim >= pixels:
-        raise ValueError(
-            f"latent_dim = {config.latent_dim} is not below the {pixels} pixels of an image; "
-            "an autoencoder needs a smaller latent dimension (latent_dim)."
-        )
 
 
 def checkpoint_state(config, iteration, epoch, vae_state, vae_seconds=0.0):
@@ -299,13 +234,3 @@ def _load_round(run, iteration):
         iteration, history["elbo"], history["loss"], gmm, run.load_array(iteration, "latents"),
         gmm.labels_, history["sweeps"], run.load_metrics()[iteration], run.load_embedding(iteration),
     )
-
-
-def format_round(metrics):
-    """One line: round, ELBO, accuracy, ARI, NMI, time."""
-    scores = "  ".join(
-        f"{name} {metrics[name]:.4f}" if metrics[name] is not None else f"{name} n/a"
-        for name in ("accuracy", "ari", "nmi")
-    )
-    found = f"  K found {metrics['clusters_found']}" if "clusters_found" in metrics else ""
-    return f"round {metrics['iteration']}: ELBO {metrics['elbo']:.2f}  {scores}{found}  ({metrics['seconds']:.1f} s)"

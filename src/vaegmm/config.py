@@ -234,7 +234,7 @@ class TrainConfig:
         positive_ints = ("mutual_iterations", "vae_epochs", "gmm_sweeps", "latent_dim", "batch_size", "n_clusters",
                          "max_clusters", "prior_sweeps", "gmm_chains", "manifold_dim", "manifold_neighbors")
         for name in positive_ints:
-            if (name == "n_clusters" and self.n_clusters == "auto") or (name == "vae_epochs" and self.vae_epochs is None):
+            if (name == "n_clusters" and self.n_clusters == "auto") or self._follows_manifold(name):
                 continue
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -285,7 +285,7 @@ class TrainConfig:
                 f"wishart_dof must exceed {dim_name} - 1 = {gmm_dim - 1}, got {self.wishart_dof!r}."
             )
         for name, choices in self.CHOICES.items():
-            if getattr(self, name) not in choices and not (name in self.FOLLOW_MANIFOLD and getattr(self, name) is None):
+            if getattr(self, name) not in choices and not self._follows_manifold(name):
                 raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}.")
         if self.manifold_neighbors < 2:
             raise ConfigError(f"manifold_neighbors must be at least 2, got {self.manifold_neighbors!r}.")
@@ -296,16 +296,25 @@ class TrainConfig:
             raise ConfigError(f"prior_from = {self.prior_from} is not supported with manifold = umap; use "
                               "prior_from responsibilities or last.")
 
+    def _follows_manifold(self, name):
+        """True when field ``name`` is left None to follow the manifold (:attr:`FOLLOW_MANIFOLD`)."""
+        return name in self.FOLLOW_MANIFOLD and getattr(self, name) is None
+
+    def followed(self, name):
+        """The value field ``name`` of :attr:`FOLLOW_MANIFOLD` stands for: its own, or the manifold's."""
+        value = getattr(self, name)
+        return self.FOLLOW_MANIFOLD[name][self.manifold] if value is None else value
+
     @property
     def gmm_prior_used(self):
         """The GMM's prior form: ``gmm_prior``, or with None the manifold's (data-axis with UMAP, else data)."""
-        return self.gmm_prior or self.FOLLOW_MANIFOLD["gmm_prior"][self.manifold]
+        return self.followed("gmm_prior")
 
     @property
     def vae_init_used(self):
         """How each round after round 0 starts its VAE: ``vae_init``, or with None the manifold's
         (warm with UMAP, else retrain)."""
-        return self.vae_init or self.FOLLOW_MANIFOLD["vae_init"][self.manifold]
+        return self.followed("vae_init")
 
     @property
     def finds_k(self):
@@ -321,7 +330,7 @@ class TrainConfig:
     def round_epochs(self):
         """VAE epochs of each round after round 0: ``vae_epochs``, or with None the manifold's
         (200 without, 100 with UMAP)."""
-        return self.vae_epochs or self.FOLLOW_MANIFOLD["vae_epochs"][self.manifold]
+        return self.followed("vae_epochs")
 
     @property
     def first_round_epochs(self):

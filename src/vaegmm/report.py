@@ -174,22 +174,19 @@ def resolved_defaults(config):
     {field: (value used, note)} for the fields left None. Each is resolved where the run
     resolves it, so that the report cannot disagree with training:
 
-    - ``vae_epochs``: :attr:`TrainConfig.round_epochs` (200, or 100 with a manifold);
     - ``round0_epochs``: :attr:`TrainConfig.first_round_epochs` (half of vae_epochs, rounded up, or
       twice it with a manifold);
     - ``prior_weight``: :meth:`TrainConfig.round_kl_weight` of a round with the GMM prior (kl_weight);
     - ``alpha``: the :class:`~vaegmm.gmm.GibbsGMM` the run builds (:meth:`vaegmm.modules.GMMModule.sampler`)
       resolves it, 0.3, or 0.01 / max_clusters with n_clusters="auto";
-    - ``gmm_prior``, ``vae_init``: what they stand for with the config's manifold
-      (:attr:`TrainConfig.FOLLOW_MANIFOLD`);
+    - ``gmm_prior``, ``vae_init``, ``vae_epochs``: what they stand for with the config's
+      manifold (:meth:`TrainConfig.followed`);
     - ``wishart_dof``: the GibbsGMM's n_features, the dimension it clusters: latent_dim, or
       manifold_dim with a manifold (as ``gauss_wishart_prior`` too).
     """
     from .gmm import GibbsGMM
 
     resolved = {}
-    if config.vae_epochs is None:
-        resolved["vae_epochs"] = (config.round_epochs, f"default with manifold = {config.manifold}")
     if config.round0_epochs is None:
         resolved["round0_epochs"] = (config.first_round_epochs, "default: half of vae_epochs, rounded up"
                                      if config.manifold == "none" else "default: twice vae_epochs, with a manifold")
@@ -199,9 +196,9 @@ def resolved_defaults(config):
         gmm = GibbsGMM(config.n_clusters, max_components=config.max_clusters, alpha=None)
         resolved["alpha"] = (gmm._alpha_value(), "default: 0.01 / max_clusters, as K is found"
                              if config.finds_k else "default for a fixed K")
-    for field in ("gmm_prior", "vae_init"):  # the manifold's choice
+    for field in config.FOLLOW_MANIFOLD:  # gmm_prior, vae_init, vae_epochs: the manifold's choice
         if getattr(config, field) is None:
-            resolved[field] = (getattr(config, f"{field}_used"), f"default with manifold = {config.manifold}")
+            resolved[field] = (config.followed(field), f"default with manifold = {config.manifold}")
     if config.wishart_dof is None:
         resolved["wishart_dof"] = ((config.latent_dim, "default: = latent_dim") if config.manifold == "none"
                                    else (config.manifold_dim, "default: = manifold_dim"))
