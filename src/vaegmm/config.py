@@ -172,6 +172,11 @@ class TrainConfig:
     #   highest joint log posterior is kept (unsupervised: labels never choose)
     gmm_chains: int = _option(4, "GMM",
         "independent Gibbs chains per round, the most probable kept (default: {default})")
+    # multimodal categories: each category's covariance over the concatenated latents, "full" or
+    #   "block"-diagonal (the modalities independent given the category, one Wishart per modality)
+    joint_covariance: str = _option("full", "GMM",
+        "multimodal categories: a category's covariance over the modalities' latents, full, or block-"
+        "diagonal (modalities independent given the category) (default: {default})")
     # --- manifold (VAE -> manifold -> GMM, N2D's step; vaegmm.manifold) ---
     # "none": the GMM clusters the latents; "umap": it clusters their UMAP embedding
     #   (needs umap-learn), and the message back is each datum's prior from the clusters' moments of the
@@ -210,6 +215,7 @@ class TrainConfig:
         "augment_target": ("view", "clean"),
         "gmm_prior": ("data", "data-axis", "fixed"),
         "gmm_report": ("map", "last"),
+        "joint_covariance": ("full", "block"),
         "manifold": ("none", "umap"),
     }
 

@@ -387,18 +387,58 @@ def log_joint(statistics, log_weights, means, precisions, precisions_chol, alpha
     return float(log_likelihood + log_assignments + log_prior + constant)
 
 
-def log_joint_constant(alpha, beta, wishart_scale_inv, dof, n_components, n_features):
+def log_joint_constant(alpha, beta, wishart_scale_inv, dof, n_components, n_features, blocks=None):
     """The terms of :func:`log_joint` that only the prior sets: the Dirichlet's and, K times,
-    the Gauss-Wishart's normalisers."""
+    the Gauss-Wishart's normalisers. ``blocks``: the sizes of the diagonal blocks of a
+    block-diagonal Wishart (:func:`block_slices`), one Wishart per block with nu_b = L_b + nu - L
+    degrees of freedom; the terms of :func:`log_joint` that depend on the state are then the
+    same as the full Wishart's."""
     from scipy.special import gammaln, multigammaln
 
-    _, log_det_scale_inv = np.linalg.slogdet(wishart_scale_inv)
-    per_cluster = (0.5 * n_features * (np.log(beta) - _LOG_2PI) - 0.5 * dof * n_features * np.log(2.0)
-                   + 0.5 * dof * log_det_scale_inv - multigammaln(0.5 * dof, n_features))
+    per_cluster = 0.5 * n_features * (np.log(beta) - _LOG_2PI)
+    for block in block_slices(n_features, blocks):
+        size = block.stop - block.start
+        block_dof = dof - n_features + size
+        _, log_det_scale_inv = np.linalg.slogdet(wishart_scale_inv[block, block])
+        per_cluster += (-0.5 * block_dof * size * np.log(2.0) + 0.5 * block_dof * log_det_scale_inv
+                        - multigammaln(0.5 * block_dof, size))
     return float(gammaln(np.sum(alpha)) - np.sum(gammaln(alpha)) + n_components * per_cluster)
 
 
-def data_scaled_prior(X, n_components, dof, per_axis=False):
+def block_slices(n_features, blocks=None):
+    """The slices of the diagonal blocks of sizes ``blocks`` (all of the features when None)."""
+    if blocks is None:
+        return [slice(0, n_features)]
+    edges = np.cumsum([0] + [int(size) for size in blocks])
+    return [slice(int(start), int(stop)) for start, stop in zip(edges[:-1], edges[1:])]
+
+
+def block_diagonal(matrices, blocks):
+    """``matrices`` (..., L, L) with every entry outside the diagonal blocks of sizes ``blocks`` set to 0."""
+    if blocks is None:
+        return matrices
+    result = np.zeros_like(matrices)
+    for block in block_slices(matrices.shape[-1], blocks):
+        result[..., block, block] = matrices[..., block, block]
+    return result
+
+
+def sample_block_wishart(scale_inv, dof, blocks, rng, jitter_log=None):
+    """Draw block-diagonal Lambda_k, each diagonal block b ~ Wishart(W_k,bb, nu_k - L + L_b)
+    independently, where W_k,bb^-1 is the block b of ``scale_inv`` (K, L, L) (the Gauss-Wishart
+    posterior of a block is the full one's diagonal block). ``blocks`` None: one full Wishart."""
+    n_features = scale_inv.shape[-1]
+    if blocks is None:
+        return sample_wishart(cholesky(scale_inv, jitter_log), dof, rng)
+    precisions = np.zeros_like(scale_inv)
+    for block in block_slices(n_features, blocks):
+        size = block.stop - block.start
+        precisions[:, block, block] = sample_wishart(cholesky(scale_inv[:, block, block], jitter_log),
+                                                     dof - n_features + size, rng)
+    return precisions
+
+
+def data_scaled_prior(X, n_components, dof, per_axis=False, blocks=None):
     """(m, W) of the Gauss-Wishart prior scaled to the data (Fraley & Raftery 2007, "Bayesian
     regularization for normal mixture estimation"): m = the data mean and W^-1 = nu Cov(X) /
     K^(2/L), so that E[Lambda_k^-1] = W^-1 / nu is about a K-th of the data's spread (in volume)
@@ -406,10 +446,20 @@ def data_scaled_prior(X, n_components, dof, per_axis=False):
     SERKET's GMM also centre the prior on the data mean and scale it by the data covariance.
     ``per_axis``: W^-1 = nu Cov(X) / K^2 instead, a K-th of the data's spread along every axis:
     tighter, for data whose clusters are far apart in many directions (a UMAP embedding).
+    ``blocks``: the sizes of the diagonal blocks of a block-diagonal Wishart (``GibbsGMM(
+    covariance_blocks=...)``): W is block-diagonal, each block the prior its features would get
+    alone (nu_b = L_b + nu - L, K^(2/L_b)), so that every block's clusters are a K-th of its own
+    spread.
 
     Raises ValueError, in one sentence, when the data cannot give a prior.
     """
     n_samples, n_features = X.shape
+    if blocks is not None:
+        scale = np.zeros((n_features, n_features))
+        for block in block_slices(n_features, blocks):
+            _, scale[block, block] = data_scaled_prior(X[:, block], n_components, dof - n_features + block.stop
+                                                       - block.start, per_axis=per_axis)
+        return X.mean(axis=0), scale
     if n_samples < 2:
         raise ValueError(f"A prior scaled to the data needs at least 2 data points; got {n_samples} sample.")
     covariance = np.atleast_2d(np.cov(X, rowvar=False))

@@ -43,6 +43,8 @@ from .gibbs import (
     EM_RESTARTS,
     SINGLE_THREAD_WORK,
     NumpySweepData,
+    block_diagonal,
+    block_slices,
     cholesky,
     data_scaled_prior,
     em_labels,
@@ -52,8 +54,8 @@ from .gibbs import (
     posterior_gauss_wishart,
     sample_categorical,
     sample_log_dirichlet,
+    sample_block_wishart,
     sample_means,
-    sample_wishart,
     sufficient_statistics,
 )
 from .split_merge import split_merge as split_merge_moves
@@ -105,6 +107,13 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
         Scale matrix W of the Wishart prior; a float c means c * I; None: from ``prior``.
     wishart_dof : float, default=None
         Degrees of freedom nu of the Wishart prior (> n_features - 1); n_features when None.
+    covariance_blocks : sequence of int, default=None
+        None: full precision matrices. Sizes of consecutive groups of features (summing to
+        n_features): every Lambda_k is block-diagonal, the groups independent given the cluster,
+        each block with its own Wishart prior (W's diagonal block, nu_b = L_b + nu - L degrees
+        of freedom; a prior scaled to the data scales each block to its own features). For features
+        that are the latents of several modalities of one datum (:mod:`vaegmm.multimodal`):
+        every modality then adds its own evidence for the cluster. Not with ``split_merge``.
     init : {"em", "prior", "kmeans++"}, default="em"
         How the chain starts (``vaegmm train``: ``--gmm-init``, the same default). "prior"
         draws (pi, mu, Lambda) from the prior, as the reference
@@ -211,6 +220,7 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
         mean_prior=None,
         wishart_scale=None,
         wishart_dof=None,
+        covariance_blocks=None,
         init="em",
         report="map",
         n_chains=4,
@@ -230,6 +240,7 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
         self.mean_prior = mean_prior
         self.wishart_scale = wishart_scale
         self.wishart_dof = wishart_dof
+        self.covariance_blocks = covariance_blocks
         self.init = init
         self.report = report
         self.n_chains = n_chains
@@ -308,10 +319,12 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
             raise ValueError(
                 f"wishart_dof must exceed n_features - 1 = {n_features - 1}, got {dof:g}."
             )
+        blocks = self._check_blocks(n_features)
         data_mean = data_scale = None
         scaled = self.prior != "fixed"
         if scaled and (self.mean_prior is None or self.wishart_scale is None):
-            data_mean, data_scale = data_scaled_prior(X, self._n_slots(), dof, per_axis=self.prior == "data-axis")
+            data_mean, data_scale = data_scaled_prior(X, self._n_slots(), dof, per_axis=self.prior == "data-axis",
+                                                      blocks=blocks)
         if self.mean_prior is not None:
             mean_prior = np.asarray(self.mean_prior, dtype=float)
         else:
@@ -328,6 +341,7 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
             scale = scale * np.eye(n_features)
         if scale.shape != (n_features, n_features):
             raise ValueError(f"wishart_scale must be a float or a ({n_features}, {n_features}) matrix.")
+        scale = block_diagonal(scale, blocks)  # (with covariance_blocks, its diagonal blocks)
         try:
             np.linalg.cholesky(scale)
         except np.linalg.LinAlgError:
@@ -336,21 +350,37 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
             raise ValueError(f"init must be 'prior', 'kmeans++' or 'em', got {self.init!r}.")
         return mean_prior, np.linalg.inv(scale), dof
 
+    def _check_blocks(self, n_features):
+        """``covariance_blocks`` as a tuple of positive ints summing to n_features, or None."""
+        if self.covariance_blocks is None:
+            return None
+        blocks = np.asarray(self.covariance_blocks)
+        if blocks.ndim != 1 or blocks.size == 0 or not np.issubdtype(blocks.dtype, np.integer) or (
+                blocks.min() < 1 or blocks.sum() != n_features):
+            raise ValueError(f"covariance_blocks must be positive integers summing to n_features = {n_features}, "
+                             f"got {self.covariance_blocks!r}.")
+        if self.split_merge:
+            raise ValueError("split_merge moves assume full covariances; use covariance_blocks=None or split_merge=0.")
+        return tuple(int(size) for size in blocks)
+
     # -- the sampler ---------------------------------------------------------------------------
     def _initialize(self, X, rng, mean_prior, scale_inv, dof):
         """Starting (log_weights, means, precisions) of the chain."""
         n_samples, n_features = X.shape
         K = self._n_slots()
         log_weights = sample_log_dirichlet(np.broadcast_to(np.asarray(self._alpha_value(), float), (K,)), rng)
-        scale_inv_chol = np.broadcast_to(np.linalg.cholesky(scale_inv), (K, n_features, n_features))
         if self.init == "prior":
-            precisions = sample_wishart(scale_inv_chol, np.full(K, dof), rng)
+            precisions = sample_block_wishart(np.broadcast_to(scale_inv, (K, n_features, n_features)), np.full(K, dof),
+                                              self._check_blocks(n_features), rng, self._jitter_log)
             means = sample_means(
                 np.broadcast_to(mean_prior, (K, n_features)), np.full(K, self.beta),
                 cholesky(precisions, self._jitter_log), rng,
             )
         else:  # k-means++ seeding (Arthur & Vassilvitskii 2007) for the means
-            precisions = np.broadcast_to(dof * np.linalg.inv(scale_inv), (K, n_features, n_features)).copy()
+            expected = np.linalg.inv(scale_inv)  # E[Lambda] = nu W (per block, nu_b W_bb)
+            for block in block_slices(n_features, self._check_blocks(n_features)):
+                expected[block, block] *= dof - n_features + block.stop - block.start
+            precisions = np.broadcast_to(expected, (K, n_features, n_features)).copy()
             means = np.empty((K, n_features))
             means[0] = X[rng.integers(n_samples)]
             closest = np.sum((X - means[0]) ** 2, axis=1)
@@ -390,7 +420,8 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
         beta_hat, m_hat, scale_inv_hat, dof_hat = posterior_gauss_wishart(
             counts, sums, outer_sums, self.beta, centred_mean_prior, scale_inv, dof
         )
-        precisions = sample_wishart(cholesky(scale_inv_hat, self._jitter_log), dof_hat, rng)
+        precisions = sample_block_wishart(scale_inv_hat, dof_hat, self._check_blocks(len(scale_inv)), rng,
+                                          self._jitter_log)
         precisions_chol = cholesky(precisions, self._jitter_log)
         means = sample_means(m_hat + shift, beta_hat, precisions_chol, rng)
         return log_weights, means, precisions, precisions_chol
@@ -515,7 +546,8 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
         self.split_merge_accepted_ = 0
         occupied = np.empty(self.n_sweeps, dtype=np.int64)
         best = None  # (log posterior, sweep, parameters) of the most probable state so far
-        constant = log_joint_constant(alpha, self.beta, scale_inv, dof, K, n_features)
+        constant = log_joint_constant(alpha, self.beta, scale_inv, dof, K, n_features,
+                                      blocks=self._check_blocks(n_features))
         sweeps = range(self.n_sweeps)
         if self.progress:
             from tqdm.auto import tqdm

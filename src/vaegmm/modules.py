@@ -143,16 +143,18 @@ class VAEModule:
         return self.distributed.all_gather_rows(latents, n_samples)
 
 
-def gauss_wishart_prior(config, latents):
+def gauss_wishart_prior(config, latents, blocks=None):
     """The GMM's prior for ``latents``, as GibbsGMM keywords: scaled to the latents ("data",
     :func:`vaegmm.gibbs.data_scaled_prior`: m = their mean and W^-1 = nu Cov(x) / K^(2/L), so that
     E[Lambda_k^-1] is about a K-th of the data's spread in every direction, whatever the latents'
-    scale), or the reference's m = 0 and W = ``config.wishart_scale`` * I ("fixed")."""
+    scale), or the reference's m = 0 and W = ``config.wishart_scale`` * I ("fixed"). ``blocks``: the
+    sizes of a block-diagonal covariance's blocks (``GibbsGMM(covariance_blocks=...)``), each block
+    scaled to its own features."""
     if config.gmm_prior_used == "fixed":
         return {"prior": "fixed", "mean_prior": None, "wishart_scale": config.wishart_scale}
     dof = latents.shape[1] if config.wishart_dof is None else config.wishart_dof
     mean_prior, wishart_scale = data_scaled_prior(latents, config.cluster_slots, dof,
-                                                  per_axis=config.gmm_prior_used == "data-axis")
+                                                  per_axis=config.gmm_prior_used == "data-axis", blocks=blocks)
     return {"prior": config.gmm_prior_used, "mean_prior": mean_prior, "wishart_scale": wishart_scale}
 
 
@@ -188,9 +190,10 @@ class GMMModule:
         self.record_assignments = record_assignments
         self.gmm = self.sweeps = self.latents = self._averager = self.sweep_assignments = None
 
-    def fit(self, latents, seed, previous=None, progress=True):
+    def fit(self, latents, seed, previous=None, progress=True, blocks=None):
         """Run the chains on ``latents`` from ``numpy.random.SeedSequence`` ``seed``; ``previous``:
-        assignments to start every chain from (``chain_init="previous"``), or None."""
+        assignments to start every chain from (``chain_init="previous"``), or None; ``blocks``: the
+        sizes of block-diagonal covariances' blocks (``GibbsGMM(covariance_blocks=...)``), or None."""
         config = self.config
         seeds = [seed] + list(seed.spawn(config.gmm_chains - 1))
         best = None
@@ -198,7 +201,7 @@ class GMMModule:
             sweeps, recorded = {}, [] if self.record_assignments else None
             averager = SweepAverager(config.gmm_sweeps - config.prior_sweeps) if config.prior_from == "average" else None
             gmm = self.sampler(latents, random_state=np.random.default_rng(chain_seed),
-                               callback=self._callback(sweeps, averager, recorded), progress=progress)
+                               callback=self._callback(sweeps, averager, recorded), progress=progress, blocks=blocks)
             gmm.fit(latents, init_labels=previous)
             sweeps["log_likelihood"] = gmm.log_likelihood_.tolist()
             sweeps["log_posterior"] = gmm.log_posterior_.tolist()
@@ -214,13 +217,15 @@ class GMMModule:
         self.latents = latents
         return self
 
-    def sampler(self, latents, *, random_state=None, callback=None, progress=False):
-        """An unfitted GibbsGMM with the config's settings and its Gauss-Wishart prior for ``latents``."""
+    def sampler(self, latents, *, random_state=None, callback=None, progress=False, blocks=None):
+        """An unfitted GibbsGMM with the config's settings and its Gauss-Wishart prior for ``latents``
+        (``blocks``: block-diagonal covariances of these sizes)."""
         config = self.config
         return GibbsGMM(
             config.n_clusters, max_components=config.max_clusters, n_sweeps=config.gmm_sweeps, alpha=config.alpha,
             beta=config.beta,
-            **gauss_wishart_prior(config, latents), wishart_dof=config.wishart_dof, init=config.gmm_init,
+            **gauss_wishart_prior(config, latents, blocks), wishart_dof=config.wishart_dof,
+            covariance_blocks=blocks, init=config.gmm_init,
             report=config.gmm_report, n_chains=1,  # fit() runs config.gmm_chains chains itself, one record each
             random_state=random_state, callback=callback, progress=progress,
             device=self.device if self.device.type == "cuda" and self.distributed is None else None,  # torch on CUDA
@@ -385,9 +390,11 @@ class JointGMM(Module):
         actives = {source: self.active(latents) for source, latents in parts}
         clustered = np.concatenate([latents[:, actives[source]] for source, latents in parts], axis=1)
         previous = self.previous if self.config.chain_init == "previous" else None
-        self.gmm.fit(clustered, context.seed, previous, progress=context.progress)
+        sizes = [int(actives[source].sum()) for source, _ in parts]
+        self.gmm.fit(clustered, context.seed, previous, progress=context.progress,
+                     blocks=sizes if self.config.joint_covariance == "block" else None)
         message = self.gmm.message()
-        edges = np.cumsum([0] + [int(actives[source].sum()) for source, _ in parts])
+        edges = np.cumsum([0] + sizes)
         blocks = {source: (int(start), int(stop)) for (source, _), start, stop in zip(parts, edges[:-1], edges[1:])}
         prior = Addressed({source: _expand(message.block(*blocks[source]), actives[source]) for source, _ in parts})
         self.previous = self.gmm.gmm.labels_.copy()
