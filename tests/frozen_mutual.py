@@ -110,13 +110,15 @@ def fit_mutual(
     -------
     MutualResult
     """
+    context = distributed if distributed is not None else SINGLE
+    if context.active:
+        config = config.without_default_manifold()
+        if config.manifold != "none":
+            raise ValueError(f"manifold = {config.manifold} runs in one process only; train it without torchrun "
+                             "(or with manifold none).")
     check_data(dataset, config)
     if not (isinstance(checkpoint_every, int) and checkpoint_every >= 1):
         raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}.")
-    context = distributed if distributed is not None else SINGLE
-    if context.active and config.manifold != "none":
-        raise ValueError(f"manifold = {config.manifold} runs in one process only; train it without torchrun "
-                         "(or with manifold none).")
     device = resolve_device(config.device)
     if context.active and device.type == "cuda":
         device = torch.device(context.device)  # this rank's GPU
@@ -146,7 +148,7 @@ def fit_mutual(
 
     vae_module = VAEModule(config, input_dim, dataset.image_shape, device, distributed=context)
     gmm_module = GMMModule(config, labels, device, distributed=context)
-    manifold = ManifoldModule(config, device) if config.manifold == "umap" else None
+    manifold = ManifoldModule(config, device) if config.manifold_used == "umap" else None
     result = MutualResult(config=config, vae=None)
     prior = PriorMessage.standard_normal(n_samples, config.latent_dim, device)
     first_round = 0 if checkpoint is None else checkpoint["iteration"]

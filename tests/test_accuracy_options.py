@@ -152,7 +152,7 @@ def test_clean_target_reconstructs_the_image_not_the_view():
     assert outputs["clean"] == pytest.approx(images.mean().item(), abs=0.1)  # the images' mean
 
 
-TINY = dict(data="digits", max_samples=200, vae_epochs=2, gmm_sweeps=3, latent_dim=3, n_clusters=4,
+TINY = dict(data="digits", manifold="none", max_samples=200, vae_epochs=2, gmm_sweeps=3, latent_dim=3, n_clusters=4,
             batch_size=64, hidden_dims=(16,), device="cpu")
 
 
@@ -200,7 +200,8 @@ def test_new_options_are_validated_and_old_configs_load_without_them(tmp_path):
     old = TrainConfig.from_json(tmp_path / "config.json")
     assert (old.augment_rotation, old.augment_shift, old.augment_scale, old.augment_target) == (0, 0, 0, "view")
     assert old.first_round_epochs == old.vae_epochs == 200 and not old.augments  # round 0 as long as every round
-    assert TrainConfig(vae_epochs=5).first_round_epochs == 3 and TrainConfig().first_round_epochs == 100
+    assert TrainConfig(vae_epochs=5, manifold="none").first_round_epochs == 3
+    assert TrainConfig(manifold="none").first_round_epochs == 100
 
 
 def test_suite_data_halves_and_imbalanced_subsets():

@@ -10,7 +10,8 @@ import torch
 
 from vaegmm.cli import main
 
-TINY = ["--vae-iter", "1", "--gmm-iter", "2", "--latent-dim", "3", "--clusters", "3", "--quiet", "--no-figures"]
+TINY = ["--vae-iter", "1", "--gmm-iter", "2", "--latent-dim", "3", "--clusters", "3", "--quiet", "--no-figures",
+        "--manifold", "none"]
 
 
 def _idx(array):

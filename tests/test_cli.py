@@ -30,11 +30,11 @@ GMM_FIGURE = "gmm_iteration1_cluster*.png"  # the cluster plotted is chosen by t
 
 TRAIN_ARGS = [
     "--data", "digits", "--max-samples", "300", "--vae-iter", "2", "--gmm-iter", "3",
-    "--latent-dim", "3", "--clusters", "5", "--batch-size", "64", "--quiet", "--seed", "0",
-]
+    "--latent-dim", "3", "--clusters", "5", "--batch-size", "64", "--quiet", "--seed", "0", "--manifold", "none",
+]  # (--manifold none: these tests are about the rest; tests/test_manifold.py runs the default)
 TRAIN_CONFIG = TrainConfig(
     data="digits", max_samples=300, vae_epochs=2, gmm_sweeps=3, latent_dim=3, n_clusters=5,
-    batch_size=64, seed=0,
+    batch_size=64, seed=0, manifold="none",
 )
 N, K, L = 300, 5, 3
 API_SAMPLES = 600
@@ -42,7 +42,7 @@ API_SAMPLES = 600
 # Much smaller still: for the tests that only need some run in a directory.
 TINY_ARGS = [
     "--data", "digits", "--max-samples", "40", "--mutual-iterations", "1", "--vae-iter", "1",
-    "--gmm-iter", "1", "--latent-dim", "2", "--clusters", "3", "--quiet", "--no-figures",
+    "--gmm-iter", "1", "--latent-dim", "2", "--clusters", "3", "--quiet", "--no-figures", "--manifold", "none",
 ]
 
 
@@ -592,7 +592,8 @@ def test_every_config_field_is_set_by_its_generated_flag_or_by_set():
             text, value = "3", 3
         if field.name == "wishart_dof":
             text, value = "30", 30.0
-        args = _parser().parse_args(["train", _flag(field.name), text])
+        also = ["--manifold", "none"] if field.name == "prior_from" else []  # (mixture: not with the default UMAP)
+        args = _parser().parse_args(["train", _flag(field.name), text, *also])
         assert getattr(_train_config(args), field.name) == value, field.name
     assert "send" in SET_ONLY and _flag("send") == "--set send=..."
     args = _parser().parse_args(["train", "--set", "send=sample", "--set", "vae_init=warm"])

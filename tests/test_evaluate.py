@@ -13,7 +13,7 @@ from vaegmm.evaluate import SUITE, apart_config, evaluate, evaluate_suite, forma
 from vaegmm.metrics import match_clusters
 from vaegmm.mutual import fit_mutual
 
-TINY = dict(data="digits", max_samples=300, vae_epochs=2, gmm_sweeps=5, latent_dim=3, n_clusters=5,
+TINY = dict(data="digits", manifold="none", max_samples=300, vae_epochs=2, gmm_sweeps=5, latent_dim=3, n_clusters=5,
             batch_size=64, hidden_dims=(32,), device="cpu", gmm_init="kmeans++")
 
 

@@ -20,7 +20,7 @@ from vaegmm.data import load_dataset
 from vaegmm.report import collect_figures, write_report
 
 TINY = ["--data", "digits", "--max-samples", "300", "--vae-iter", "2", "--gmm-iter", "3", "--batch-size", "64",
-        "--quiet", "--threads", "1"]
+        "--quiet", "--threads", "1", "--manifold", "none"]  # (tests/test_manifold.py: the default's figures)
 
 
 def _train(out, clusters, latent_dim):
@@ -226,7 +226,7 @@ def test_report_derived_values_follow_the_config():
     from vaegmm.config import TrainConfig
     from vaegmm.report import resolved_defaults
 
-    auto = TrainConfig(n_clusters="auto", max_clusters=20, vae_epochs=7, kl_weight=0.5, latent_dim=6)
+    auto = TrainConfig(n_clusters="auto", max_clusters=20, vae_epochs=7, kl_weight=0.5, latent_dim=6, manifold="none")
     assert resolved_defaults(auto) == {
         "round0_epochs": (4, "default: half of vae_epochs, rounded up"),
         "prior_weight": (0.5, "default: = kl_weight"),
@@ -236,6 +236,7 @@ def test_report_derived_values_follow_the_config():
         "wishart_dof": (6, "default: = latent_dim"),
     }
     assert resolved_defaults(TrainConfig(manifold="umap"))["vae_init"] == ("warm", "default with manifold = umap")
+    assert resolved_defaults(TrainConfig(vae_epochs=7))["round0_epochs"] == (14, "default: twice vae_epochs, with a manifold")
     assert resolved_defaults(TrainConfig(round0_epochs=3, alpha=2.0, wishart_dof=20.0, prior_weight=0.1,
                                          gmm_prior="data", vae_init="retrain", vae_epochs=200)) == {}
 

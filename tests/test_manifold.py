@@ -129,9 +129,10 @@ def test_manifold_seed_is_fixed_by_the_round_and_apart_from_the_chains():
 # -- config and bad input -------------------------------------------------------------------------
 @pytest.mark.parametrize("prior_from", ["average", "mixture"])
 def test_config_refuses_the_priors_the_manifold_cannot_send(prior_from):
-    with pytest.raises(ConfigError, match=rf"prior_from = {prior_from} is not supported with manifold = umap; "
-                                          "use prior_from responsibilities or last"):
-        TrainConfig(manifold="umap", prior_from=prior_from)
+    for manifold in ("umap", None):  # given, or the default
+        with pytest.raises(ConfigError, match=rf"prior_from = {prior_from} is not supported with manifold = umap "
+                                              r"\(the default\); use prior_from responsibilities or last, or manifold none"):
+            TrainConfig(manifold=manifold, prior_from=prior_from)
     TrainConfig(manifold="none", prior_from=prior_from)  # without the manifold they stay
 
 
@@ -146,7 +147,11 @@ def test_config_validates_the_manifold_fields(changes, field):
 
 
 def test_the_prior_and_the_vae_start_follow_the_manifold_unless_given():
-    plain, manifold = TrainConfig(), TrainConfig(manifold="umap")
+    plain, manifold = TrainConfig(manifold="none"), TrainConfig(manifold="umap")
+    default = TrainConfig()  # the default manifold is umap where it runs, none where it does not
+    assert default.manifold is None and default.manifold_used == "umap"
+    assert (default.gmm_prior_used, default.vae_init_used, default.first_round_epochs) == ("data-axis", "warm", 200)
+    assert default.without_default_manifold() == plain and manifold.without_default_manifold() == manifold
     assert (plain.gmm_prior_used, plain.vae_init_used) == ("data", "retrain")
     assert (manifold.gmm_prior_used, manifold.vae_init_used) == ("data-axis", "warm")
     # The same 300 epochs: 100 + 200 retrained without it; 200 + 100 fine-tuned with it.
@@ -155,7 +160,7 @@ def test_the_prior_and_the_vae_start_follow_the_manifold_unless_given():
     assert TrainConfig(manifold="umap", vae_epochs=5).first_round_epochs == 10
     assert TrainConfig(manifold="umap", round0_epochs=7).first_round_epochs == 7
     # As the CLI builds a config (the defaults, then the flags given): they still follow.
-    assert TrainConfig().replace(manifold="umap").vae_init_used == "warm"
+    assert TrainConfig().replace(manifold="none").vae_init_used == "retrain"
     given = TrainConfig(manifold="umap", gmm_prior="data", vae_init="retrain")
     assert (given.gmm_prior_used, given.vae_init_used) == ("data", "retrain")
     with pytest.raises(ConfigError, match="vae_init must be one of retrain, warm"):
@@ -175,7 +180,7 @@ def test_missing_umap_names_the_install_command_in_one_sentence(monkeypatch, tmp
     module = ManifoldModule(TrainConfig(manifold="umap"), CPU)
     with pytest.raises(ValueError, match=r"pip install umap-learn") as error:
         module.forward(np.zeros((30, 3)), 0)
-    assert str(error.value).count(". ") == 0 and '.[manifold]' in str(error.value)
+    assert str(error.value).count(". ") == 0 and "manifold none" in str(error.value)
     # The CLI says it before training anything.
     assert main(TRAIN_ARGS + ["--out", str(tmp_path / "run"), "--no-figures"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -72,7 +72,7 @@ def test_prior_from_gmm_sends_each_datum_its_cluster():
 
 def _tiny_config(**changes):
     values = dict(data="digits", vae_epochs=2, gmm_sweeps=4, latent_dim=3, n_clusters=5, batch_size=64,
-                  hidden_dims=(32,), device="cpu")
+                  hidden_dims=(32,), device="cpu", manifold="none")
     return TrainConfig(**{**values, **changes})
 
 

@@ -48,8 +48,9 @@ def _assert_same_rounds(expected, got):
 @pytest.mark.parametrize("options", [
     {},
     {"vae_init": "warm", "send": "sample", "prior_covariance": "full"},
-    {"prior_from": "average", "prior_sweeps": 2, "chain_init": "previous", "gmm_chains": 2, "mutual_iterations": 3},
-    {"prior_from": "mixture", "vae_init": "warm", "round0_epochs": 7, "augment_rotation": 10.0, "augment_shift": 0.1,
+    {"prior_from": "average", "prior_sweeps": 2, "chain_init": "previous", "gmm_chains": 2, "mutual_iterations": 3,
+     "manifold": "none"},
+    {"prior_from": "mixture", "manifold": "none", "vae_init": "warm", "round0_epochs": 7, "augment_rotation": 10.0, "augment_shift": 0.1,
      "augment_scale": 0.1, "augment_target": "clean", "gmm_init": "em"},
 ])
 @pytest.mark.parametrize("die_at", ["save_checkpoint", "save_round", "save_metrics"])
@@ -96,7 +97,8 @@ def test_resume_refuses_a_damaged_checkpoint(digits, tmp_path):
 
 _CLI_TRAIN = [sys.executable, "-m", "vaegmm.cli", "train", "--data", "digits", "--max-samples", "400",
               "--vae-iter", "25", "--gmm-iter", "5", "--latent-dim", "3", "--clusters", "5", "--batch-size", "32",
-              "--hidden-dims", "64", "--checkpoint-every", "1", "--no-figures", "--quiet", "--threads", "1"]
+              "--hidden-dims", "64", "--checkpoint-every", "1", "--no-figures", "--quiet", "--threads", "1",
+              "--manifold", "none"]
 
 
 def _comparable(run_dir):

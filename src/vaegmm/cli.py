@@ -148,8 +148,7 @@ def _add_config_arguments(parser):
             continue  # set with --set only
         meta = field.metadata
         if meta["group"] not in groups:
-            title = meta["group"] if meta["group"] != "manifold" else \
-                'manifold (needs umap-learn: pip install -e ".[manifold]")'
+            title = meta["group"]
             groups[meta["group"]] = parser.add_argument_group(title)
         shown = meta["shown"] or _shown(getattr(defaults, field.name))
         options = {"help": meta["help"].format(default=shown, **names)}

@@ -179,12 +179,15 @@ class TrainConfig:
         "diagonal (modalities independent given the category) (default: {default})")
     # --- manifold (VAE -> manifold -> GMM, N2D's step; vaegmm.manifold) ---
     # "none": the GMM clusters the latents; "umap": it clusters their UMAP embedding
-    #   (needs umap-learn), and the message back is each datum's prior from the clusters' moments of the
-    #   latents weighted by the GMM's responsibilities (prior_from "responsibilities" or "last" only)
-    manifold: str = _option("none", "manifold",
+    #   (umap-learn), and the message back is each datum's prior from the clusters' moments of the
+    #   latents weighted by the GMM's responsibilities (prior_from "responsibilities" or "last" only).
+    #   None: umap where it runs (train and evaluate on one modality in one process, the naming game),
+    #   none for multimodal categories and under torchrun (chosen on the selection set; docs/accuracy.md)
+    manifold: Optional[str] = _option(None, "manifold",
         "none: the GMM clusters the latents; umap: it clusters their UMAP embedding (N2D), and its "
         "responsibilities come back as each image's prior in the latent space (--prior-from "
-        "responsibilities or last) (default: {default})")
+        "responsibilities or last) (default: {default})",
+        shown="umap; none for multimodal categories and under torchrun")
     # UMAP's n_components d (N2D's settings in this group)
     manifold_dim: int = _option(10, "manifold",
         "UMAP's n_components, the dimensions the GMM clusters (default: {default})")
@@ -284,23 +287,24 @@ class TrainConfig:
             raise ConfigError(f"prior_weight must be a non-negative finite number or None, got {self.prior_weight!r}.")
         if self.lr >= 1.0:
             raise ConfigError(f"lr = {self.lr!r} is far above any useful Adam learning rate; use e.g. 1e-3.")
-        gmm_dim, dim_name = ((self.manifold_dim, "manifold_dim") if self.manifold == "umap"
+        gmm_dim, dim_name = ((self.manifold_dim, "manifold_dim") if self.manifold_used == "umap"
                              else (self.latent_dim, "latent_dim"))  # the dimension the GMM clusters
         if self.wishart_dof is not None and not gmm_dim - 1 < self.wishart_dof < math.inf:
             raise ConfigError(
                 f"wishart_dof must exceed {dim_name} - 1 = {gmm_dim - 1}, got {self.wishart_dof!r}."
             )
         for name, choices in self.CHOICES.items():
-            if getattr(self, name) not in choices and not self._follows_manifold(name):
+            if getattr(self, name) not in choices and not self._follows_manifold(name) and not (
+                    name == "manifold" and self.manifold is None):
                 raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}.")
         if self.manifold_neighbors < 2:
             raise ConfigError(f"manifold_neighbors must be at least 2, got {self.manifold_neighbors!r}.")
         min_dist = self.manifold_min_dist
         if not (isinstance(min_dist, (int, float)) and not isinstance(min_dist, bool) and 0 <= min_dist <= 1):
             raise ConfigError(f"manifold_min_dist must be a number in [0, 1], got {min_dist!r}.")
-        if self.manifold == "umap" and self.prior_from not in ("responsibilities", "last"):
-            raise ConfigError(f"prior_from = {self.prior_from} is not supported with manifold = umap; use "
-                              "prior_from responsibilities or last.")
+        if self.manifold_used == "umap" and self.prior_from not in ("responsibilities", "last"):
+            raise ConfigError(f"prior_from = {self.prior_from} is not supported with manifold = umap (the "
+                              "default); use prior_from responsibilities or last, or manifold none.")
 
     def _follows_manifold(self, name):
         """True when field ``name`` is left None to follow the manifold (:attr:`FOLLOW_MANIFOLD`)."""
@@ -309,7 +313,18 @@ class TrainConfig:
     def followed(self, name):
         """The value field ``name`` of :attr:`FOLLOW_MANIFOLD` stands for: its own, or the manifold's."""
         value = getattr(self, name)
-        return self.FOLLOW_MANIFOLD[name][self.manifold] if value is None else value
+        return self.FOLLOW_MANIFOLD[name][self.manifold_used] if value is None else value
+
+    @property
+    def manifold_used(self):
+        """The manifold: ``manifold``, or with None umap (multimodal categories and torchrun runs
+        replace None by none before they start: :meth:`without_default_manifold`)."""
+        return "umap" if self.manifold is None else self.manifold
+
+    def without_default_manifold(self):
+        """This config with a default manifold (None) made ``"none"``: for the systems that run
+        without one (multimodal categories, torchrun). An explicit manifold is kept (they refuse it)."""
+        return self.replace(manifold="none") if self.manifold is None else self
 
     @property
     def gmm_prior_used(self):
@@ -344,7 +359,7 @@ class TrainConfig:
         or twice it with a manifold."""
         if self.round0_epochs is not None:
             return self.round0_epochs
-        return 2 * self.round_epochs if self.manifold == "umap" else -(-self.round_epochs // 2)
+        return 2 * self.round_epochs if self.manifold_used == "umap" else -(-self.round_epochs // 2)
 
     def round_kl_weight(self, iteration):
         """The KL weight of round ``iteration`` (round 0 has the N(0, I) prior)."""

@@ -234,14 +234,14 @@ def _evaluate_multimodal_seed(sources, config, seed, threads):
     """Scores of one seed of multimodal learning: round 0, apart (each modality's VAE alone as long,
     latents concatenated, the same GMM step), mutual, and alone_<i> (modality i's own
     single-modality mutual learning), by the final state and by the EM read-out."""
-    from .multimodal import fit_multimodal, load_views, modality_config
+    from .multimodal import fit_multimodal, load_views, modality_config, multimodal_config
 
     if threads is not None:
         set_threads(threads)
     views, labels = load_views(sources, max_samples=config.max_samples, seed=seed)
     if labels is None:
         raise ValueError(f"evaluate needs labelled data to score; none of {', '.join(sources)} has labels.")
-    seeded = config.replace(seed=seed)
+    seeded = multimodal_config(config.replace(seed=seed))  # alone_<i> too: the joint run's settings, no manifold
     started = time.perf_counter()
     mutual = fit_multimodal(views, seeded, labels=labels, progress=False, log=None)
     mutual_seconds = time.perf_counter() - started

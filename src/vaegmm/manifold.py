@@ -22,8 +22,8 @@ One module with one job, beside :class:`~vaegmm.modules.VAEModule` and
 UMAP runs single-threaded (a fixed random state turns its parallelism off; ``n_jobs=1``), its
 BLAS calls within the package's thread limit (:mod:`vaegmm.threads`).
 
-``umap-learn`` is an optional dependency (``pip install -e ".[manifold]"`` or
-``pip install umap-learn``), imported only when the module runs.
+``umap-learn`` is a dependency of the package (the default manifold), imported only when the
+module runs; an environment without it gets one sentence naming the install command.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def import_umap():
     try:
         import umap
     except ImportError:
-        raise ValueError("manifold = umap needs the umap-learn package, which is not installed; install it with "
-                         "`pip install umap-learn` (or `pip install -e \".[manifold]\"` in a checkout of vaegmm)."
+        raise ValueError("manifold = umap (the default for one modality) needs the umap-learn package, which is "
+                         "not installed; install it with `pip install umap-learn`, or run with manifold none."
                          ) from None
     return umap
 

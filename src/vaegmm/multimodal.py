@@ -42,7 +42,7 @@ from .mutual import check_data, resolve_device
 from .rundir import atomic_write_bytes, load_vae_file, write_file
 
 __all__ = ["VAEStep", "JointGMM", "TWO_VIEW_SETS", "load_views", "partner_view", "multimodal_graph", "modality_config",
-           "write_multimodal_report", "predict_multimodal", "infer_categories", "conditional_latents",
+           "write_multimodal_report", "predict_multimodal", "multimodal_config", "infer_categories", "conditional_latents",
            "fit_multimodal", "MultimodalResult", "cross_modal_recall"]
 
 # The two-view sets of mnist5k, and of its half mnist5k-a (2,500 digits: where settings are chosen).
@@ -145,6 +145,16 @@ class MultimodalResult:
         return self.graph["gmm"].gmm.gmm
 
 
+def multimodal_config(config):
+    """``config`` for multimodal categories: its default manifold made none (the joint GMM clusters
+    the modalities' latents); an explicit manifold is refused in one sentence."""
+    config = config.without_default_manifold()
+    if config.manifold != "none":
+        raise ValueError(f"manifold = {config.manifold} is not supported for multimodal categories (its GMM "
+                         "clusters the modalities' latents); drop --manifold.")
+    return config
+
+
 def fit_multimodal(datasets, config, *, labels=None, configs=None, sources=None, run_dir=None, resume=False,
                    overwrite=False, progress=True, log=print, stop_requested=None):
     """Train one VAE per modality and one GMM over all of them by mutual learning.
@@ -171,9 +181,8 @@ def fit_multimodal(datasets, config, *, labels=None, configs=None, sources=None,
     """
     if len(datasets) < 1:
         raise ValueError("fit_multimodal needs at least one modality.")
-    if config.manifold != "none":
-        raise ValueError(f"manifold = {config.manifold} is not supported for multimodal categories (its GMM "
-                         "clusters the modalities' latents); drop --manifold.")
+    config = multimodal_config(config)
+    configs = None if configs is None else [multimodal_config(c) for c in configs]
     counts = {len(d) for d in datasets}
     if len(counts) > 1:
         raise ValueError(f"The modalities hold {sorted(counts)} rows; paired modalities need the same number.")

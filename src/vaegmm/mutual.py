@@ -95,13 +95,14 @@ def check_data(dataset, config):
             f"use fewer clusters ({'max_clusters' if config.finds_k else 'n_clusters'}) or more data."
         )
     needed = max(config.manifold_neighbors, config.manifold_dim + 1)
-    if config.manifold != "none" and len(dataset) <= needed:
+    if config.manifold_used != "none" and len(dataset) <= needed:
         raise ValueError(
-            f"The data hold {len(dataset)} images but manifold = {config.manifold} with manifold_neighbors = "
+            f"The data hold {len(dataset)} images but manifold = {config.manifold_used}"
+            f"{' (the default)' if config.manifold is None else ''} with manifold_neighbors = "
             f"{config.manifold_neighbors} and manifold_dim = {config.manifold_dim} needs more than {needed}; "
-            "use more data or smaller manifold_neighbors and manifold_dim."
+            "use more data, smaller manifold_neighbors and manifold_dim, or manifold none."
         )
-    if config.manifold == "umap":
+    if config.manifold_used == "umap":
         import_umap()  # a missing package is named now, not after round 0's VAE has trained
     pixels = int(np.prod(dataset.image_shape))
     if config.latent_dim >= pixels:
@@ -123,12 +124,12 @@ def mutual_graph(dataset, config, device, *, distributed=None, shuffle=True, che
     graph = Graph()
     graph.add(VAEStep("vae", dataset, config, device, distributed=distributed, shuffle=shuffle,
                       checkpoint_every=checkpoint_every))
-    if config.manifold == "umap":
+    if config.manifold_used == "umap":
         graph.add(Embed("manifold", config, device))
         graph.wire("vae", "latents", "manifold")
     graph.add(GMMStep("gmm", config, device, distributed=distributed))
     graph.wire("vae", "latents", "gmm")
-    if config.manifold == "umap":
+    if config.manifold_used == "umap":
         graph.wire("manifold", "embedding", "gmm")
     graph.wire("gmm", "prior", "vae")
     return graph
@@ -267,13 +268,15 @@ def fit_mutual(
     -------
     MutualResult
     """
+    context = distributed if distributed is not None else SINGLE
+    if context.active:  # the manifold runs in one process: a torchrun run's default is none
+        config = config.without_default_manifold()
+        if config.manifold != "none":
+            raise ValueError(f"manifold = {config.manifold} runs in one process only; train it without torchrun "
+                             "(or with manifold none).")
     check_data(dataset, config)
     if not (isinstance(checkpoint_every, int) and checkpoint_every >= 1):
         raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}.")
-    context = distributed if distributed is not None else SINGLE
-    if context.active and config.manifold != "none":
-        raise ValueError(f"manifold = {config.manifold} runs in one process only; train it without torchrun "
-                         "(or with manifold none).")
     if resume and run_dir is None:
         raise ValueError("resume=True needs the run_dir of the run to continue.")
     device = resolve_device(config.device)

@@ -215,14 +215,14 @@ def naming_game_graph(views, config, mode, device):
     graph = Graph()
     for name, view in zip(AGENT_NAMES, views):
         graph.add(VAEStep(name, view, config, device))
-    if config.manifold == "umap":
+    if config.manifold_used == "umap":
         for name in AGENT_NAMES:
             graph.add(Embed(f"{name}_manifold", config, device))
             graph.wire(name, "latents", f"{name}_manifold")
     graph.add(NamingGame("game", config, mode, device))
     for name in AGENT_NAMES:
         graph.wire(name, "latents", "game")
-        if config.manifold == "umap":
+        if config.manifold_used == "umap":
             graph.wire(f"{name}_manifold", "embedding", "game")
         graph.wire("game", "prior", name)
     return graph

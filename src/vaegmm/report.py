@@ -189,7 +189,7 @@ def resolved_defaults(config):
     resolved = {}
     if config.round0_epochs is None:
         resolved["round0_epochs"] = (config.first_round_epochs, "default: half of vae_epochs, rounded up"
-                                     if config.manifold == "none" else "default: twice vae_epochs, with a manifold")
+                                     if config.manifold_used == "none" else "default: twice vae_epochs, with a manifold")
     if config.prior_weight is None:
         resolved["prior_weight"] = (config.round_kl_weight(1), "default: = kl_weight")
     if config.alpha is None:
@@ -198,9 +198,9 @@ def resolved_defaults(config):
                              if config.finds_k else "default for a fixed K")
     for field in config.FOLLOW_MANIFOLD:  # gmm_prior, vae_init, vae_epochs: the manifold's choice
         if getattr(config, field) is None:
-            resolved[field] = (config.followed(field), f"default with manifold = {config.manifold}")
+            resolved[field] = (config.followed(field), f"default with manifold = {config.manifold_used}")
     if config.wishart_dof is None:
-        resolved["wishart_dof"] = ((config.latent_dim, "default: = latent_dim") if config.manifold == "none"
+        resolved["wishart_dof"] = ((config.latent_dim, "default: = latent_dim") if config.manifold_used == "none"
                                    else (config.manifold_dim, "default: = manifold_dim"))
     return resolved
 
