@@ -31,7 +31,7 @@ RESULTS = HERE / "results.jsonl"
 # configuration with batch size 256 and the prior taken from the chain's last sweep. (The study
 # then made prior_from="responsibilities" the default: variant "prior-resp".)
 BASE = {"prior_from": "last", "vae_epochs": 100, "round0_epochs": 100, "gmm_init": "prior", "augment_rotation": 0.0,
-        "augment_shift": 0.0, "augment_scale": 0.0, "augment_target": "view"}  # explicit: the defaults changed since
+        "augment_shift": 0.0, "augment_scale": 0.0, "augment_target": "view", "manifold": "none"}  # explicit: the defaults changed since
 
 # Each variant: overrides of BASE.
 VARIANTS = {

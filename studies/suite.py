@@ -34,7 +34,7 @@ RESULTS = HERE / "suite_results.jsonl"
 # everything else the reference's), explicit so that the variants reproduce whatever the defaults.
 BASE = {"prior_from": "responsibilities", "vae_init": "retrain", "gmm_init": "prior", "augment_rotation": 0.0,
         "augment_shift": 0.0, "augment_scale": 0.0, "augment_target": "view", "round0_epochs": 100,
-        "mutual_iterations": 2, "vae_epochs": 100}
+        "mutual_iterations": 2, "vae_epochs": 100, "manifold": "none"}
 VIEWS = {"augment_rotation": 15.0, "augment_shift": 0.12, "augment_scale": 0.1}
 CLEAN = {**VIEWS, "augment_target": "clean"}
 FINE = {"vae_init": "warm", "round0_epochs": 100, "vae_epochs": 25, "mutual_iterations": 5}
