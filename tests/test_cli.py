@@ -42,7 +42,7 @@ API_SAMPLES = 600
 # Much smaller still: for the tests that only need some run in a directory.
 TINY_ARGS = [
     "--data", "digits", "--max-samples", "40", "--mutual-iterations", "1", "--vae-iter", "1",
-    "--gmm-iter", "1", "--latent-dim", "2", "--clusters", "3", "--quiet", "--no-figures", "--manifold", "none",
+    "--gmm-iter", "1", "--latent-dim", "2", "--clusters", "3", "--manifold", "none", "--quiet", "--no-figures",
 ]
 
 

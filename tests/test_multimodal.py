@@ -115,6 +115,19 @@ def test_modalities_with_their_own_vae_settings():
     assert [z.shape[1] for z in result.latents] == [3, 5]
 
 
+def test_block_diagonal_categories_keep_the_modalities_independent():
+    views, labels = load_views(["mnist5k-rotated"], max_samples=80, seed=0)
+    result = fit_multimodal(views, TrainConfig(**TINY, joint_covariance="block"), labels=labels, progress=False,
+                            log=None)
+    blocks = result.engine.outboxes[-1]["gmm"]["blocks"]
+    (start_a, stop_a), (start_b, stop_b) = blocks["vae_0"], blocks["vae_1"]
+    precisions = result.gmm.precisions_
+    assert stop_a == start_b and precisions.shape[1] == stop_b
+    assert np.all(precisions[:, start_a:stop_a, start_b:stop_b] == 0)
+    assert np.all(np.linalg.eigvalsh(precisions[:, start_b:stop_b, start_b:stop_b]) > 0)
+    assert result.graph["gmm"].config.manifold == "none"  # the default manifold is none for multimodal categories
+
+
 def test_cli_trains_two_files_and_resumes_nothing_when_finished(tmp_path, capsys):
     rng = np.random.default_rng(0)
     digits = load_dataset("digits", max_samples=90, seed=0)

@@ -349,11 +349,16 @@ class JointGMM(Module):
     their means are near-constant noise that would dominate the joint covariance and merge the
     clusters. An inactive dimension is sent N(0, 1) back, the prior it already matches.
 
+    ``config.joint_covariance`` sets each category's covariance over the concatenated active
+    dimensions: "full", or "block"-diagonal, one block per sender (``GibbsGMM(covariance_blocks=
+    ...)``: the modalities independent given the category, each block with the prior its own
+    latents would get).
+
     Parameters
     ----------
     name : str
     config : TrainConfig
-        Its GMM's fields (n_clusters, gmm_sweeps, gmm_chains, gmm_prior, prior_from, ...).
+        Its GMM's fields (n_clusters, gmm_sweeps, gmm_chains, gmm_prior, prior_from, joint_covariance, ...).
     device : torch.device, default=cpu
     active_variance : float, default=0.01
         The activity threshold (Burda et al.'s 10^-2); 0 clusters every dimension.
