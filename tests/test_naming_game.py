@@ -123,7 +123,8 @@ KILLED_GAME = """
 
     data = load_dataset("digits", max_samples=120, seed=0)
     config = TrainConfig(vae_epochs=3, round0_epochs=2, gmm_sweeps=4, mutual_iterations=2, latent_dim=3,
-                         hidden_dims=(16,), batch_size=32, n_clusters=4, gmm_chains=1, prior_from="last")
+                         hidden_dims=(16,), batch_size=32, n_clusters=4, gmm_chains=1, prior_from="last",
+                         manifold="none")  # (three processes; UMAP's compilation would be paid in each)
     fit_naming_game(data, config, run_dir=sys.argv[1], resume=sys.argv[3] == "resume", progress=False, log=None,
                     stop_requested=stop_requested)
 """
