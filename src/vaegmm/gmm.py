@@ -319,7 +319,7 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
             raise ValueError(
                 f"wishart_dof must exceed n_features - 1 = {n_features - 1}, got {dof:g}."
             )
-        blocks = self._check_blocks(n_features)
+        blocks = self._blocks = self._check_blocks(n_features)  # (read by the draws of this fit)
         data_mean = data_scale = None
         scaled = self.prior != "fixed"
         if scaled and (self.mean_prior is None or self.wishart_scale is None):
@@ -371,14 +371,14 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
         log_weights = sample_log_dirichlet(np.broadcast_to(np.asarray(self._alpha_value(), float), (K,)), rng)
         if self.init == "prior":
             precisions = sample_block_wishart(np.broadcast_to(scale_inv, (K, n_features, n_features)), np.full(K, dof),
-                                              self._check_blocks(n_features), rng, self._jitter_log)
+                                              self._blocks, rng, self._jitter_log)
             means = sample_means(
                 np.broadcast_to(mean_prior, (K, n_features)), np.full(K, self.beta),
                 cholesky(precisions, self._jitter_log), rng,
             )
         else:  # k-means++ seeding (Arthur & Vassilvitskii 2007) for the means
             expected = np.linalg.inv(scale_inv)  # E[Lambda] = nu W (per block, nu_b W_bb)
-            for block in block_slices(n_features, self._check_blocks(n_features)):
+            for block in block_slices(n_features, self._blocks):
                 expected[block, block] *= dof - n_features + block.stop - block.start
             precisions = np.broadcast_to(expected, (K, n_features, n_features)).copy()
             means = np.empty((K, n_features))
@@ -420,8 +420,7 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
         beta_hat, m_hat, scale_inv_hat, dof_hat = posterior_gauss_wishart(
             counts, sums, outer_sums, self.beta, centred_mean_prior, scale_inv, dof
         )
-        precisions = sample_block_wishart(scale_inv_hat, dof_hat, self._check_blocks(len(scale_inv)), rng,
-                                          self._jitter_log)
+        precisions = sample_block_wishart(scale_inv_hat, dof_hat, self._blocks, rng, self._jitter_log)
         precisions_chol = cholesky(precisions, self._jitter_log)
         means = sample_means(m_hat + shift, beta_hat, precisions_chol, rng)
         return log_weights, means, precisions, precisions_chol
@@ -547,7 +546,7 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
         occupied = np.empty(self.n_sweeps, dtype=np.int64)
         best = None  # (log posterior, sweep, parameters) of the most probable state so far
         constant = log_joint_constant(alpha, self.beta, scale_inv, dof, K, n_features,
-                                      blocks=self._check_blocks(n_features))
+                                      blocks=self._blocks)
         sweeps = range(self.n_sweeps)
         if self.progress:
             from tqdm.auto import tqdm
