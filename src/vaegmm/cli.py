@@ -74,6 +74,9 @@ def _parser():
     game.add_argument("--mode", choices=("mh", "none", "all"), default="mh",
                       help="the listener's rule: the Metropolis-Hastings test, reject all (no communication) "
                            "or accept all (default: %(default)s)")
+    game.add_argument("--start", choices=("random", "own"), default="random",
+                      help="the signs in round 0: uniformly at random (the paper's), or each agent's own GMM "
+                           "chain with agent B's categories renamed after the signs A speaks (default: %(default)s)")
     game.add_argument("--rotation", type=float, default=45.0,
                       help="degrees by which agent B's view is rotated (default: %(default)s)")
     game.add_argument("--config", help="config.json whose settings both agents use; flags given override it")
@@ -504,6 +507,7 @@ def _cmd_naming_game(args):
             raise ValueError("--resume continues a game and --overwrite deletes it; give one of them.")
         settings, config = _resumed(args)
         args.out, args.mode, args.rotation = args.resume, settings["mode"], settings["rotation"]
+        args.start = settings.get("start", "random")
     else:
         config = _train_config(args)
         if args.data and len(args.data) > 1:
@@ -512,10 +516,11 @@ def _cmd_naming_game(args):
     _set_threads(args.threads)
     dataset = load_dataset(config.data, max_samples=config.max_samples, seed=config.seed)
     print(f"data: {dataset.name}, {len(dataset)} images; agent A sees them, agent B rotated by {args.rotation:g} "
-          f"degrees; listener's rule: {args.mode}")
+          f"degrees; listener's rule: {args.mode}; signs start: {args.start}")
     try:
         with _DeferredInterrupt() as interrupt:
-            result = fit_naming_game(dataset, config, mode=args.mode, rotation=args.rotation, run_dir=args.out,
+            result = fit_naming_game(dataset, config, mode=args.mode, start=args.start, rotation=args.rotation,
+                                     run_dir=args.out,
                                      overwrite=args.overwrite, resume=bool(args.resume), progress=not args.quiet,
                                      stop_requested=lambda: interrupt.requested)
     except RunComplete as done:

@@ -58,6 +58,7 @@ from typing import Callable, List, Optional
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, cohen_kappa_score
 
 from . import plots
@@ -73,10 +74,11 @@ from .multimodal import VAEStep
 from .mutual import check_data, resolve_device
 from .rundir import RunDirectory, RunError, atomic_write_bytes, write_json
 
-__all__ = ["MODES", "NamingGame", "Embed", "GameScore", "NamingGameResult", "naming_game_graph", "fit_naming_game",
+__all__ = ["MODES", "STARTS", "NamingGame", "adopt_names", "Embed", "GameScore", "NamingGameResult", "naming_game_graph", "fit_naming_game",
            "rotated_view", "mh_acceptance", "write_game_report"]
 
 MODES = ("mh", "none", "all")
+STARTS = ("random", "own")
 AGENT_NAMES = ("agent_a", "agent_b")
 
 
@@ -101,6 +103,18 @@ def speak(gmm, latents, rng):
     return gmm.sample_assignments(latents, rng)
 
 
+def adopt_names(own, heard, n_names):
+    """The listener's own categories renamed after the names it heard for the same data: the
+    one-to-one renaming that makes the most data agree (the Hungarian method on the table of
+    co-occurrences, which the game's first turn of speaking gives the listener)."""
+    table = np.zeros((n_names, n_names), dtype=np.int64)
+    np.add.at(table, (own, heard), 1)
+    rows, columns = linear_sum_assignment(-table)
+    renamed = np.empty(n_names, dtype=np.int64)
+    renamed[rows] = columns
+    return renamed[own]
+
+
 def mh_acceptance(gmm, latents, proposed, current):
     """The listener's acceptance probability of each proposed sign,
     min(1, N(z_n | mu_{proposed}, Lambda^-1) / N(z_n | mu_{current}, Lambda^-1)) under its GMM."""
@@ -119,18 +133,22 @@ class NamingGame(Module):
     signs after every turn, for scoring). Its state: the agents' GMMs and signs.
     """
 
-    def __init__(self, name, config, mode, device, agents=AGENT_NAMES):
+    def __init__(self, name, config, mode, device, agents=AGENT_NAMES, start="random"):
         super().__init__(name)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.")
+        if start not in STARTS:
+            raise ValueError(f"start must be one of {', '.join(STARTS)}, got {start!r}.")
         if config.prior_from == "average":
             raise ValueError("prior_from = average is not defined for the naming game (its signs are not a Gibbs "
                              "chain's sweeps); use prior_from responsibilities, last or mixture.")
         self.config, self.mode, self.device, self.agents = config, mode, device, tuple(agents)
+        self.start = start
         self.gmms, self.signs = {}, {}
 
     def describe(self):
-        return {**super().describe(), "mode": self.mode}
+        # "start" only where it is not the paper's, so that games saved before it existed still resume.
+        return {**super().describe(), "mode": self.mode, **({"start": self.start} if self.start != "random" else {})}
 
     def step(self, inbox, context):
         config = self.config
@@ -140,12 +158,16 @@ class NamingGame(Module):
         agent_seeds = context.seed.spawn(len(self.agents) + 1)
         rng = np.random.default_rng(agent_seeds[-1])
         # Each GMM's parameters given the new latents and the signs it holds. Round 0: the signs start
-        # uniformly at random (mh, all: the categories emerge in the game), or from the agent's own Gibbs
-        # chain (none: what each agent finds alone).
+        # uniformly at random (start="random", the paper's: the categories emerge in the game), or from
+        # each agent's own Gibbs chain (start="own", and always with mode="none": what each agent finds
+        # alone), the later agents renaming their categories after the names the first speaks for them.
         for agent, seed in zip(self.agents, agent_seeds):
             module = GMMModule(config, None, self.device)
-            if agent not in self.signs and self.mode == "none":
+            if agent not in self.signs and (self.mode == "none" or self.start == "own"):
                 self.signs[agent] = module.fit(clustered[agent], seed, progress=context.progress).gmm.labels_.copy()
+                if self.mode != "none" and agent != self.agents[0]:
+                    self.signs[agent] = adopt_names(self.signs[agent], self.signs[self.agents[0]],
+                                                    config.cluster_slots)
             elif agent not in self.signs:
                 self.signs[agent] = rng.integers(config.cluster_slots, size=len(clustered[agent]))
             self.gmms[agent] = module.sampler(clustered[agent])  # its prior follows the round's latents
@@ -210,7 +232,7 @@ class GameScore:
         return row
 
 
-def naming_game_graph(views, config, mode, device):
+def naming_game_graph(views, config, mode, device, start="random"):
     """The graph of the game: each agent's VAE (and, with a manifold, its Embed), and the game."""
     graph = Graph()
     for name, view in zip(AGENT_NAMES, views):
@@ -219,7 +241,7 @@ def naming_game_graph(views, config, mode, device):
         for name in AGENT_NAMES:
             graph.add(Embed(f"{name}_manifold", config, device))
             graph.wire(name, "latents", f"{name}_manifold")
-    graph.add(NamingGame("game", config, mode, device))
+    graph.add(NamingGame("game", config, mode, device, start=start))
     for name in AGENT_NAMES:
         graph.wire(name, "latents", "game")
         if config.manifold_used == "umap":
@@ -233,6 +255,7 @@ def fit_naming_game(
     config,
     *,
     mode="mh",
+    start="random",
     rotation=45.0,
     run_dir=None,
     overwrite=False,
@@ -253,6 +276,10 @@ def fit_naming_game(
         round, each a turn of A speaking then B speaking; ``prior_from`` the message to the VAEs).
     mode : {"mh", "none", "all"}
         The listener's rule: the Metropolis-Hastings test, reject all, or accept all.
+    start : {"random", "own"}
+        The signs in round 0: uniformly at random (the paper's), or each agent's own Gibbs chain
+        (a single run's GMM step) with agent B's categories renamed after the signs A speaks for
+        them (:func:`adopt_names`). ``mode="none"`` always starts from the agents' own chains.
     run_dir : path, default=None
         Where to write the game's directory (see the module docstring); nothing if None. A
         finished game is kept and a different one refused unless ``overwrite``.
@@ -268,18 +295,21 @@ def fit_naming_game(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.")
+    if start not in STARTS:
+        raise ValueError(f"start must be one of {', '.join(STARTS)}, got {start!r}.")
     if not math.isfinite(rotation):
         raise ValueError(f"rotation must be a finite number of degrees, got {rotation!r}.")
     check_data(dataset, config)
     device = resolve_device(config.device)
     labels = dataset.labels
     views = (dataset, rotated_view(dataset, rotation))
-    graph = naming_game_graph(views, config, mode, device)
-    settings = {"mode": mode, "rotation": rotation, "data": dataset.name, "config": config.to_dict()}
+    graph = naming_game_graph(views, config, mode, device, start=start)
+    settings = {"mode": mode, "rotation": rotation, "data": dataset.name, "config": config.to_dict(),
+                **({"start": start} if start != "random" else {})}
 
     directory = None
     if run_dir is not None:
-        directory = GameDirectory(run_dir, views, labels, mode, rotation, config)
+        directory = GameDirectory(run_dir, views, labels, mode, rotation, config, start)
     result = run(graph, config.mutual_iterations, seed=config.seed, directory=directory, resume=resume,
                  overwrite=overwrite, observers=[GameScore(labels)] if labels is not None else [],
                  progress=progress, log=log, stop_requested=stop_requested, settings=settings,
@@ -291,13 +321,14 @@ class GameDirectory(GraphDirectory):
     """The game's directory: the engine's graph.json and checkpoint.pt, and the game's own layout
     (game.json, metrics.json, each agent's run directory)."""
 
-    def __init__(self, path, views, labels, mode, rotation, config):
+    def __init__(self, path, views, labels, mode, rotation, config, start="random"):
         super().__init__(path, files=("game.json", "report.md", *AGENT_NAMES))
         self.views, self.labels, self.mode, self.rotation, self.config = views, labels, mode, rotation, config
+        self.start = start
 
     def write_round(self, round_index, outboxes, metrics, graph):
         _save_round(self.path, graph, self.views, self.labels, round_index, outboxes, metrics, self.mode,
-                    self.rotation, self.config)
+                    self.rotation, self.config, self.start)
 
 
 def _record(row):
@@ -310,13 +341,13 @@ def _record(row):
     return record
 
 
-def _save_round(root, graph, views, labels, iteration, outboxes, rows, mode, rotation, config):
+def _save_round(root, graph, views, labels, iteration, outboxes, rows, mode, rotation, config, start):
     """Write a finished round: each agent's run directory (``vaegmm report --run`` works on it) and
     the game's metrics.json."""
     game_outbox = outboxes["game"]
     if iteration == 0:
-        write_json(root / "game.json", {"mode": mode, "rotation": rotation, "agents": list(AGENT_NAMES),
-                                        "config": config.to_dict()})
+        write_json(root / "game.json", {"mode": mode, "start": start, "rotation": rotation,
+                                        "agents": list(AGENT_NAMES), "config": config.to_dict()})
     for index, (name, view) in enumerate(zip(AGENT_NAMES, views)):
         run = RunDirectory(root / name)
         if iteration == 0:
