@@ -1,18 +1,21 @@
 """The Metropolis-Hastings naming game: its acceptance rule and sign draws against
 direct formulas, its baselines, and the command end to end."""
 
+import itertools
 import json
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
 from test_engine import kill_and_resume
 from vaegmm.cli import main
 from vaegmm.config import TrainConfig
 from vaegmm.data import load_dataset
+from vaegmm.engine import Inbox, StepContext
 from vaegmm.gmm import GibbsGMM
-from vaegmm.naming_game import fit_naming_game, mh_acceptance, rotated_view, speak
+from vaegmm.naming_game import NamingGame, adopt_names, fit_naming_game, mh_acceptance, rotated_view, speak
 
 
 def _blobs(seed=0, n=300):
@@ -55,6 +58,33 @@ def test_resample_parameters_draws_from_the_posterior_given_labels():
     assert np.array_equal(gmm.labels_, labels)
     with pytest.raises(ValueError, match="labels must be 3000 integers in 0..2"):
         gmm.resample_parameters(X, np.full(len(X), 3))
+
+
+def test_adopt_names_is_the_renaming_with_the_most_agreement():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        heard = rng.integers(4, size=60)
+        own = np.where(rng.random(60) < 0.6, rng.permutation(4)[heard], rng.integers(4, size=60))
+        best = max((np.mean(np.asarray(p)[own] == heard), p) for p in itertools.permutations(range(4)))[0]
+        renamed = adopt_names(own, heard, 4)
+        assert np.mean(renamed == heard) == pytest.approx(best)
+        assert len({(a, b) for a, b in zip(own, renamed)}) == len(set(own))  # one new name per category
+    assert np.array_equal(adopt_names(np.array([2, 2, 0, 1]), np.array([0, 0, 1, 2]), 3), [0, 0, 1, 2])
+
+
+def test_the_own_start_begins_from_agreeing_categories():
+    X, _ = _blobs(n=600)
+    turned = X @ np.array([[0.0, -1.0], [1.0, 0.0]])  # agent B's view: the same data, rotated
+    config = TrainConfig(n_clusters=3, gmm_sweeps=1, gmm_prior="data", gmm_chains=1, manifold="none", device="cpu")
+    inbox = Inbox([("agent_a", "latents", X), ("agent_b", "latents", turned)])
+    first_turn = {}
+    for start in ("own", "random"):
+        game = NamingGame("game", config, "mh", torch.device("cpu"), start=start)
+        first_turn[start] = game.step(inbox, StepContext(0, np.random.SeedSequence(0)))["kappa"]
+    assert first_turn["own"] > 0.95 and first_turn["random"] < 0.5, first_turn
+    assert game.describe()["mode"] == "mh" and "start" not in game.describe()  # games saved before it resume
+    with pytest.raises(ValueError, match="start must be one of own, random"):
+        NamingGame("game", config, "mh", torch.device("cpu"), start="agreed")
 
 
 def test_rotated_view_turns_the_images():
@@ -114,6 +144,7 @@ def test_naming_game_command_writes_metrics_reports_and_agent_runs(tmp_path, cap
     assert main(["naming-game", "--out", str(out), *flags, "--mode", "all"]) == 2  # a different game is refused
     assert "different run" in capsys.readouterr().err
     assert (out / "metrics.json").read_bytes() == before
+    assert json.loads((out / "game.json").read_text())["start"] == "own"
 
 
 KILLED_GAME = """

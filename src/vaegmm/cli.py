@@ -74,9 +74,9 @@ def _parser():
     game.add_argument("--mode", choices=("mh", "none", "all"), default="mh",
                       help="the listener's rule: the Metropolis-Hastings test, reject all (no communication) "
                            "or accept all (default: %(default)s)")
-    game.add_argument("--start", choices=("random", "own"), default="random",
-                      help="the signs in round 0: uniformly at random (the paper's), or each agent's own GMM "
-                           "chain with agent B's categories renamed after the signs A speaks (default: %(default)s)")
+    game.add_argument("--start", choices=("own", "random"), default="own",
+                      help="the signs in round 0: each agent's own GMM chain, agent B's categories renamed after "
+                           "the signs A speaks; or uniformly at random, the paper's (default: %(default)s)")
     game.add_argument("--rotation", type=float, default=45.0,
                       help="degrees by which agent B's view is rotated (default: %(default)s)")
     game.add_argument("--config", help="config.json whose settings both agents use; flags given override it")

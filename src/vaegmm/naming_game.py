@@ -9,9 +9,12 @@ share. One round:
 
 1. each agent's VAE step against the prior its own GMM sent (N(0, I) in round 0); each sends its
    GMM the latents z of its view;
-2. each GMM draws its parameters given the new latents and the signs it holds; in round 0 the
-   signs start uniformly at random, as in the paper (``mode="none"``: from the agent's own Gibbs
-   chain, what it finds alone);
+2. each GMM draws its parameters given the new latents and the signs it holds. In round 0 each
+   agent's signs start from its own Gibbs chain (a single run's GMM step), and agent B renames its
+   categories after the signs A speaks for the same data (:func:`adopt_names`), so the game starts
+   from the categories each agent finds and from A's names for them (``start="own"``, the
+   default); or, as in the paper, uniformly at random (``start="random"``: the categories too come
+   out of the game). ``mode="none"`` keeps each agent's own chain, unrenamed;
 3. ``gmm_sweeps`` turns of the game; in each, A speaks to B, then B to A:
 
    - the speaker draws a sign per datum from its posterior, w_n ~ p(w | z_n^Sp, pi^Sp, mu^Sp, Lambda^Sp);
@@ -78,7 +81,7 @@ __all__ = ["MODES", "STARTS", "NamingGame", "adopt_names", "Embed", "GameScore",
            "rotated_view", "mh_acceptance", "write_game_report"]
 
 MODES = ("mh", "none", "all")
-STARTS = ("random", "own")
+STARTS = ("own", "random")
 AGENT_NAMES = ("agent_a", "agent_b")
 
 
@@ -133,7 +136,7 @@ class NamingGame(Module):
     signs after every turn, for scoring). Its state: the agents' GMMs and signs.
     """
 
-    def __init__(self, name, config, mode, device, agents=AGENT_NAMES, start="random"):
+    def __init__(self, name, config, mode, device, agents=AGENT_NAMES, start="own"):
         super().__init__(name)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.")
@@ -232,7 +235,7 @@ class GameScore:
         return row
 
 
-def naming_game_graph(views, config, mode, device, start="random"):
+def naming_game_graph(views, config, mode, device, start="own"):
     """The graph of the game: each agent's VAE (and, with a manifold, its Embed), and the game."""
     graph = Graph()
     for name, view in zip(AGENT_NAMES, views):
@@ -255,7 +258,7 @@ def fit_naming_game(
     config,
     *,
     mode="mh",
-    start="random",
+    start="own",
     rotation=45.0,
     run_dir=None,
     overwrite=False,
@@ -276,10 +279,10 @@ def fit_naming_game(
         round, each a turn of A speaking then B speaking; ``prior_from`` the message to the VAEs).
     mode : {"mh", "none", "all"}
         The listener's rule: the Metropolis-Hastings test, reject all, or accept all.
-    start : {"random", "own"}
-        The signs in round 0: uniformly at random (the paper's), or each agent's own Gibbs chain
-        (a single run's GMM step) with agent B's categories renamed after the signs A speaks for
-        them (:func:`adopt_names`). ``mode="none"`` always starts from the agents' own chains.
+    start : {"own", "random"}
+        The signs in round 0: each agent's own Gibbs chain (a single run's GMM step) with agent
+        B's categories renamed after the signs A speaks for them (:func:`adopt_names`), or
+        uniformly at random (the paper's). ``mode="none"`` always starts from the agents' own chains.
     run_dir : path, default=None
         Where to write the game's directory (see the module docstring); nothing if None. A
         finished game is kept and a different one refused unless ``overwrite``.
@@ -321,7 +324,7 @@ class GameDirectory(GraphDirectory):
     """The game's directory: the engine's graph.json and checkpoint.pt, and the game's own layout
     (game.json, metrics.json, each agent's run directory)."""
 
-    def __init__(self, path, views, labels, mode, rotation, config, start="random"):
+    def __init__(self, path, views, labels, mode, rotation, config, start="own"):
         super().__init__(path, files=("game.json", "report.md", *AGENT_NAMES))
         self.views, self.labels, self.mode, self.rotation, self.config = views, labels, mode, rotation, config
         self.start = start
