@@ -187,16 +187,33 @@ def test_cli_refuses_unpaired_files_in_one_sentence(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def test_cli_refuses_the_manifold_for_multimodal_categories_in_one_sentence(tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    for name in ("a", "b"):
-        np.savez(tmp_path / f"{name}.npz", x=rng.integers(0, 256, size=(30, 8, 8), dtype=np.uint8))
-    code = main(["train", "--data", str(tmp_path / "a.npz"), "--data", str(tmp_path / "b.npz"),
-                 "--manifold", "umap", "--out", str(tmp_path / "run")])
-    assert code == 2
-    error = capsys.readouterr().err.strip()
-    assert error.count("\n") == 0 and "not supported for multimodal categories" in error and "--manifold" in error
-    assert not (tmp_path / "run").exists()
+def test_the_manifold_embeds_the_joined_latents_and_sends_each_modality_its_latent_moments(tmp_path):
+    from vaegmm.manifold import ManifoldModule
+    from vaegmm.multimodal import predict_multimodal
+
+    views, labels = load_views(["mnist5k-rotated"], max_samples=120, seed=0)
+    config = TrainConfig(**TINY, manifold="umap", manifold_dim=3)
+    result = fit_multimodal(views, config, labels=labels, run_dir=tmp_path / "run", progress=False, log=None)
+    last = result.engine.outboxes[-1]
+    embedding = last["manifold"]["embedding"]
+    assert embedding.shape == (120, 3) and result.gmm.means_.shape[1] == 3  # the GMM clustered the embedding
+    weights = result.gmm.predict_proba(embedding)
+    folder = tmp_path / "run" / "round_1"
+    with np.load(folder / "gmm" / "gmm.npz") as saved:  # the categories over the latents, block-diagonal
+        latent_means, latent_precisions = saved["mu"], saved["Lambda"]
+    for name, (start, stop) in last["gmm"]["blocks"].items():
+        active = np.asarray(last["gmm"]["active"][name])
+        expected = ManifoldModule(config, torch.device("cpu")).message(weights, last[name]["latents"][:, active])
+        np.testing.assert_allclose(last["gmm"]["prior"][name].mean.numpy()[:, active], expected.mean.numpy(),
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(latent_means[:, start:stop], weights.T @ last[name]["latents"][:, active]
+                                   / weights.sum(axis=0)[:, None], rtol=1e-6, atol=1e-8)
+    (_, split), _ = last["gmm"]["blocks"].values()
+    assert np.all(latent_precisions[:, :split, split:] == 0)
+    assert (folder / "manifold" / "manifold.pkl").exists() and (folder / "gmm" / "embedding_gmm.npz").exists()
+    np.savez(tmp_path / "a.npz", x=np.round(views[0].images * 255).astype(np.uint8), y=labels)
+    recalled = predict_multimodal(tmp_path / "run", {"vae_0": str(tmp_path / "a.npz")})
+    assert recalled["assignments"].shape == (120,) and recalled["recalled"]["vae_1"].shape == (120, 28, 28)
 
 
 def test_the_gaussian_decoder_is_the_normal_log_density():

@@ -241,14 +241,16 @@ def _evaluate_multimodal_seed(sources, config, seed, threads):
     views, labels = load_views(sources, max_samples=config.max_samples, seed=seed)
     if labels is None:
         raise ValueError(f"evaluate needs labelled data to score; none of {', '.join(sources)} has labels.")
-    seeded = multimodal_config(config.replace(seed=seed))  # alone_<i> too: the joint run's settings, no manifold
+    seeded = multimodal_config(config.replace(seed=seed))  # alone_<i> too: the joint run's settings and manifold
     started = time.perf_counter()
     mutual = fit_multimodal(views, seeded, labels=labels, progress=False, log=None)
     mutual_seconds = time.perf_counter() - started
     apart = fit_multimodal(views, apart_config(seeded), labels=labels, progress=False, log=None)
     names = [f"vae_{m}" for m in range(len(views))]
 
-    def joint(outboxes):
+    def joint(outboxes):  # what the GMM clustered: the latents side by side, or with a manifold their embedding
+        if "manifold" in outboxes:
+            return outboxes["manifold"]["embedding"]
         return np.concatenate([outboxes[name]["latents"] for name in names], axis=1)
 
     def score(outboxes):
@@ -265,7 +267,9 @@ def _evaluate_multimodal_seed(sources, config, seed, threads):
     for i, view in enumerate(views):
         alone = fit_mutual(view, modality_config(seeded, view), progress=False, log=None)  # as in the joint run
         result[f"alone_{i}"] = _scores(alone.rounds[-1].metrics)
-        result["readout"][f"alone_{i}"] = readout_metrics(alone.rounds[-1].latents, labels, config.n_clusters, seed)
+        last = alone.rounds[-1]
+        result["readout"][f"alone_{i}"] = readout_metrics(last.latents if last.embedding is None else last.embedding,
+                                                          labels, config.n_clusters, seed)
     return result
 
 

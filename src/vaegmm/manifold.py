@@ -28,6 +28,7 @@ module runs; an environment without it gets one sentence naming the install comm
 
 from __future__ import annotations
 
+import pickle
 import warnings
 
 import numpy as np
@@ -36,7 +37,7 @@ from .engine import Module
 from .messages import PriorMessage, mixture_moments
 from .threads import limit_threads
 
-__all__ = ["ManifoldModule", "Embed", "import_umap", "latent_cluster_moments", "manifold_seed", "MANIFOLD_PRIORS",
+__all__ = ["ManifoldModule", "Embed", "JointEmbed", "import_umap", "latent_cluster_moments", "manifold_seed", "MANIFOLD_PRIORS",
            "RIDGE"]
 
 MANIFOLD_PRIORS = ("responsibilities", "last")  # the prior_from values the manifold's message supports
@@ -195,3 +196,34 @@ class Embed(Module):
     def step(self, inbox, context):
         embedding = self.manifold.forward(inbox["latents"], manifold_seed(context.seed))
         return {"embedding": embedding, "model": self.manifold.model}
+
+
+class JointEmbed(Module):
+    """The manifold of multimodal categories: UMAP embeds the concatenated active latents of every
+    module that sends it ``"latents"`` (the modalities, rows paired; active as
+    :class:`~vaegmm.modules.JointGMM` counts them), so that the neighbourhood graph joins what the
+    modalities show of each datum. Sends ``"embedding"`` and ``"model"``; saves ``manifold.pkl``
+    (the fitted UMAP) and ``embedding.npy``."""
+
+    def __init__(self, name, config, device, active_variance=0.01):
+        super().__init__(name)
+        self.config, self.active_variance = config, float(active_variance)
+        self.manifold = ManifoldModule(config, device)
+
+    def describe(self):
+        return {**super().describe(), "active_variance": self.active_variance}
+
+    def step(self, inbox, context):
+        from .modules import active_dimensions, paired_latents
+
+        parts = paired_latents(inbox, self.name)
+        joined = np.concatenate([latents[:, active_dimensions(latents, self.active_variance)]
+                                 for _, latents in parts], axis=1)
+        embedding = self.manifold.forward(joined, manifold_seed(context.seed))
+        return {"embedding": embedding, "model": self.manifold.model}
+
+    def save(self, folder, outbox):
+        from .rundir import atomic_write_bytes, write_file
+
+        atomic_write_bytes(folder / "manifold.pkl", pickle.dumps(outbox["model"], protocol=pickle.HIGHEST_PROTOCOL))
+        write_file(folder / "embedding.npy", lambda f: np.save(f, outbox["embedding"]))

@@ -372,38 +372,44 @@ class JointGMM(Module):
         self.device = torch.device("cpu") if device is None else device
         self.gmm = GMMModule(config, None, self.device)
         self.previous = None  # the last round's assignments (chain_init="previous")
+        self.latent_model = None  # with a manifold: the categories' latent moments (block_latent_model)
 
     def describe(self):
         return {**super().describe(), "active_variance": self.active_variance}
 
     def active(self, latents):
         """The dimensions of ``latents`` it clusters: the active ones (the most varied if none is)."""
-        variance = latents.var(axis=0)
-        active = variance > self.active_variance
-        if not active.any():
-            active[np.argmax(variance)] = True
-        return active
+        return active_dimensions(latents, self.active_variance)
 
     def step(self, inbox, context):
-        parts = inbox.each("latents")
-        if not parts:
-            raise ValueError(f"Module {self.name!r} was sent no latents; wire a VAE's latents to it.")
-        lengths = {len(latents) for _, latents in parts}
-        if len(lengths) > 1:
-            raise ValueError(f"Module {self.name!r} was sent latents of {sorted(lengths)} rows; the modalities' rows "
-                             "must be paired (the same N).")
+        parts = paired_latents(inbox, self.name)
         actives = {source: self.active(latents) for source, latents in parts}
         clustered = np.concatenate([latents[:, actives[source]] for source, latents in parts], axis=1)
         previous = self.previous if self.config.chain_init == "previous" else None
         sizes = [int(actives[source].sum()) for source, _ in parts]
-        self.gmm.fit(clustered, context.seed, previous, progress=context.progress,
-                     blocks=sizes if self.config.joint_covariance == "block" else None)
-        message = self.gmm.message()
         edges = np.cumsum([0] + sizes)
         blocks = {source: (int(start), int(stop)) for (source, _), start, stop in zip(parts, edges[:-1], edges[1:])}
-        prior = Addressed({source: _expand(message.block(*blocks[source]), actives[source]) for source, _ in parts})
+        embedding = inbox.get("embedding")
+        if embedding is None:
+            self.gmm.fit(clustered, context.seed, previous, progress=context.progress,
+                         blocks=sizes if self.config.joint_covariance == "block" else None)
+            message = self.gmm.message()
+            prior = {source: _expand(message.block(*blocks[source]), actives[source]) for source, _ in parts}
+            self.latent_model = None
+        else:  # a manifold between: cluster its embedding; the message from the clusters' latent moments
+            from .manifold import ManifoldModule
+
+            self.gmm.fit(embedding, context.seed, previous, progress=context.progress)
+            gmm = self.gmm.gmm
+            weights = (np.eye(gmm.means_.shape[0])[gmm.labels_] if self.config.prior_from == "last"
+                       else gmm.predict_proba(embedding))
+            manifold, prior, moments = ManifoldModule(self.config, self.device), {}, []
+            for source, latents in parts:
+                prior[source] = _expand(manifold.message(weights, latents[:, actives[source]]), actives[source])
+                moments.append(manifold.clusters)
+            self.latent_model = block_latent_model(moments)
         self.previous = self.gmm.gmm.labels_.copy()
-        return {"assignments": self.previous, "prior": prior, "blocks": blocks,
+        return {"assignments": self.previous, "prior": Addressed(prior), "blocks": blocks,
                 "active": {source: active.tolist() for source, active in actives.items()},
                 "log_posterior": float(self.gmm.gmm.log_posterior_[self.gmm.gmm.reported_sweep_])}
 
@@ -415,7 +421,13 @@ class JointGMM(Module):
 
     def save(self, folder, outbox):
         gmm = self.gmm.gmm
-        write_file(folder / "gmm.npz", lambda f: np.savez(f, mu=gmm.means_, Lambda=gmm.precisions_, pi=gmm.weights_))
+        if self.latent_model is None:
+            write_file(folder / "gmm.npz", lambda f: np.savez(f, mu=gmm.means_, Lambda=gmm.precisions_,
+                                                              pi=gmm.weights_))
+        else:  # gmm.npz: the categories over the latents (what predict and the figures read); the embedding's GMM
+            write_file(folder / "gmm.npz", lambda f: np.savez(f, **self.latent_model))
+            write_file(folder / "embedding_gmm.npz", lambda f: np.savez(f, mu=gmm.means_, Lambda=gmm.precisions_,
+                                                                        pi=gmm.weights_))
         write_file(folder / "assignments.npy", lambda f: np.save(f, outbox["assignments"]))
         write_json(folder / "history.json", {"sweeps": self.gmm.sweeps, "blocks": outbox["blocks"],
                                              "active": outbox["active"]})
@@ -423,6 +435,41 @@ class JointGMM(Module):
     def summary(self, outbox):
         return {"log_posterior": outbox["log_posterior"],
                 "active_dims": int(sum(sum(active) for active in outbox["active"].values()))}
+
+
+def active_dimensions(latents, threshold):
+    """The active dimensions of ``latents`` (N, L), a boolean mask: those whose values vary across
+    the data by more than ``threshold`` (the most varied one if none does)."""
+    variance = latents.var(axis=0)
+    active = variance > threshold
+    if not active.any():
+        active[np.argmax(variance)] = True
+    return active
+
+
+def paired_latents(inbox, name):
+    """[(source, latents), ...] of every ``"latents"`` delivery in ``inbox``, checked to be paired."""
+    parts = inbox.each("latents")
+    if not parts:
+        raise ValueError(f"Module {name!r} was sent no latents; wire a VAE's latents to it.")
+    lengths = {len(latents) for _, latents in parts}
+    if len(lengths) > 1:
+        raise ValueError(f"Module {name!r} was sent latents of {sorted(lengths)} rows; the modalities' rows must be "
+                         "paired (the same N).")
+    return parts
+
+
+def block_latent_model(moments):
+    """The categories as a GMM over the concatenated (active) latents, from each modality's cluster
+    moments (``ManifoldModule.clusters``: "pi", "mu", "covariance"): the means side by side and
+    block-diagonal precisions (the modalities independent given the category), as ``gmm.npz``'s
+    arrays {"mu", "Lambda", "pi"}."""
+    from scipy.linalg import block_diag
+
+    means = np.concatenate([m["mu"] for m in moments], axis=1)
+    precisions = np.stack([block_diag(*[np.linalg.inv(m["covariance"][k]) for m in moments])
+                           for k in range(means.shape[0])])
+    return {"mu": means, "Lambda": 0.5 * (precisions + precisions.transpose(0, 2, 1)), "pi": moments[0]["pi"]}
 
 
 def _expand(message, active):

@@ -37,6 +37,7 @@ import torch
 
 from .data import DataError, ImageDataset, load_dataset
 from .engine import Graph, GraphResult, LabelScore, run
+from .manifold import JointEmbed
 from .modules import JointGMM, VAEStep  # noqa: F401 - VAEStep, JointGMM: this system's modules
 from .mutual import check_data, resolve_device
 from .rundir import atomic_write_bytes, load_vae_file, write_file
@@ -125,10 +126,16 @@ def multimodal_graph(datasets, config, configs=None, device=None):
     for name, dataset, vae_config in zip(names, datasets, configs):
         graph.add(VAEStep(name, dataset, vae_config, device))
     gmm_config = config.replace(latent_dim=sum(c.latent_dim for c in configs), wishart_dof=None)
+    if config.manifold_used == "umap":
+        graph.add(JointEmbed("manifold", config, device))
+        for name in names:
+            graph.wire(name, "latents", "manifold")
     graph.add(JointGMM("gmm", gmm_config, device))
     for name in names:
         graph.wire(name, "latents", "gmm")
         graph.wire("gmm", "prior", name)
+    if config.manifold_used == "umap":
+        graph.wire("manifold", "embedding", "gmm")
     return graph
 
 
@@ -147,12 +154,9 @@ class MultimodalResult:
 
 def multimodal_config(config):
     """``config`` for multimodal categories: its default manifold made none (the joint GMM clusters
-    the modalities' latents); an explicit manifold is refused in one sentence."""
-    config = config.without_default_manifold()
-    if config.manifold != "none":
-        raise ValueError(f"manifold = {config.manifold} is not supported for multimodal categories (its GMM "
-                         "clusters the modalities' latents); drop --manifold.")
-    return config
+    the modalities' latents); ``manifold="umap"`` given explicitly is kept (UMAP embeds the
+    concatenated latents and the GMM clusters the embedding)."""
+    return config.without_default_manifold()
 
 
 def fit_multimodal(datasets, config, *, labels=None, configs=None, sources=None, run_dir=None, resume=False,
