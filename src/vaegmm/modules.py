@@ -354,6 +354,12 @@ class JointGMM(Module):
     ...)``: the modalities independent given the category, each block with the prior its own
     latents would get).
 
+    When it is also sent an ``"embedding"`` (from :class:`~vaegmm.manifold.JointEmbed`), it
+    clusters that instead, and each sender's prior is the moment-matched mixture of its own
+    latents' moments per category, weighted by the responsibilities (``ManifoldModule.message``);
+    ``latent_model`` keeps those moments as a block-diagonal GMM over the latents (saved as
+    ``gmm.npz``; the embedding's GMM as ``embedding_gmm.npz``).
+
     Parameters
     ----------
     name : str

@@ -14,6 +14,13 @@ modality m is the marginal, over m's block, of the datum's prior over the whole 
 that every modality's latent shaped). That is the message each modality lacks alone: which
 category the *other* modalities put the datum in.
 
+With ``manifold="umap"`` (given explicitly; multimodal runs default to none) a third module,
+:class:`~vaegmm.manifold.JointEmbed` "manifold", embeds the concatenated active latents with UMAP;
+the GMM clusters that embedding, and each VAE's prior is built from the moments of *its own*
+latents in each category, weighted by the GMM's responsibilities (as a single run's manifold
+does). ``gmm.npz`` then holds those moments as categories over the concatenated latents
+(block-diagonal), which is what ``predict`` (any subset of the modalities) and the figures read.
+
 Rows are paired: row n of every modality is the same datum. Built-in two-view sets (from
 ``mnist5k``, 5,000 digits; ``mnist5k-a-rotated`` and ``mnist5k-a-partner`` the same from its half
 ``mnist5k-a``, where settings are chosen):
