@@ -520,9 +520,8 @@ def _cmd_naming_game(args):
     try:
         with _DeferredInterrupt() as interrupt:
             result = fit_naming_game(dataset, config, mode=args.mode, start=args.start, rotation=args.rotation,
-                                     run_dir=args.out,
-                                     overwrite=args.overwrite, resume=bool(args.resume), progress=not args.quiet,
-                                     stop_requested=lambda: interrupt.requested)
+                                     run_dir=args.out, overwrite=args.overwrite, resume=bool(args.resume),
+                                     progress=not args.quiet, stop_requested=lambda: interrupt.requested)
     except RunComplete as done:
         print(f"vaegmm: {done}")
         return 0

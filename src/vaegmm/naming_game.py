@@ -77,8 +77,8 @@ from .multimodal import VAEStep
 from .mutual import check_data, resolve_device
 from .rundir import RunDirectory, RunError, atomic_write_bytes, write_json
 
-__all__ = ["MODES", "STARTS", "NamingGame", "adopt_names", "Embed", "GameScore", "NamingGameResult", "naming_game_graph", "fit_naming_game",
-           "rotated_view", "mh_acceptance", "write_game_report"]
+__all__ = ["MODES", "STARTS", "NamingGame", "adopt_names", "Embed", "GameScore", "NamingGameResult",
+           "naming_game_graph", "fit_naming_game", "rotated_view", "mh_acceptance", "write_game_report"]
 
 MODES = ("mh", "none", "all")
 STARTS = ("own", "random")
@@ -133,7 +133,9 @@ class NamingGame(Module):
     (:class:`~vaegmm.engine.Addressed`), built from its GMM and signs as ``config.prior_from``
     asks ("last": the sign's cluster, the paper's; "responsibilities", "mixture"). Also sends
     ``"signs_a"``, ``"signs_b"``, ``"kappa"``, ``"acceptance"`` and ``"turn_signs"`` (the
-    signs after every turn, for scoring). Its state: the agents' GMMs and signs.
+    signs after every turn, for scoring). Its state: the agents' GMMs and signs. ``start``: how
+    round 0's signs begin, "own" (each agent's chain, the later agents renamed after the first's
+    signs) or "random" (the paper's).
     """
 
     def __init__(self, name, config, mode, device, agents=AGENT_NAMES, start="own"):
