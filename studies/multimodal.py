@@ -7,6 +7,7 @@ mutual, apart, round 0 and each modality alone (docs/multimodal.md).
 """
 
 import argparse
+import json
 from pathlib import Path
 
 from vaegmm import TrainConfig
@@ -20,7 +21,14 @@ parser.add_argument("--sets", nargs="+", default=["mnist5k-partner", "mnist5k-ro
 parser.add_argument("--sources", nargs="+", help="paired sources evaluated together instead of --sets")
 parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="TrainConfig fields changed")
 args = parser.parse_args()
-config = TrainConfig.from_dict(dict(item.split("=", 1) for item in args.set))
+def _value(text):  # a number, true/false/null, or else the text itself
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+config = TrainConfig.from_dict({field: _value(value) for field, value in (item.split("=", 1) for item in args.set)})
 groups = [args.sources] if args.sources else [[name] for name in args.sets]
 for sources in groups:
     name = "+".join(sources)
