@@ -2,7 +2,8 @@
 
 A system is a graph of modules (:mod:`vaegmm.engine`): ``Graph``, ``Module`` and ``run``. The
 modules shipped: ``VAEStep`` (a VAE), ``JointGMM`` (a GMM over one or more modalities' latents),
-``NamingGame`` (two agents' GMMs and the Metropolis-Hastings game) and ``Embed`` (UMAP). The
+``NamingGame`` (two agents' GMMs and the Metropolis-Hastings game), ``Embed`` (UMAP of one
+module's latents) and ``JointEmbed`` (UMAP of several modalities' latents together). The
 systems wired from them: ``fit_mutual`` (one VAE and one GMM), ``fit_multimodal`` (one VAE per
 modality, one GMM) and ``fit_naming_game`` (two agents).
 """
@@ -12,7 +13,7 @@ from .data import DataError, ImageDataset, load_dataset
 from .engine import Addressed, Graph, GraphResult, LabelScore, Module, StepContext, run
 from .gmm import GibbsGMM
 from .messages import PriorMessage
-from .manifold import Embed
+from .manifold import Embed, JointEmbed
 from .metrics import cluster_accuracy, clustering_metrics
 from .multimodal import JointGMM, MultimodalResult, VAEStep, fit_multimodal, load_views
 from .mutual import MutualResult, RoundResult, fit_mutual
@@ -24,7 +25,7 @@ __all__ = [
     # the engine
     "Graph", "Module", "run", "Addressed", "StepContext", "LabelScore", "GraphResult",
     # modules
-    "VAEStep", "JointGMM", "NamingGame", "Embed", "GibbsGMM", "VAE", "PriorMessage",
+    "VAEStep", "JointGMM", "NamingGame", "Embed", "JointEmbed", "GibbsGMM", "VAE", "PriorMessage",
     # systems and their results
     "fit_mutual", "fit_multimodal", "fit_naming_game", "MutualResult", "RoundResult", "MultimodalResult",
     "NamingGameResult",
