@@ -161,11 +161,14 @@ class ManifoldModule:
         sum_k r_nk N(mean_k, covariance_k) of the clusters' latent moments (r one-hot on
         ``gmm.labels_`` with ``prior_from="last"``).
         """
+        return self.message(self.weights(gmm, embedding), latents)
+
+    def weights(self, gmm, embedding):
+        """The weights (N, K) the message uses: one-hot on ``gmm.labels_`` with ``prior_from="last"``,
+        else the GMM's responsibilities on ``embedding``."""
         if self.config.prior_from == "last":
-            weights = np.eye(gmm.means_.shape[0])[np.asarray(gmm.labels_)]
-        else:
-            weights = gmm.predict_proba(embedding)
-        return self.message(weights, latents)
+            return np.eye(gmm.means_.shape[0])[np.asarray(gmm.labels_)]
+        return gmm.predict_proba(embedding)
 
     def message(self, weights, latents):
         """Each datum's prior from cluster weights ``weights`` (N, K) (responsibilities, or one-hot

@@ -390,13 +390,13 @@ class JointGMM(Module):
     def step(self, inbox, context):
         parts = paired_latents(inbox, self.name)
         actives = {source: self.active(latents) for source, latents in parts}
-        clustered = np.concatenate([latents[:, actives[source]] for source, latents in parts], axis=1)
         previous = self.previous if self.config.chain_init == "previous" else None
         sizes = [int(actives[source].sum()) for source, _ in parts]
         edges = np.cumsum([0] + sizes)
         blocks = {source: (int(start), int(stop)) for (source, _), start, stop in zip(parts, edges[:-1], edges[1:])}
         embedding = inbox.get("embedding")
         if embedding is None:
+            clustered = np.concatenate([latents[:, actives[source]] for source, latents in parts], axis=1)
             self.gmm.fit(clustered, context.seed, previous, progress=context.progress,
                          blocks=sizes if self.config.joint_covariance == "block" else None)
             message = self.gmm.message()
@@ -406,10 +406,8 @@ class JointGMM(Module):
             from .manifold import ManifoldModule
 
             self.gmm.fit(embedding, context.seed, previous, progress=context.progress)
-            gmm = self.gmm.gmm
-            weights = (np.eye(gmm.means_.shape[0])[gmm.labels_] if self.config.prior_from == "last"
-                       else gmm.predict_proba(embedding))
             manifold, prior, moments = ManifoldModule(self.config, self.device), {}, []
+            weights = manifold.weights(self.gmm.gmm, embedding)
             for source, latents in parts:
                 prior[source] = _expand(manifold.message(weights, latents[:, actives[source]]), actives[source])
                 moments.append(manifold.clusters)
