@@ -2,6 +2,7 @@
 hard-wired loop of vaegmm 0.x gave (``reference_loop.py``: the loop before the seam, frozen), and
 the library leaves the caller's global RNG alone."""
 
+import functools
 import json
 
 import numpy as np
@@ -101,3 +102,41 @@ def test_the_modules_compose_by_hand_like_the_loop(digits):
         assert prior.mean.shape == (len(images), config.latent_dim) and torch.isfinite(prior.var).all()
     assert len(vae.elbo) == config.round_epochs and vae.epoch == config.vae_epochs
     assert gmm.gmm.labels_.shape == (len(images),)
+
+
+def test_encode_views_average_the_clean_latents_with_those_of_random_views():
+    """encode(views=k) is the mean of the encoder means of the images and of k views, drawn in turn."""
+    from vaegmm.augment import random_affine
+    from vaegmm.vae import VAE, encode
+
+    torch.manual_seed(0)
+    vae = VAE(64, 3, (16,)).eval()
+    images = torch.rand(10, 64)
+    augment = functools.partial(random_affine, image_shape=(8, 8), rotation=15, shift=0.1, scale=0.1)
+    got = encode(vae, images, views=3, augment=augment, view_generator=torch.Generator().manual_seed(5))
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        means = [vae.encode(images)[0]] + [vae.encode(augment(images, generator=generator))[0] for _ in range(3)]
+    np.testing.assert_allclose(got, torch.stack(means).double().mean(0).numpy(), rtol=1e-12, atol=1e-12)
+    assert not np.allclose(got, encode(vae, images))  # the views move the latents
+
+
+def test_encode_views_change_the_latents_sent_but_not_the_training(digits):
+    """Round 0's VAE trains the same epochs on the same draws with or without encode_views; only the
+    latents it sends differ (the views have their own generator), reproducibly from the seed."""
+    plain = fit_mutual(digits, _config(mutual_iterations=1), progress=False, log=None)
+    views = fit_mutual(digits, _config(mutual_iterations=1, encode_views=4), progress=False, log=None)
+    again = fit_mutual(digits, _config(mutual_iterations=1, encode_views=4), progress=False, log=None)
+    assert plain.rounds[0].elbo == views.rounds[0].elbo
+    assert not np.allclose(plain.rounds[0].latents, views.rounds[0].latents)
+    np.testing.assert_array_equal(views.rounds[0].latents, again.rounds[0].latents)
+
+
+@pytest.mark.parametrize("changes, message", [({"encode_views": -1}, "non-negative integer"),
+                                              ({"encode_views": 2, "augment_rotation": 0.0, "augment_shift": 0.0,
+                                                "augment_scale": 0.0}, "needs random views")])
+def test_encode_views_refuses_what_it_cannot_use(changes, message):
+    from vaegmm.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        _config(**changes)

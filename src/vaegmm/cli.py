@@ -276,7 +276,7 @@ def _resumed(args):
     settings = read_settings(args.resume)
     if args.config or args.data:
         raise ValueError("--resume continues the run's own settings; drop --config and --data.")
-    config = TrainConfig.from_dict(settings["config"])
+    config = TrainConfig.from_saved(settings["config"])
     changed = _train_config(args, base=config).differences(config)
     if changed:
         raise ValueError(f"Cannot resume {args.resume} with other settings: {', '.join(changed)}; resume with the "

@@ -20,7 +20,8 @@ __all__ = ["TrainConfig", "ConfigError", "REFERENCE"]
 _BEFORE_KEY_EXISTED = {"prior_from": "last", "augment_rotation": 0.0, "augment_shift": 0.0,
                        "augment_scale": 0.0, "augment_target": "view", "prior_weight": None,
                        "gmm_prior": "fixed", "contrast_weight": 0.0, "gmm_report": "last",
-                       "manifold": "none", "gmm_chains": 1, "joint_covariance": "full"}
+                       "manifold": "none", "gmm_chains": 1, "joint_covariance": "full",
+                       "encode_views": 0}
 
 
 # The reference implementation's configuration (the README's "reference"), as changes to the
@@ -112,6 +113,12 @@ class TrainConfig:
     #   the GMM always clusters the clean images' latents
     augment_scale: float = _option(0.1, "VAE",
         "... zoomed by up to this fraction (default: {default})")
+    # the latents sent on (to the manifold or the GMM): the encoder means of the clean image averaged
+    #   with those of this many random views of it (the training views' ranges; test-time augmentation:
+    #   a code of what all views share); 0: the clean image's alone
+    encode_views: int = _option(0, "VAE",
+        "send the encoder means averaged over the clean image and this many random views of it "
+        "(default: {default}: the clean image alone)")
     augment_target: str = "clean"  # with augmentation, the decoder reconstructs the "clean" image (a
     #   denoising VAE: the latent keeps what all views of an image share) or the "view"
     contrast_weight: float = 0.0  # with augmentation, two views per image and step, and this weight on
@@ -266,6 +273,11 @@ class TrainConfig:
         if self.contrast_weight > 0 and not self.augments:
             raise ConfigError("contrast_weight > 0 needs random views (augment_rotation, augment_shift or "
                               "augment_scale above 0).")
+        if isinstance(self.encode_views, bool) or not isinstance(self.encode_views, int) or self.encode_views < 0:
+            raise ConfigError(f"encode_views must be a non-negative integer, got {self.encode_views!r}.")
+        if self.encode_views and not self.augments:
+            raise ConfigError("encode_views > 0 needs random views (augment_rotation, augment_shift or "
+                              "augment_scale above 0).")
         if self.max_samples is not None and (not isinstance(self.max_samples, int) or self.max_samples < 1):
             raise ConfigError(f"max_samples must be a positive integer or None, got {self.max_samples!r}.")
         if any(h < 1 for h in self.hidden_dims):
@@ -399,8 +411,13 @@ class TrainConfig:
                 values = json.load(handle)
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"Cannot read config {path}: {exc}.") from None
-        # A config.json written before a key existed holds a run trained as that version did
-        # (before round0_epochs existed, round 0 trained vae_epochs epochs like every round).
+        return cls.from_saved(values)
+
+    @classmethod
+    def from_saved(cls, values):
+        """The config of a saved run (config.json, or a module's in graph.json): a key missing from
+        it holds what the version that wrote it trained with (before round0_epochs existed, round 0
+        trained vae_epochs epochs like every round)."""
         if isinstance(values, dict) and "round0_epochs" not in values and "vae_epochs" in values:
             values = {**values, "round0_epochs": values["vae_epochs"]}
         return cls.from_dict({**_BEFORE_KEY_EXISTED, **values})

@@ -36,6 +36,7 @@ import torch
 from .data import SUITE, load_dataset
 from .gibbs import em_labels
 from .metrics import clustering_metrics, match_clusters
+from .modules import encode_views, random_views
 from .mutual import encode, fit_mutual
 from .rundir import RunDirectory, write_json
 from .threads import set_threads
@@ -423,7 +424,9 @@ def predict(run_dir, source, *, iteration=None, device="cpu"):
             f"The run was trained on {image_shape[0]}x{image_shape[1]} images but {source} holds "
             f"{dataset.image_shape[0]}x{dataset.image_shape[1]} images."
         )
-    clustered = encode(vae, torch.as_tensor(dataset.flat(), device=device))  # latents (n, L)
+    config = run.load_config()  # the latents as the run sent them (encode_views: averaged over random views)
+    views = encode_views(config, random_views(config, image_shape), config.seed, device)
+    clustered = encode(vae, torch.as_tensor(dataset.flat(), device=device), **views)  # latents (n, L)
     if run.has_manifold(iteration):
         from .manifold import transform
 

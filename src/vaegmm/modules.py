@@ -28,7 +28,10 @@ from .metrics import clustering_metrics
 from .rundir import save_vae, write_file, write_json
 from .vae import VAE, encode, fit_vae
 
-__all__ = ["VAEModule", "GMMModule", "gauss_wishart_prior", "VAEStep", "JointGMM", "GMMStep"]
+__all__ = ["VAEModule", "GMMModule", "gauss_wishart_prior", "random_views", "encode_views", "VAEStep", "JointGMM",
+           "GMMStep"]
+
+VIEWS_STREAM = 0x76696577  # seeds the random views of encode_views, apart from the training's streams
 
 
 class VAEModule:
@@ -39,7 +42,8 @@ class VAEModule:
     ----------
     config : TrainConfig
         Reads the VAE's fields: architecture, latent_dim, hidden_dims, conv_channels, lr,
-        batch_size, vae_init, round0_epochs/vae_epochs, kl_weight/prior_weight, augment_*, send.
+        batch_size, vae_init, round0_epochs/vae_epochs, kl_weight/prior_weight, augment_*, send,
+        encode_views.
     input_dim : int
     image_shape : tuple (height, width)
     device : torch.device
@@ -63,11 +67,7 @@ class VAEModule:
         self.input_dim, self.image_shape, self.device = input_dim, tuple(image_shape), device
         self.distributed = distributed if distributed is not None and distributed.active else None
         self.vae = self.optimizer = None
-        self.augment = None
-        if config.augments and likelihood == "bernoulli":  # random views are of images; feature vectors have none
-            self.augment = functools.partial(random_affine, image_shape=self.image_shape,
-                                             rotation=config.augment_rotation, shift=config.augment_shift,
-                                             scale=config.augment_scale)
+        self.augment = random_views(config, self.image_shape, likelihood)
 
     def start_round(self, iteration, seed):
         """Seed the round's generators; build a fresh VAE (weights from ``seed``, without touching
@@ -135,12 +135,37 @@ class VAEModule:
 
     def encode(self, images, n_samples=None):
         """The forward message: latents of the clean images (encoder means, or samples with
-        ``send="sample"``), (N, L) float64. Distributed: ``images`` are this rank's shard of the
-        ``n_samples`` data, and every rank gets all the latents."""
-        latents = encode(self.vae, images, sample=self.config.send == "sample", generator=self.noise_generator)
+        ``send="sample"``; with ``encode_views``, averaged with those of random views of them),
+        (N, L) float64. Distributed: ``images`` are this rank's shard of the ``n_samples`` data, and
+        every rank gets all the latents."""
+        rank = 0 if self.distributed is None else self.distributed.rank
+        latents = encode(self.vae, images, sample=self.config.send == "sample", generator=self.noise_generator,
+                         **encode_views(self.config, self.augment, self.seed, self.device, rank))
         if self.distributed is None:
             return latents
         return self.distributed.all_gather_rows(latents, n_samples)
+
+
+def random_views(config, image_shape, likelihood="bernoulli"):
+    """``augment(images, generator=...)``: one random view of every image within ``config``'s
+    augment_* ranges (:func:`~vaegmm.augment.random_affine`); None without them, or for feature
+    vectors (``likelihood`` "gaussian"), which have no views."""
+    if not config.augments or likelihood != "bernoulli":
+        return None
+    return functools.partial(random_affine, image_shape=tuple(image_shape), rotation=config.augment_rotation,
+                             shift=config.augment_shift, scale=config.augment_scale)
+
+
+def encode_views(config, augment, seed, device, rank=0):
+    """The keywords of :func:`~vaegmm.vae.encode` for ``config.encode_views``: how many random views
+    (``augment``) each image's latent averages, drawn by their own generator seeded from (``seed``,
+    ``rank``), apart from the training's streams."""
+    views = config.encode_views if augment is not None else 0
+    if not views:
+        return {}
+    state = np.random.SeedSequence([int(seed), rank, VIEWS_STREAM]).generate_state(1, dtype=np.uint64)
+    return {"views": views, "augment": augment,
+            "view_generator": torch.Generator(device=device).manual_seed(int(state[0] >> 1))}
 
 
 def gauss_wishart_prior(config, latents, blocks=None):

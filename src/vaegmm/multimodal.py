@@ -119,7 +119,7 @@ def modality_config(config, dataset):
         return config.replace(data=dataset.name)
     features = int(np.prod(dataset.image_shape))
     return config.replace(data=dataset.name, augment_rotation=0.0, augment_shift=0.0, augment_scale=0.0,
-                          contrast_weight=0.0, latent_dim=min(config.latent_dim, max(1, features // 2)))
+                          contrast_weight=0.0, encode_views=0, latent_dim=min(config.latent_dim, max(1, features // 2)))
 
 
 def multimodal_graph(datasets, config, configs=None, device=None):
@@ -288,6 +288,8 @@ def predict_multimodal(run_dir, sources, *, iteration=None, device="cpu"):
     from .engine import read_settings
     from .gmm import GibbsGMM
     from .metrics import clustering_metrics
+    from .config import TrainConfig
+    from .modules import encode_views, random_views
     from .vae import encode
 
     root = Path(run_dir)
@@ -310,13 +312,16 @@ def predict_multimodal(run_dir, sources, *, iteration=None, device="cpu"):
     counts = {len(d) for d in datasets.values()}
     if len(counts) > 1:
         raise DataError(f"The data given hold {sorted(counts)} rows; paired modalities need the same number.")
+    configs = {module["name"]: module["config"] for module in json.loads((root / "graph.json").read_text())["modules"]}
     latents, columns = [], []
     for name in given:
         vae, shape = load_vae_file(folder / name / "vae.pt")
         if datasets[name].image_shape != shape:
             raise DataError(f"Modality {name} was trained on data of shape {shape} but {sources[name]} holds "
                             f"{datasets[name].image_shape}.")
-        latents.append(encode(vae, torch.as_tensor(datasets[name].flat(), device=device))[:, actives[name]])
+        config = TrainConfig.from_saved(configs[name])  # the latents as the modality sent them
+        views = encode_views(config, random_views(config, shape, vae.likelihood), config.seed, device)
+        latents.append(encode(vae, torch.as_tensor(datasets[name].flat(), device=device), **views)[:, actives[name]])
         columns.append(np.arange(*blocks[name]))
     latents, columns = np.concatenate(latents, axis=1), np.concatenate(columns)
     probabilities = infer_categories(gmm, columns, latents)

@@ -439,12 +439,16 @@ def _data_size(prior, context, n_local):
 
 
 @torch.no_grad()
-def encode(vae, images, *, sample=False, generator=None):
+def encode(vae, images, *, sample=False, generator=None, views=0, augment=None, view_generator=None):
     """Latents of every image, in order: encoder means, or reparameterised samples.
 
     Parameters
     ----------
     images : Tensor of shape (n_samples, input_dim)
+    views : int, default=0
+        Average the latents of the images with those of this many random views of them
+        (``augment(batch, generator=view_generator)``, e.g. :func:`vaegmm.augment.random_affine`
+        with the training views' ranges): test-time augmentation.
 
     Returns
     -------
@@ -453,6 +457,9 @@ def encode(vae, images, *, sample=False, generator=None):
     vae.eval()
     chunks = []
     for batch in images.split(ENCODE_BATCH):
-        mean, logvar = vae.encode(batch)
-        chunks.append(vae.reparameterize(mean, logvar, generator) if sample else mean)
-    return torch.cat(chunks).double().cpu().numpy()
+        latents = 0.0
+        for view in range(views + 1):
+            mean, logvar = vae.encode(batch if view == 0 else augment(batch, generator=view_generator))
+            latents = latents + (vae.reparameterize(mean, logvar, generator) if sample else mean).double()
+        chunks.append(latents / (views + 1))
+    return torch.cat(chunks).cpu().numpy()
