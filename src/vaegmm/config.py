@@ -113,12 +113,9 @@ class TrainConfig:
     #   the GMM always clusters the clean images' latents
     augment_scale: float = _option(0.1, "VAE",
         "... zoomed by up to this fraction (default: {default})")
-    # the latents sent on (to the manifold or the GMM): the encoder means of the clean image averaged
-    #   with those of this many random views of it (the training views' ranges; test-time augmentation:
-    #   a code of what all views share); 0: the clean image's alone
-    encode_views: int = _option(0, "VAE",
-        "send the encoder means averaged over the clean image and this many random views of it "
-        "(default: {default}: the clean image alone)")
+    encode_views: int = 0  # the latents sent on (to the manifold or the GMM): the encoder means of the
+    #   clean image averaged with those of this many random views of it (the training views' ranges;
+    #   test-time augmentation: a code of what all views share); 0: the clean image's alone
     augment_target: str = "clean"  # with augmentation, the decoder reconstructs the "clean" image (a
     #   denoising VAE: the latent keeps what all views of an image share) or the "view"
     contrast_weight: float = 0.0  # with augmentation, two views per image and step, and this weight on
