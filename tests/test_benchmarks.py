@@ -49,4 +49,5 @@ def test_manifold_benchmark_times_each_stage_against_the_defaults(capsys):
     assert manifold_main(["--data", "digits", "--max-samples", "200", "--epochs", "1"]) == 0
     table = capsys.readouterr().out
     assert "| --manifold none |" in table and "| defaults (umap) |" in table and "round 1: (UMAP +) GMM (s)" in table
+    assert "| defaults, --architecture conv |" in table
     assert "| 1.00× |" in table  # --manifold none against itself
