@@ -25,8 +25,7 @@ from .multimodal import TWO_VIEW_SETS
 # The flags named differently from their TrainConfig field (the reference's names); every other
 # field's flag is the field's name (``--kl-weight`` -> ``kl_weight``).
 # Flags named otherwise than their field, and the fields set only by --set FIELD=VALUE (the accuracy
-# study found them of no use, or has not measured them in the loop, docs/accuracy.md, so they do not
-# crowd the flags): from the fields' metadata.
+# study found them of no use, docs/accuracy.md, so they do not crowd the flags): from the fields' metadata.
 _RENAMED_FLAGS = {f.name: f.metadata["flag"] for f in dataclasses.fields(TrainConfig) if f.metadata.get("flag")}
 SET_ONLY = tuple(f.name for f in dataclasses.fields(TrainConfig) if "help" not in f.metadata)
 
@@ -168,8 +167,7 @@ def _add_config_arguments(parser):
     group.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", type=_field_value,
                        help="set any TrainConfig field by name, VALUE as JSON or a plain string "
                             "(e.g. --set prior_sweeps=20); repeatable, applied after the flags. The settings "
-                            "the accuracy study found of no use (or has not measured in a whole run) have no "
-                            "flag of their own: "
+                            "the accuracy study found of no use have no flag of their own: "
                             + ", ".join(SET_ONLY))
 
 
