@@ -119,7 +119,8 @@ def modality_config(config, dataset):
         return config.replace(data=dataset.name)
     features = int(np.prod(dataset.image_shape))
     return config.replace(data=dataset.name, augment_rotation=0.0, augment_shift=0.0, augment_scale=0.0,
-                          contrast_weight=0.0, encode_views=0, latent_dim=min(config.latent_dim, max(1, features // 2)))
+                          contrast_weight=0.0, encode_views=0,
+                          latent_dim=min(config.latent_dim, max(1, features // 2)))
 
 
 def multimodal_graph(datasets, config, configs=None, device=None):
@@ -285,10 +286,10 @@ def predict_multimodal(run_dir, sources, *, iteration=None, device="cpu"):
     """
     import json
 
+    from .config import TrainConfig
     from .engine import read_settings
     from .gmm import GibbsGMM
     from .metrics import clustering_metrics
-    from .config import TrainConfig
     from .modules import encode_views, random_views
     from .vae import encode
 
