@@ -20,7 +20,10 @@ by four label-free criteria:
 Then, for k chains (k = 4, 8, 16), the chain with the best criterion among k drawn at random
 (3,000 draws without replacement from the pool) is "kept": the table prints the kept state's
 accuracy, mean and std over the draws. That std is what the spread of ``GibbsGMM(n_chains=k)``
-would be if its fits drew their chains from this pool. Labels only score.
+would be if its fits drew their chains from this pool. Two rows form a partition from the k
+chains instead of keeping one (300 draws): ``vote`` (each datum's most frequent label, every
+chain's clusters matched to the most probable chain's) and ``medoid`` (the chain that agrees
+most, by mean ARI, with the other k - 1). Labels only score.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ import time
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
+from sklearn.metrics import adjusted_rand_score
 
 from benchmarks.chains import round0_latents
 from vaegmm.gmm import GibbsGMM
@@ -55,6 +60,7 @@ def chain_pool(latents, labels, n_chains, seed=7):
                                                  dof=dof),
             "half": float(np.mean(posterior[len(posterior) // 2:])),
             "likelihood": float(np.sum(gmm.score_samples(latents))),
+            "labels": np.asarray(gmm.labels_),
         })
     return records
 
@@ -64,6 +70,41 @@ def kept(records, criterion, k, draws=3000, seed=0):
     rng = random.Random(seed)
     return [records[max(rng.sample(range(len(records)), k), key=lambda i: records[i][criterion])]["accuracy"]
             for _ in range(draws)]
+
+
+def aligned(reference, labels, n_clusters=10):
+    """``labels`` renamed to agree most with ``reference`` (Hungarian matching of the clusters)."""
+    table = np.zeros((n_clusters, n_clusters))
+    np.add.at(table, (labels, reference), 1)
+    rows, cols = linear_sum_assignment(-table)
+    mapping = np.empty(n_clusters, dtype=int)
+    mapping[rows] = cols
+    return mapping[labels]
+
+
+def consensus_accuracy(records, labels_true, k, how, draws=300, seed=0, n_clusters=10):
+    """Accuracy of a partition formed from k chains drawn from the pool, label-free:
+
+    - ``vote``: every chain aligned to the most probable one (joint criterion), then each datum
+      takes the label most chains give it;
+    - ``medoid``: the chain whose partition agrees most (mean ARI) with the other k - 1.
+    """
+    rng = random.Random(seed)
+    out = []
+    for _ in range(draws):
+        chosen = [records[i] for i in rng.sample(range(len(records)), k)]
+        if how == "vote":
+            best = max(chosen, key=lambda r: r["joint"])["labels"]
+            votes = np.zeros((len(best), n_clusters))
+            for record in chosen:
+                votes[np.arange(len(best)), aligned(best, record["labels"], n_clusters)] += 1
+            partition = votes.argmax(axis=1)
+        else:
+            agreement = [np.mean([adjusted_rand_score(a["labels"], b["labels"]) for b in chosen if b is not a])
+                         for a in chosen]
+            partition = chosen[int(np.argmax(agreement))]["labels"]
+        out.append(clustering_metrics(labels_true, partition)["accuracy"])
+    return out
 
 
 def main(argv=None):
@@ -89,6 +130,12 @@ def main(argv=None):
                 cells.append(f"{np.mean(values):.3f} ± {np.std(values):.3f}")
             correlation = np.corrcoef([r[criterion] for r in records], accuracy)[0, 1]
             print(f"| {args.data} seed {seed} | {criterion} | " + " | ".join(cells) + f" | {correlation:+.2f} |")
+        for how in ("vote", "medoid"):
+            cells = []
+            for k in (4, 8, 16):
+                values = consensus_accuracy(records, labels, k, how)
+                cells.append(f"{np.mean(values):.3f} ± {np.std(values):.3f}")
+            print(f"| {args.data} seed {seed} | {how} | " + " | ".join(cells) + " | |", flush=True)
         print(f"| {args.data} seed {seed} | one chain | {np.mean(accuracy):.3f} ± {np.std(accuracy):.3f} "
               f"(range {min(accuracy):.3f}-{max(accuracy):.3f}; {time.perf_counter() - started:.0f} s) | | | |",
               flush=True)

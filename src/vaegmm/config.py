@@ -94,7 +94,8 @@ class TrainConfig:
     # L
     latent_dim: int = _option(12, "VAE",
         "latent dimension L (default: {default})")
-    # encoder/decoder: "mlp", or "conv" (two stride-2 convolutions, then hidden_dims)
+    # encoder/decoder: "mlp", "conv" (two stride-2 convolutions, then hidden_dims), or
+    # "conv-encoder" (conv's encoder, mlp's decoder)
     architecture: str = _option("mlp", "VAE",
         "encoder/decoder (default: {default})")
     # fully connected encoder widths (decoder reversed)
@@ -102,7 +103,7 @@ class TrainConfig:
         "fully connected encoder widths, comma-separated (default: {default})")
     # channels of the two convolutions of "conv"
     conv_channels: Tuple[int, int] = _option((16, 32), "VAE",
-        "channels of the two convolutions of --architecture conv (default: {default})")
+        "channels of the two convolutions of --architecture conv or conv-encoder (default: {default})")
     # the VAE trains on random views: rotations up to this many degrees,
     augment_rotation: float = _option(15.0, "VAE",
         "train the VAE on random views rotated by up to this many degrees (default: {default})")
@@ -219,7 +220,7 @@ class TrainConfig:
         "gmm_init": ("prior", "kmeans++", "em"),
         "prior_from": ("last", "average", "responsibilities", "mixture"),
         "chain_init": ("fresh", "previous"),
-        "architecture": ("mlp", "conv"),
+        "architecture": ("mlp", "conv", "conv-encoder"),
         "augment_target": ("view", "clean"),
         "gmm_prior": ("data", "data-axis", "fixed"),
         "gmm_report": ("map", "last"),
