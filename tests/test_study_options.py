@@ -97,13 +97,10 @@ def test_several_chains_keep_the_most_probable():
     assert len(sweeps["accuracy"]) == 15 and prior.mean.shape == (len(X), 2)
 
 
-@pytest.mark.parametrize("architecture", ["conv", "conv-encoder"])
 @pytest.mark.parametrize("shape", [(28, 28), (8, 8), (30, 27)])
-def test_conv_vae_shapes_and_gradients(shape, architecture):
+def test_conv_vae_shapes_and_gradients(shape):
     pixels = shape[0] * shape[1]
-    vae = VAE(pixels, 5, (32,), architecture, shape, (4, 8))
-    convolutions = [m for m in vae.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
-    assert len(convolutions) == (4 if architecture == "conv" else 2)  # conv-encoder: an MLP decoder
+    vae = VAE(pixels, 5, (32,), "conv", shape, (4, 8))
     images = torch.rand(6, pixels)
     reconstruction, kl = negative_elbo_terms(vae, images, torch.zeros(6, 5), torch.ones(6, 5))
     assert reconstruction.shape == kl.shape == (6,)
@@ -111,20 +108,18 @@ def test_conv_vae_shapes_and_gradients(shape, architecture):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in vae.parameters())
     assert vae.decode(torch.zeros(2, 5)).shape == (2, pixels)
     with pytest.raises(ValueError, match="image_shape"):
-        VAE(pixels, 5, architecture=architecture, image_shape=(shape[0], shape[1] + 1))
+        VAE(pixels, 5, architecture="conv", image_shape=(shape[0], shape[1] + 1))
 
 
-@pytest.mark.parametrize("architecture", ["conv", "conv-encoder"])
-def test_conv_run_is_saved_and_reloaded(tmp_path, architecture):
+def test_conv_run_is_saved_and_reloaded(tmp_path):
     dataset = load_dataset("digits", max_samples=200)
     config = TrainConfig(data="digits", max_samples=200, vae_epochs=2, gmm_sweeps=3, latent_dim=3, n_clusters=4,
-                         hidden_dims=(16,), architecture=architecture, conv_channels=(4, 8), device="cpu",
+                         hidden_dims=(16,), architecture="conv", conv_channels=(4, 8), device="cpu",
                          prior_from="responsibilities", prior_covariance="full")
     result = fit_mutual(dataset, config, run_dir=tmp_path / "run", progress=False, log=None)
     run = RunDirectory(tmp_path / "run")
     vae, _ = run.load_vae(1, "cpu")
-    assert vae.architecture == architecture and vae.conv_channels == (4, 8)
-    assert vae.state_dict().keys() == result.vae.state_dict().keys()
+    assert vae.architecture == "conv" and vae.conv_channels == (4, 8)
     images = torch.as_tensor(dataset.flat())
     torch.testing.assert_close(vae.encode(images)[0], result.vae.eval().encode(images)[0])
     prior = run.load_prior(0)

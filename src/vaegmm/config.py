@@ -94,8 +94,7 @@ class TrainConfig:
     # L
     latent_dim: int = _option(12, "VAE",
         "latent dimension L (default: {default})")
-    # encoder/decoder: "mlp", "conv" (two stride-2 convolutions, then hidden_dims), or
-    # "conv-encoder" (conv's encoder, mlp's decoder)
+    # encoder/decoder: "mlp", or "conv" (two stride-2 convolutions, then hidden_dims)
     architecture: str = _option("mlp", "VAE",
         "encoder/decoder (default: {default})")
     # fully connected encoder widths (decoder reversed)
@@ -103,7 +102,7 @@ class TrainConfig:
         "fully connected encoder widths, comma-separated (default: {default})")
     # channels of the two convolutions of "conv"
     conv_channels: Tuple[int, int] = _option((16, 32), "VAE",
-        "channels of the two convolutions of --architecture conv or conv-encoder (default: {default})")
+        "channels of the two convolutions of --architecture conv (default: {default})")
     # the VAE trains on random views: rotations up to this many degrees,
     augment_rotation: float = _option(15.0, "VAE",
         "train the VAE on random views rotated by up to this many degrees (default: {default})")
@@ -220,7 +219,7 @@ class TrainConfig:
         "gmm_init": ("prior", "kmeans++", "em"),
         "prior_from": ("last", "average", "responsibilities", "mixture"),
         "chain_init": ("fresh", "previous"),
-        "architecture": ("mlp", "conv", "conv-encoder"),
+        "architecture": ("mlp", "conv"),
         "augment_target": ("view", "clean"),
         "gmm_prior": ("data", "data-axis", "fixed"),
         "gmm_report": ("map", "last"),

@@ -36,8 +36,6 @@ class VAE(nn.Module):
     ``"conv"``: encoder of two 4x4 stride-2 convolutions (``conv_channels``), then
     ``hidden_dims``, then ``2 * latent_dim``; the decoder mirrors it with transposed
     convolutions. Images are padded to a multiple of 4 pixels and the logits cropped back.
-    ``"conv-encoder"``: the convolutional encoder and the MLP decoder (half the cost of "conv"
-    per batch on a CPU; the transposed convolutions are the dearest part).
 
     Parameters
     ----------
@@ -46,11 +44,11 @@ class VAE(nn.Module):
     latent_dim : int, default=12
     hidden_dims : tuple of int, default=(256,)
         Widths of the fully connected hidden layers of the encoder; the decoder uses them reversed.
-    architecture : {"mlp", "conv", "conv-encoder"}, default="mlp"
+    architecture : {"mlp", "conv"}, default="mlp"
     image_shape : (height, width), default=None
-        Needed by "conv" and "conv-encoder"; ``height * width`` must equal ``input_dim``.
+        Needed by "conv"; ``height * width`` must equal ``input_dim``.
     conv_channels : tuple of two ints, default=(16, 32)
-        Channels of the two convolutions ("conv" and "conv-encoder" only).
+        Channels of the two convolutions ("conv" only).
     likelihood : {"bernoulli", "gaussian"}, default="bernoulli"
         p(o | x): Bernoulli with the decoder's logits (pixels in [0, 1]), or Gaussian with the
         decoder's output as mean and a learned standard deviation per input dimension
@@ -74,9 +72,9 @@ class VAE(nn.Module):
             self.encoder = _mlp(widths)
             decoder_widths = (self.latent_dim, *reversed(self.hidden_dims))
             self.decoder = nn.Sequential(_mlp(decoder_widths), nn.Linear(decoder_widths[-1], self.input_dim))
-        elif architecture in ("conv", "conv-encoder"):
+        elif architecture == "conv":
             if self.image_shape is None or self.image_shape[0] * self.image_shape[1] != self.input_dim:
-                raise ValueError(f"architecture={architecture!r} needs the image_shape (height, width) of the "
+                raise ValueError(f"architecture='conv' needs the image_shape (height, width) of the "
                                  f"{self.input_dim}-pixel images, got {image_shape!r}.")
             height, width = self.image_shape
             self._padded = (-(-height // 4) * 4, -(-width // 4) * 4)
@@ -90,19 +88,15 @@ class VAE(nn.Module):
                 nn.Conv2d(c1, c2, 4, stride=2, padding=1), nn.ReLU(),
                 nn.Flatten(), _mlp(widths),
             )
-            if architecture == "conv-encoder":
-                decoder_widths = (self.latent_dim, *reversed(self.hidden_dims))
-                self.decoder = nn.Sequential(_mlp(decoder_widths), nn.Linear(decoder_widths[-1], self.input_dim))
-            else:
-                decoder_widths = (self.latent_dim, *reversed(self.hidden_dims), flat)
-                self.decoder = nn.Sequential(
-                    _mlp(decoder_widths), nn.Unflatten(1, self._grid),
-                    nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1), nn.ReLU(),
-                    nn.ConvTranspose2d(c1, 1, 4, stride=2, padding=1),
-                    _Crop(self.image_shape),
-                )
+            decoder_widths = (self.latent_dim, *reversed(self.hidden_dims), flat)
+            self.decoder = nn.Sequential(
+                _mlp(decoder_widths), nn.Unflatten(1, self._grid),
+                nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1), nn.ReLU(),
+                nn.ConvTranspose2d(c1, 1, 4, stride=2, padding=1),
+                _Crop(self.image_shape),
+            )
         else:
-            raise ValueError(f"architecture must be 'mlp', 'conv' or 'conv-encoder', got {architecture!r}.")
+            raise ValueError(f"architecture must be 'mlp' or 'conv', got {architecture!r}.")
         self.to_mean = nn.Linear(widths[-1], self.latent_dim)
         self.to_logvar = nn.Linear(widths[-1], self.latent_dim)
         if likelihood == "gaussian":
