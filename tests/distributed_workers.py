@@ -106,7 +106,8 @@ def mutual_run(rank, world_size, port, run_dir, options, stop_after, resume, out
     else:
         np.savez(f"{out}-{rank}", interrupted=False, latents=result.rounds[-1].latents,
                  assignments=result.rounds[-1].assignments, elbo=np.array(result.rounds[-1].elbo),
-                 accuracy=[r.metrics["accuracy"] for r in result.rounds])
+                 accuracy=[r.metrics["accuracy"] for r in result.rounds],
+                 **({} if result.rounds[-1].embedding is None else {"embedding": result.rounds[-1].embedding}))
     finally:
         shutdown(context)
     exit_process(0)

@@ -122,6 +122,7 @@ def test_two_process_run_resumes_to_the_uninterrupted_result(tmp_path):
     shutil.copytree(tmp_path / "cut", tmp_path / "cut-on-one")
     spawn(mutual_run, 2, str(tmp_path / "cut"), TINY, None, True, str(tmp_path / "resumed"))
     whole, resumed = np.load(tmp_path / "whole-0.npz"), np.load(tmp_path / "resumed-0.npz")
+    assert "embedding" not in whole  # under torchrun the default manifold is none
     for key in ("latents", "assignments", "elbo", "accuracy"):
         np.testing.assert_array_equal(whole[key], resumed[key])
     other = np.load(tmp_path / "resumed-1.npz")
@@ -137,6 +138,25 @@ def test_two_process_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert abs(on_one["elbo"][-1] - whole["elbo"][-1]) < 0.05 * abs(whole["elbo"][-1])
     metrics = json.loads((tmp_path / "cut-on-one" / "metrics.json").read_text())
     assert [m["iteration"] for m in metrics["iterations"]] == [0, 1]
+
+
+def test_two_process_run_with_the_manifold_resumes_to_the_uninterrupted_result(tmp_path):
+    """manifold umap under torchrun: rank 0 fits UMAP and sends the embedding, so every rank's GMM
+    clusters the same embedding and returns the same result; a stop and a resume change nothing."""
+    options = {**TINY, "manifold": "umap", "manifold_dim": 3, "manifold_neighbors": 10}
+    spawn(mutual_run, 2, str(tmp_path / "whole"), options, None, False, str(tmp_path / "whole"))
+    whole, other = np.load(tmp_path / "whole-0.npz"), np.load(tmp_path / "whole-1.npz")
+    assert whole["embedding"].shape == (300, 3)
+    for key in ("embedding", "assignments", "latents"):
+        np.testing.assert_array_equal(whole[key], other[key])
+    assert len(np.unique(whole["assignments"])) > 1
+    assert (tmp_path / "whole" / "iteration_1" / "manifold.pkl").exists()
+    spawn(mutual_run, 2, str(tmp_path / "cut"), options, 8, False, str(tmp_path / "cut"))
+    assert bool(np.load(tmp_path / "cut-0.npz")["interrupted"])
+    spawn(mutual_run, 2, str(tmp_path / "cut"), options, None, True, str(tmp_path / "resumed"))
+    resumed = np.load(tmp_path / "resumed-0.npz")
+    for key in ("embedding", "latents", "assignments", "elbo", "accuracy"):
+        np.testing.assert_array_equal(whole[key], resumed[key])
 
 
 def test_exit_process_flushes_and_keeps_the_exit_code():

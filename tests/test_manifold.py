@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -192,13 +191,6 @@ def test_too_few_images_for_the_manifold_say_so():
     config = TrainConfig(data="digits", max_samples=20, manifold="umap", n_clusters=3, latent_dim=3)
     with pytest.raises(ValueError, match="manifold_neighbors = 20"):
         fit_mutual(load_dataset("digits", max_samples=20), config, progress=False, log=None)
-
-
-def test_manifold_refuses_a_distributed_run():
-    config = TrainConfig(data="digits", max_samples=200, manifold="umap", latent_dim=3)
-    with pytest.raises(ValueError, match="manifold = umap runs in one process only"):
-        fit_mutual(load_dataset("digits", max_samples=200), config, progress=False, log=None,
-                   distributed=types.SimpleNamespace(active=True))
 
 
 # -- runs with UMAP ---------------------------------------------------------------------------------

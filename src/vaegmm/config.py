@@ -333,7 +333,7 @@ class TrainConfig:
 
     def without_default_manifold(self):
         """This config with a default manifold (None) made ``"none"``: for the systems that run
-        without one (multimodal categories, torchrun). An explicit manifold is kept (they refuse it)."""
+        without one by default (multimodal categories, torchrun). An explicit manifold is kept."""
         return self.replace(manifold="none") if self.manifold is None else self
 
     @property

@@ -190,14 +190,32 @@ def transform(model, latents):
 
 class Embed(Module):
     """An agent's manifold step as a module: UMAP (:class:`~vaegmm.manifold.ManifoldModule`'s
-    forward) embeds the ``"latents"`` it is sent; sends ``"embedding"`` and the fitted ``"model"``."""
+    forward) embeds the ``"latents"`` it is sent; sends ``"embedding"`` and the fitted ``"model"``.
 
-    def __init__(self, name, config, device):
+    Distributed (``distributed``, an active :class:`vaegmm.distributed.Context` of more than one
+    rank): every rank is sent all the latents (the VAE gathers them); rank 0 alone fits UMAP,
+    single-threaded as in one process, and sends the embedding to the others, so that every
+    rank's GMM clusters the same embedding. The fitted model stays on rank 0 (the one that writes
+    the run directory); the other ranks send ``"model"`` None.
+    """
+
+    def __init__(self, name, config, device, distributed=None):
         super().__init__(name)
         self.config, self.manifold = config, ManifoldModule(config, device)
+        self.distributed = distributed if distributed is not None and distributed.active else None
 
     def step(self, inbox, context):
-        embedding = self.manifold.forward(inbox["latents"], manifold_seed(context.seed))
+        seed = manifold_seed(context.seed)
+        if self.distributed is None or self.distributed.world_size == 1:
+            embedding = self.manifold.forward(inbox["latents"], seed)
+            return {"embedding": embedding, "model": self.manifold.model}
+        shape = (len(inbox["latents"]), self.config.manifold_dim)
+        if self.distributed.is_main:
+            embedding = self.manifold.forward(inbox["latents"], seed)
+        else:
+            embedding, self.manifold.model = np.empty(shape, dtype=np.float64), None
+        embedding = self.distributed.broadcast(embedding)
+        self.manifold.embedding = embedding
         return {"embedding": embedding, "model": self.manifold.model}
 
 

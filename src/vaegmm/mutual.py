@@ -125,7 +125,7 @@ def mutual_graph(dataset, config, device, *, distributed=None, shuffle=True, che
     graph.add(VAEStep("vae", dataset, config, device, distributed=distributed, shuffle=shuffle,
                       checkpoint_every=checkpoint_every))
     if config.manifold_used == "umap":
-        graph.add(Embed("manifold", config, device))
+        graph.add(Embed("manifold", config, device, distributed=distributed))
         graph.wire("vae", "latents", "manifold")
     graph.add(GMMStep("gmm", config, device, distributed=distributed))
     graph.wire("vae", "latents", "gmm")
@@ -269,11 +269,8 @@ def fit_mutual(
     MutualResult
     """
     context = distributed if distributed is not None else SINGLE
-    if context.active:  # the manifold runs in one process: a torchrun run's default is none
+    if context.active:  # UMAP runs on rank 0 alone: under torchrun the manifold is asked for, not the default
         config = config.without_default_manifold()
-        if config.manifold != "none":
-            raise ValueError(f"manifold = {config.manifold} runs in one process only; train it without torchrun "
-                             "(or with manifold none).")
     check_data(dataset, config)
     if not (isinstance(checkpoint_every, int) and checkpoint_every >= 1):
         raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}.")
