@@ -111,3 +111,33 @@ def mutual_run(rank, world_size, port, run_dir, options, stop_after, resume, out
     finally:
         shutdown(context)
     exit_process(0)
+
+
+def multimodal_run(rank, world_size, port, run_dir, options, stop_after, resume, out):
+    """fit_multimodal on 160 pairs of mnist5k-rotated; with ``stop_after`` polls, a stop on rank 0 only."""
+    from vaegmm.config import TrainConfig
+    from vaegmm.distributed import exit_process, shutdown
+    from vaegmm.multimodal import fit_multimodal, load_views
+
+    context = join(rank, world_size, port)
+    views, labels = load_views(["mnist5k-rotated"], max_samples=160, seed=0)
+    calls = []
+
+    def stop_requested():
+        calls.append(1)
+        return rank == 0 and stop_after is not None and len(calls) > stop_after
+
+    try:
+        result = fit_multimodal(views, TrainConfig(**options), labels=labels, run_dir=run_dir, resume=resume,
+                                progress=False, log=None, stop_requested=stop_requested, distributed=context)
+    except KeyboardInterrupt:
+        np.savez(f"{out}-{rank}", interrupted=True)
+    else:
+        last = result.engine.outboxes[-1]
+        np.savez(f"{out}-{rank}", interrupted=False, assignments=result.assignments,
+                 latents_0=result.latents[0], latents_1=result.latents[1],
+                 accuracy=[r["accuracy"] for r in result.rounds],
+                 **({"embedding": last["manifold"]["embedding"]} if "manifold" in last else {}))
+    finally:
+        shutdown(context)
+    exit_process(0)

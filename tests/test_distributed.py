@@ -15,7 +15,8 @@ import torch.multiprocessing as mp
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).parent))
-from distributed_workers import collectives, free_port, gibbs_chain, mutual_run, vae_shards  # noqa: E402
+from distributed_workers import (collectives, free_port, gibbs_chain, multimodal_run, mutual_run,  # noqa: E402
+                                 vae_shards)
 
 from vaegmm.distributed import CounterUniforms, counter_uniforms, shard_bounds  # noqa: E402
 from vaegmm.gibbs import sample_categorical_columns  # noqa: E402
@@ -159,6 +160,31 @@ def test_two_process_run_with_the_manifold_resumes_to_the_uninterrupted_result(t
         np.testing.assert_array_equal(whole[key], resumed[key])
 
 
+@pytest.mark.parametrize("manifold", ["none", "umap"])
+def test_two_process_multimodal_run_agrees_across_ranks_and_resumes(tmp_path, manifold):
+    """Multimodal categories under torchrun: each VAE data-parallel, the joint GMM's sweeps sharded
+    (block-diagonal categories), UMAP on rank 0 with the manifold; one result on every rank, and a
+    run stopped inside its second round resumes to the uninterrupted result."""
+    options = dict(mutual_iterations=2, round0_epochs=2, vae_epochs=2, gmm_sweeps=6, gmm_chains=2, latent_dim=3,
+                   hidden_dims=(16,), batch_size=32, seed=2, manifold=manifold, manifold_dim=3, manifold_neighbors=10)
+    spawn(multimodal_run, 2, str(tmp_path / "whole"), options, None, False, str(tmp_path / "whole"))
+    whole, other = np.load(tmp_path / "whole-0.npz"), np.load(tmp_path / "whole-1.npz")
+    keys = ["assignments", "latents_0", "latents_1"] + (["embedding"] if manifold == "umap" else [])
+    for key in keys:
+        np.testing.assert_array_equal(whole[key], other[key])
+    assert whole["latents_0"].shape == (160, 3) and len(np.unique(whole["assignments"])) > 1
+    assert ("embedding" in whole) == (manifold == "umap")
+    assert (tmp_path / "whole" / "round_1" / "gmm" / "gmm.npz").exists()
+    # Polls: round 0's 2 + 2 epochs and before each of its steps but the first, the same in round 1: stop there.
+    spawn(multimodal_run, 2, str(tmp_path / "cut"), options, 8, False, str(tmp_path / "cut"))
+    assert bool(np.load(tmp_path / "cut-0.npz")["interrupted"]) and bool(np.load(tmp_path / "cut-1.npz")["interrupted"])
+    assert (tmp_path / "cut" / "round_0").exists() and not (tmp_path / "cut" / "round_1").exists()
+    spawn(multimodal_run, 2, str(tmp_path / "cut"), options, None, True, str(tmp_path / "resumed"))
+    resumed = np.load(tmp_path / "resumed-0.npz")
+    for key in keys + ["accuracy"]:
+        np.testing.assert_array_equal(whole[key], resumed[key])
+
+
 def test_exit_process_flushes_and_keeps_the_exit_code():
     script = "import sys\nfrom vaegmm.distributed import exit_process\nprint('said', end='')\n" \
              "print('warned', end='', file=sys.stderr)\nexit_process(3)\nprint('never')"
@@ -181,6 +207,23 @@ def test_torchrun_train_end_to_end(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert [m["iteration"] for m in metrics["iterations"]] == [0, 1]
     assert (out / "iteration_1" / "latents.npy").exists() or any((out / "iteration_1").iterdir())
+
+
+def test_torchrun_multimodal_train_end_to_end_and_again(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
+               str(free_port()), "-m", "vaegmm", "train", "--data", "mnist5k-rotated", "--max-samples", "120",
+               "--round0-epochs", "1", "--vae-iter", "1", "--gmm-iter", "4", "--latent-dim", "3", "--out", str(out),
+               "--quiet", "--no-figures", "--seed", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    errors = "\n".join(line for line in done.stderr.splitlines() if not line.startswith("W"))
+    assert done.returncode == 0, errors[:1500] + "\n...\n" + errors[-1500:]
+    assert done.stdout.count("2 modalities of 120 paired rows") == 1 and "2 processes" in done.stdout
+    assert [r["round"] for r in json.loads((out / "metrics.json").read_text())["rounds"]] == [0, 1]
+    again = subprocess.run(command[:5] + [str(free_port())] + command[6:], capture_output=True, text=True, env=env,
+                           timeout=300)
+    assert again.returncode == 0 and again.stdout.count("already holds this run, finished") == 1  # every rank stops
 
 
 # -- memory-mapped shards ------------------------------------------------------------------------

@@ -286,11 +286,9 @@ def _resumed(args):
 
 def _train_multimodal(args):
     """``vaegmm train`` with several --data (or a two-view set): multimodal categories."""
-    from .distributed import launched_by_torchrun
-
-    if launched_by_torchrun():
-        raise ValueError("Multimodal training runs in one process; launch it with `vaegmm train`, not torchrun.")
+    from .distributed import from_environment, shutdown
     from .multimodal import fit_multimodal, load_views, write_multimodal_report
+    from .mutual import resolve_device
     from .rundir import RunComplete
 
     if args.resume:
@@ -299,18 +297,30 @@ def _train_multimodal(args):
     else:
         config = _train_config(args)
         sources = _sources(args, config)
+    device = resolve_device(config.device)  # fail now, not after loading the data
     _set_threads(args.threads)
+    context = from_environment(device.type)  # under torchrun one rank of P, else the single process
+    say = print if context.is_main else (lambda *_: None)
     views, labels = load_views(sources, max_samples=config.max_samples, seed=config.seed)
-    print(f"data: {len(views)} modalities of {len(labels) if labels is not None else len(views[0])} paired rows: "
-          + ", ".join(f"{v.name} ({v.image_shape[0]}x{v.image_shape[1]})" for v in views)
-          + (" (with labels)" if labels is not None else " (no labels)"))
+    ranks = f", {context.world_size} processes" if context.active else ""
+    say(f"data: {len(views)} modalities of {len(labels) if labels is not None else len(views[0])} paired rows: "
+        + ", ".join(f"{v.name} ({v.image_shape[0]}x{v.image_shape[1]})" for v in views)
+        + (" (with labels)" if labels is not None else " (no labels)") + ranks)
     try:
         with _DeferredInterrupt() as interrupt:
             result = fit_multimodal(views, config, labels=labels, sources=sources, run_dir=args.out,
                                     overwrite=args.overwrite, resume=bool(args.resume), progress=not args.quiet,
-                                    stop_requested=lambda: interrupt.requested)
-    except RunComplete as done:
-        print(f"vaegmm: {done}")
+                                    stop_requested=lambda: interrupt.requested, distributed=context,
+                                    log=print if context.is_main else None)
+    except RunComplete as done:  # every rank hears it (the engine broadcasts rank 0's check)
+        shutdown(context)
+        say(f"vaegmm: {done}")
+        return 0
+    except KeyboardInterrupt:  # every rank stops at the same point, after the checkpoint
+        shutdown(context)
+        raise
+    shutdown(context)
+    if not context.is_main:
         return 0
     written = ""
     if not args.no_figures:

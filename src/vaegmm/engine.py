@@ -439,9 +439,18 @@ def run(graph, rounds, *, seed=0, run_dir=None, resume=False, overwrite=False, o
     description = json.loads(json.dumps(description))  # as graph.json will read back
     polled = stop_requested or (lambda: False)
     stop_asked = (lambda: context.any(polled())) if context.active else polled
-    checkpoint = None
+    checkpoint = failure = None
     if directory is not None:
-        checkpoint = directory.prepare(description, rounds, overwrite, resume)
+        try:
+            checkpoint = directory.prepare(description, rounds, overwrite, resume)
+        except Exception as exc:  # a finished or different run: distributed, every rank must hear it
+            if not context.active:
+                raise
+            failure = exc
+    if context.active:
+        failure = context.broadcast_object(failure)
+        if failure is not None:
+            raise failure
     if resume and context.active:
         checkpoint = context.broadcast_object(checkpoint)
 

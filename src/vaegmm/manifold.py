@@ -37,7 +37,7 @@ from .engine import Module
 from .messages import PriorMessage, mixture_moments
 from .threads import limit_threads
 
-__all__ = ["ManifoldModule", "Embed", "JointEmbed", "import_umap", "latent_cluster_moments", "manifold_seed",
+__all__ = ["ManifoldModule", "Embed", "JointEmbed", "forward_on_rank0", "import_umap", "latent_cluster_moments", "manifold_seed",
            "MANIFOLD_PRIORS", "RIDGE"]
 
 MANIFOLD_PRIORS = ("responsibilities", "last")  # the prior_from values the manifold's message supports
@@ -205,18 +205,22 @@ class Embed(Module):
         self.distributed = distributed if distributed is not None and distributed.active else None
 
     def step(self, inbox, context):
-        seed = manifold_seed(context.seed)
-        if self.distributed is None or self.distributed.world_size == 1:
-            embedding = self.manifold.forward(inbox["latents"], seed)
-            return {"embedding": embedding, "model": self.manifold.model}
-        shape = (len(inbox["latents"]), self.config.manifold_dim)
-        if self.distributed.is_main:
-            embedding = self.manifold.forward(inbox["latents"], seed)
-        else:
-            embedding, self.manifold.model = np.empty(shape, dtype=np.float64), None
-        embedding = self.distributed.broadcast(embedding)
-        self.manifold.embedding = embedding
+        embedding = forward_on_rank0(self.manifold, inbox["latents"], manifold_seed(context.seed), self.distributed)
         return {"embedding": embedding, "model": self.manifold.model}
+
+
+def forward_on_rank0(manifold, latents, seed, distributed=None):
+    """``manifold.forward(latents, seed)``; distributed (an active context of several ranks, every
+    rank holding all the ``latents``), rank 0 alone fits UMAP and broadcasts the embedding, and
+    the other ranks' ``manifold.model`` is None."""
+    if distributed is None or not distributed.active or distributed.world_size == 1:
+        return manifold.forward(latents, seed)
+    if distributed.is_main:
+        embedding = manifold.forward(latents, seed)
+    else:
+        embedding, manifold.model = np.empty((len(latents), manifold.config.manifold_dim), dtype=np.float64), None
+    manifold.embedding = distributed.broadcast(embedding)
+    return manifold.embedding
 
 
 class JointEmbed(Module):
@@ -224,12 +228,13 @@ class JointEmbed(Module):
     module that sends it ``"latents"`` (the modalities, rows paired; active as
     :class:`~vaegmm.modules.JointGMM` counts them), so that the neighbourhood graph joins what the
     modalities show of each datum. Sends ``"embedding"`` and ``"model"``; saves ``manifold.pkl``
-    (the fitted UMAP) and ``embedding.npy``."""
+    (the fitted UMAP) and ``embedding.npy``. Distributed, rank 0 fits UMAP, as :class:`Embed`."""
 
-    def __init__(self, name, config, device, active_variance=0.01):
+    def __init__(self, name, config, device, active_variance=0.01, distributed=None):
         super().__init__(name)
         self.config, self.active_variance = config, float(active_variance)
         self.manifold = ManifoldModule(config, device)
+        self.distributed = distributed if distributed is not None and distributed.active else None
 
     def describe(self):
         return {**super().describe(), "active_variance": self.active_variance}
@@ -240,7 +245,7 @@ class JointEmbed(Module):
         parts = paired_latents(inbox, self.name)
         joined = np.concatenate([latents[:, active_dimensions(latents, self.active_variance)]
                                  for _, latents in parts], axis=1)
-        embedding = self.manifold.forward(joined, manifold_seed(context.seed))
+        embedding = forward_on_rank0(self.manifold, joined, manifold_seed(context.seed), self.distributed)
         return {"embedding": embedding, "model": self.manifold.model}
 
     def save(self, folder, outbox):

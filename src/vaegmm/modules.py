@@ -393,15 +393,18 @@ class JointGMM(Module):
     device : torch.device, default=cpu
     active_variance : float, default=0.01
         The activity threshold (Burda et al.'s 10^-2); 0 clusters every dimension.
+    distributed : vaegmm.distributed.Context, default=None
+        With an active context the sweeps are sharded over the ranks (every rank is sent all the
+        latents and sends the same prior).
     """
 
-    def __init__(self, name, config, device=None, active_variance=0.01):
+    def __init__(self, name, config, device=None, active_variance=0.01, distributed=None):
         super().__init__(name)
         if not (isinstance(active_variance, (int, float)) and 0 <= active_variance < np.inf):
             raise ValueError(f"active_variance must be a non-negative number, got {active_variance!r}.")
         self.config, self.active_variance = config, float(active_variance)
         self.device = torch.device("cpu") if device is None else device
-        self.gmm = GMMModule(config, None, self.device)
+        self.gmm = GMMModule(config, None, self.device, distributed=distributed)
         self.previous = None  # the last round's assignments (chain_init="previous")
         self.latent_model = None  # with a manifold: the categories' latent moments (block_latent_model)
 

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from .data import DataError, ImageDataset, load_dataset
+from .distributed import SINGLE
 from .engine import Graph, GraphResult, LabelScore, run
 from .manifold import JointEmbed
 from .modules import JointGMM, VAEStep  # noqa: F401 - VAEStep, JointGMM: this system's modules
@@ -123,22 +124,23 @@ def modality_config(config, dataset):
                           latent_dim=min(config.latent_dim, max(1, features // 2)))
 
 
-def multimodal_graph(datasets, config, configs=None, device=None):
+def multimodal_graph(datasets, config, configs=None, device=None, distributed=None):
     """The graph of :func:`fit_multimodal`: ``vae_0 .. vae_{M-1}`` and ``gmm``, wired both ways
-    (each VAE's settings :func:`modality_config` unless ``configs`` gives them)."""
+    (each VAE's settings :func:`modality_config` unless ``configs`` gives them; ``distributed``:
+    every module on this rank's part, :func:`fit_multimodal`)."""
     configs = list(configs) if configs is not None else [modality_config(config, v) for v in datasets]
     if len(configs) != len(datasets):
         raise ValueError(f"{len(datasets)} modalities but {len(configs)} VAE configs; give one per modality.")
     graph = Graph()
     names = [f"vae_{m}" for m in range(len(datasets))]
     for name, dataset, vae_config in zip(names, datasets, configs):
-        graph.add(VAEStep(name, dataset, vae_config, device))
+        graph.add(VAEStep(name, dataset, vae_config, device, distributed=distributed))
     gmm_config = config.replace(latent_dim=sum(c.latent_dim for c in configs), wishart_dof=None)
     if config.manifold_used == "umap":
-        graph.add(JointEmbed("manifold", config, device))
+        graph.add(JointEmbed("manifold", config, device, distributed=distributed))
         for name in names:
             graph.wire(name, "latents", "manifold")
-    graph.add(JointGMM("gmm", gmm_config, device))
+    graph.add(JointGMM("gmm", gmm_config, device, distributed=distributed))
     for name in names:
         graph.wire(name, "latents", "gmm")
         graph.wire("gmm", "prior", name)
@@ -168,7 +170,7 @@ def multimodal_config(config):
 
 
 def fit_multimodal(datasets, config, *, labels=None, configs=None, sources=None, run_dir=None, resume=False,
-                   overwrite=False, progress=True, log=print, stop_requested=None):
+                   overwrite=False, progress=True, log=print, stop_requested=None, distributed=None):
     """Train one VAE per modality and one GMM over all of them by mutual learning.
 
     Parameters
@@ -186,6 +188,12 @@ def fit_multimodal(datasets, config, *, labels=None, configs=None, sources=None,
         ``vaegmm train --resume`` can load them again.
     run_dir, resume, overwrite, progress, log, stop_requested
         As :func:`vaegmm.engine.run`.
+    distributed : vaegmm.distributed.Context, default=None
+        One rank of a ``torch.distributed`` run (every rank calls ``fit_multimodal`` with the same
+        arguments): each VAE trains data-parallel on this rank's shard of its modality, the joint
+        GMM's sweeps are sharded, and with the manifold rank 0 fits UMAP (as in
+        :func:`~vaegmm.mutual.fit_mutual`). Rank 0 alone writes and logs; every rank returns the
+        same result.
 
     Returns
     -------
@@ -200,13 +208,17 @@ def fit_multimodal(datasets, config, *, labels=None, configs=None, sources=None,
         raise ValueError(f"The modalities hold {sorted(counts)} rows; paired modalities need the same number.")
     for dataset, vae_config in zip(datasets, configs or [modality_config(config, d) for d in datasets]):
         check_data(dataset, vae_config)
+    context = distributed if distributed is not None else SINGLE
     device = resolve_device(config.device)
-    graph = multimodal_graph(datasets, config, configs, device)
+    if context.active and device.type == "cuda":
+        device = torch.device(context.device)  # this rank's GPU
+    graph = multimodal_graph(datasets, config, configs, device, distributed=context)
     observers = [LabelScore(labels, "gmm")] if labels is not None else []
     result = run(graph, config.mutual_iterations, seed=config.seed, run_dir=run_dir, resume=resume,
-                 overwrite=overwrite, observers=observers, progress=progress, log=log, stop_requested=stop_requested,
+                 overwrite=overwrite, observers=observers, progress=progress and context.is_main, log=log,
+                 stop_requested=stop_requested, distributed=context,
                  settings={"sources": sources, "data": [d.name for d in datasets], "config": config.to_dict()})
-    if run_dir is not None and labels is not None:
+    if run_dir is not None and labels is not None and context.is_main:
         write_file(Path(run_dir) / "labels.npy", lambda f: np.save(f, labels))
     last = result.outboxes[-1]
     names = [m.name for m in graph.modules if isinstance(m, VAEStep)]
