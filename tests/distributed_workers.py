@@ -141,3 +141,34 @@ def multimodal_run(rank, world_size, port, run_dir, options, stop_after, resume,
     finally:
         shutdown(context)
     exit_process(0)
+
+
+def game_run(rank, world_size, port, run_dir, options, stop_after, resume, out):
+    """fit_naming_game on 160 digits; with ``stop_after`` polls, a stop on rank 0 only."""
+    from vaegmm.config import TrainConfig
+    from vaegmm.data import load_dataset
+    from vaegmm.distributed import exit_process, shutdown
+    from vaegmm.naming_game import fit_naming_game
+
+    context = join(rank, world_size, port)
+    dataset = load_dataset("mnist5k", max_samples=160, seed=0)
+    calls = []
+
+    def stop_requested():
+        calls.append(1)
+        return rank == 0 and stop_after is not None and len(calls) > stop_after
+
+    try:
+        result = fit_naming_game(dataset, TrainConfig(**options), run_dir=run_dir, resume=resume, progress=False,
+                                 log=None, stop_requested=stop_requested, distributed=context)
+    except KeyboardInterrupt:
+        np.savez(f"{out}-{rank}", interrupted=True)
+    else:
+        last = result.engine.outboxes[-1]
+        np.savez(f"{out}-{rank}", interrupted=False, signs_a=last["game"]["signs_a"], signs_b=last["game"]["signs_b"],
+                 latents_a=last["agent_a"]["latents"], latents_b=last["agent_b"]["latents"],
+                 kappa=[r["kappa"] for r in result.iterations],
+                 **({"embedding": last["agent_a_manifold"]["embedding"]} if "agent_a_manifold" in last else {}))
+    finally:
+        shutdown(context)
+    exit_process(0)

@@ -15,8 +15,8 @@ import torch.multiprocessing as mp
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).parent))
-from distributed_workers import (collectives, free_port, gibbs_chain, multimodal_run, mutual_run,  # noqa: E402
-                                 vae_shards)
+from distributed_workers import (collectives, free_port, game_run, gibbs_chain, multimodal_run,  # noqa: E402
+                                 mutual_run, vae_shards)
 
 from vaegmm.distributed import CounterUniforms, counter_uniforms, shard_bounds  # noqa: E402
 from vaegmm.gibbs import sample_categorical_columns  # noqa: E402
@@ -182,6 +182,30 @@ def test_two_process_multimodal_run_agrees_across_ranks_and_resumes(tmp_path, ma
     spawn(multimodal_run, 2, str(tmp_path / "cut"), options, None, True, str(tmp_path / "resumed"))
     resumed = np.load(tmp_path / "resumed-0.npz")
     for key in keys + ["accuracy"]:
+        np.testing.assert_array_equal(whole[key], resumed[key])
+
+
+@pytest.mark.parametrize("manifold", ["none", "umap"])
+def test_two_process_naming_game_agrees_across_ranks_and_resumes(tmp_path, manifold):
+    """The naming game under torchrun: the agents' VAEs data-parallel, UMAP and the game's turns on
+    rank 0 (its outbox sent to rank 1); one result on every rank; a game stopped in its second
+    round resumes to the uninterrupted game."""
+    options = dict(mutual_iterations=2, round0_epochs=2, vae_epochs=2, gmm_sweeps=4, gmm_chains=1, latent_dim=3,
+                   hidden_dims=(16,), batch_size=32, seed=4, manifold=manifold, manifold_dim=3, manifold_neighbors=10)
+    spawn(game_run, 2, str(tmp_path / "whole"), options, None, False, str(tmp_path / "whole"))
+    whole, other = np.load(tmp_path / "whole-0.npz"), np.load(tmp_path / "whole-1.npz")
+    keys = ["signs_a", "signs_b", "latents_a", "latents_b", "kappa"] + (["embedding"] if manifold == "umap" else [])
+    for key in keys:
+        np.testing.assert_array_equal(whole[key], other[key])
+    assert ("embedding" in whole) == (manifold == "umap")
+    assert (tmp_path / "whole" / "agent_b" / "iteration_1").exists()
+    # Polls: round 0's two VAEs (2 epochs each), before each later step, the same in round 1: stop in it.
+    spawn(game_run, 2, str(tmp_path / "cut"), options, 9, False, str(tmp_path / "cut"))
+    assert bool(np.load(tmp_path / "cut-0.npz")["interrupted"]) and bool(np.load(tmp_path / "cut-1.npz")["interrupted"])
+    assert not (tmp_path / "cut" / "agent_a" / "iteration_1").exists()
+    spawn(game_run, 2, str(tmp_path / "cut"), options, None, True, str(tmp_path / "resumed"))
+    resumed = np.load(tmp_path / "resumed-0.npz")
+    for key in keys:
         np.testing.assert_array_equal(whole[key], resumed[key])
 
 

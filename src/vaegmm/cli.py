@@ -506,6 +506,7 @@ def _cmd_evaluate(args):
 
 def _cmd_naming_game(args):
     from .data import load_dataset
+    from .distributed import from_environment, shutdown
     from .figures import write_figures
     from .mutual import resolve_device
     from .naming_game import AGENT_NAMES, fit_naming_game, write_game_report
@@ -522,18 +523,29 @@ def _cmd_naming_game(args):
         config = _train_config(args)
         if args.data and len(args.data) > 1:
             raise ValueError("naming-game takes one --data (agent B sees it rotated); drop the others.")
-    resolve_device(config.device)
+    device = resolve_device(config.device)
     _set_threads(args.threads)
+    context = from_environment(device.type)  # under torchrun one rank of P, else the single process
+    say = print if context.is_main else (lambda *_: None)
     dataset = load_dataset(config.data, max_samples=config.max_samples, seed=config.seed)
-    print(f"data: {dataset.name}, {len(dataset)} images; agent A sees them, agent B rotated by {args.rotation:g} "
-          f"degrees; listener's rule: {args.mode}; signs start: {args.start}")
+    ranks = f"; {context.world_size} processes" if context.active else ""
+    say(f"data: {dataset.name}, {len(dataset)} images; agent A sees them, agent B rotated by {args.rotation:g} "
+        f"degrees; listener's rule: {args.mode}; signs start: {args.start}{ranks}")
     try:
         with _DeferredInterrupt() as interrupt:
             result = fit_naming_game(dataset, config, mode=args.mode, start=args.start, rotation=args.rotation,
                                      run_dir=args.out, overwrite=args.overwrite, resume=bool(args.resume),
-                                     progress=not args.quiet, stop_requested=lambda: interrupt.requested)
-    except RunComplete as done:
-        print(f"vaegmm: {done}")
+                                     progress=not args.quiet, stop_requested=lambda: interrupt.requested,
+                                     distributed=context, log=print if context.is_main else None)
+    except RunComplete as done:  # every rank hears it (the engine broadcasts rank 0's check)
+        shutdown(context)
+        say(f"vaegmm: {done}")
+        return 0
+    except KeyboardInterrupt:  # every rank stops at the same point, after the checkpoint
+        shutdown(context)
+        raise
+    shutdown(context)
+    if not context.is_main:
         return 0
     if not args.no_figures:
         for name in AGENT_NAMES:

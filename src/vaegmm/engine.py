@@ -34,7 +34,8 @@ The loop, not the modules, owns:
   (:class:`GraphDirectory`, or a system's own layout) writes them;
 - **the stop**: ``stop_requested`` is polled between steps (and by modules inside long steps,
   :meth:`StepContext.check_stop`); the run stops with its last checkpoint kept;
-- **the distributed context**: under torchrun every rank runs every step, rank 0 alone writes,
+- **the distributed context**: under torchrun every rank runs every step (a module marked
+  ``rank0_only`` runs on rank 0, which sends the others its outbox), rank 0 alone writes,
   logs and reads the checkpoint (which it sends the others), and a stop on any rank stops all;
 - **the run directory**: ``graph.json`` (the graph and every module's config), ``round_<r>/<module>/``
   (what each module writes, :meth:`Module.save`), ``metrics.json`` and ``checkpoint.pt``;
@@ -175,6 +176,11 @@ class Module(abc.ABC):
 
     #: The module's settings, written into graph.json (a dataclass or a dict, or None).
     config = None
+    #: Under torchrun, run :meth:`step` on rank 0 alone and send its outbox to the other ranks (a
+    #: module with no distributed path of its own, whose work is small beside the sharded ones').
+    #: Its step then sees no stop request (the loop checks between steps) and must not call
+    #: collectives; its state is current on rank 0, which alone checkpoints.
+    rank0_only = False
 
     def __init__(self, name):
         if not isinstance(name, str) or not name or "/" in name:
@@ -494,9 +500,14 @@ def run(graph, rounds, *, seed=0, run_dir=None, resume=False, overwrite=False, o
                 save_checkpoint(round_index, index, round_outboxes, time.perf_counter() - started, progress_state)
 
             context_resume = in_step if resuming and index == first_module else None
-            step_context = StepContext(round_index, seeds[round_index][index], progress, stop_asked,
-                                       context_resume, save)
-            outbox = module.step(graph.inbox(module.name, latest), step_context)
+            alone = module.rank0_only and context.active and context.world_size > 1
+            step_context = StepContext(round_index, seeds[round_index][index], progress,
+                                       (lambda: False) if alone else stop_asked, context_resume, save)
+            if alone:  # rank 0 steps, the others receive its outbox
+                outbox = module.step(graph.inbox(module.name, latest), step_context) if context.is_main else None
+                outbox = context.broadcast_object(outbox)
+            else:
+                outbox = module.step(graph.inbox(module.name, latest), step_context)
             if not isinstance(outbox, dict):
                 raise TypeError(f"Module {module.name!r} returned {type(outbox).__name__} from step; return a dict "
                                 "of messages.")

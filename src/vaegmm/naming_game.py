@@ -67,6 +67,7 @@ from sklearn.metrics import adjusted_rand_score, cohen_kappa_score
 from . import plots
 from .augment import affine_views
 from .data import ImageDataset
+from .distributed import SINGLE
 from .engine import Addressed, Graph, GraphDirectory, GraphResult, Module, run
 from .gibbs import estimate_log_gaussian_prob
 from .manifold import Embed, ManifoldModule
@@ -135,8 +136,12 @@ class NamingGame(Module):
     ``"signs_a"``, ``"signs_b"``, ``"kappa"``, ``"acceptance"`` and ``"turn_signs"`` (the
     signs after every turn, for scoring). Its state: the agents' GMMs and signs. ``start``: how
     round 0's signs begin, "own" (each agent's chain, the later agents renamed after the first's
-    signs) or "random" (the paper's).
+    signs) or "random" (the paper's). Under torchrun the game runs on rank 0, which sends its
+    outbox to the other ranks (:attr:`~vaegmm.engine.Module.rank0_only`): its turns cost little
+    beside the agents' data-parallel VAEs.
     """
+
+    rank0_only = True
 
     def __init__(self, name, config, mode, device, agents=AGENT_NAMES, start="own"):
         super().__init__(name)
@@ -237,14 +242,15 @@ class GameScore:
         return row
 
 
-def naming_game_graph(views, config, mode, device, start="own"):
-    """The graph of the game: each agent's VAE (and, with a manifold, its Embed), and the game."""
+def naming_game_graph(views, config, mode, device, start="own", distributed=None):
+    """The graph of the game: each agent's VAE (and, with a manifold, its Embed), and the game
+    (``distributed``: the VAEs data-parallel, UMAP and the game on rank 0)."""
     graph = Graph()
     for name, view in zip(AGENT_NAMES, views):
-        graph.add(VAEStep(name, view, config, device))
+        graph.add(VAEStep(name, view, config, device, distributed=distributed))
     if config.manifold_used == "umap":
         for name in AGENT_NAMES:
-            graph.add(Embed(f"{name}_manifold", config, device))
+            graph.add(Embed(f"{name}_manifold", config, device, distributed=distributed))
             graph.wire(name, "latents", f"{name}_manifold")
     graph.add(NamingGame("game", config, mode, device, start=start))
     for name in AGENT_NAMES:
@@ -268,6 +274,7 @@ def fit_naming_game(
     progress=True,
     log: Optional[Callable[[str], None]] = print,
     stop_requested=None,
+    distributed=None,
 ):
     """Play ``config.mutual_iterations`` rounds of the naming game between two VAE+GMM agents, a
     wiring of :mod:`vaegmm.engine` (:func:`naming_game_graph`).
@@ -293,6 +300,11 @@ def fit_naming_game(
         uninterrupted game; the settings must be the saved ones.
     stop_requested : callable, default=None
         Polled between steps and after every epoch; True stops the game with its checkpoint kept.
+    distributed : vaegmm.distributed.Context, default=None
+        One rank of a ``torch.distributed`` run (every rank calls it with the same arguments):
+        each agent's VAE trains data-parallel on this rank's shard; UMAP (with a manifold) and the
+        game's turns run on rank 0, which sends the others their results. Rank 0 alone writes and
+        logs; every rank returns the same result.
 
     Returns
     -------
@@ -304,11 +316,16 @@ def fit_naming_game(
         raise ValueError(f"start must be one of {', '.join(STARTS)}, got {start!r}.")
     if not math.isfinite(rotation):
         raise ValueError(f"rotation must be a finite number of degrees, got {rotation!r}.")
+    context = distributed if distributed is not None else SINGLE
+    if context.active:  # UMAP runs on rank 0 alone: under torchrun the manifold is asked for, not the default
+        config = config.without_default_manifold()
     check_data(dataset, config)
     device = resolve_device(config.device)
+    if context.active and device.type == "cuda":
+        device = torch.device(context.device)  # this rank's GPU
     labels = dataset.labels
     views = (dataset, rotated_view(dataset, rotation))
-    graph = naming_game_graph(views, config, mode, device, start=start)
+    graph = naming_game_graph(views, config, mode, device, start=start, distributed=context)
     settings = {"mode": mode, "rotation": rotation, "data": dataset.name, "config": config.to_dict(),
                 **({"start": start} if start != "random" else {})}
 
@@ -317,8 +334,8 @@ def fit_naming_game(
         directory = GameDirectory(run_dir, views, labels, mode, rotation, config, start)
     result = run(graph, config.mutual_iterations, seed=config.seed, directory=directory, resume=resume,
                  overwrite=overwrite, observers=[GameScore(labels)] if labels is not None else [],
-                 progress=progress, log=log, stop_requested=stop_requested, settings=settings,
-                 formatter=lambda row: format_game_round(_record(row)))
+                 progress=progress and context.is_main, log=log, stop_requested=stop_requested, settings=settings,
+                 formatter=lambda row: format_game_round(_record(row)), distributed=context)
     return NamingGameResult(mode, [_record(row) for row in result.rounds], result)
 
 
