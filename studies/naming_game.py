@@ -33,7 +33,7 @@ def command_run(args, extra):
                     == args.rounds:
                 continue
             command = [sys.executable, "-m", "vaegmm", "naming-game", "--out", str(folder), "--mode", mode,
-                       "--seed", str(seed), "--mutual-iterations", str(args.rounds), "--overwrite", "--quiet",
+                       "--seed", str(seed), "--rounds", str(args.rounds), "--overwrite", "--quiet",
                        "--no-figures", *extra]
             print(" ".join(command[2:]), flush=True)
             subprocess.run(command, check=True)
@@ -65,7 +65,7 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="play every mode for every seed (other flags go to vaegmm naming-game)")
     run.add_argument("--seeds", default="0-2")
-    run.add_argument("--rounds", type=int, default=3, help="--mutual-iterations of every game")
+    run.add_argument("--rounds", type=int, default=3, help="--rounds of every game")
     run.add_argument("--out", default="runs/naming-study")
     table = sub.add_parser("table", help="print the last round of every game as a markdown table")
     table.add_argument("--out", default="runs/naming-study")

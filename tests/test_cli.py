@@ -596,5 +596,11 @@ def test_every_config_field_is_set_by_its_generated_flag_or_by_set():
         args = _parser().parse_args(["train", _flag(field.name), text, *also])
         assert getattr(_train_config(args), field.name) == value, field.name
     assert "send" in SET_ONLY and _flag("send") == "--set send=..."
+    # One vocabulary (rounds, epochs, sweeps); the older flag names still answer.
+    assert [_flag(name) for name in ("mutual_iterations", "vae_epochs", "gmm_sweeps")] == ["--rounds", "--epochs",
+                                                                                          "--sweeps"]
+    new = _train_config(_parser().parse_args(["train", "--rounds", "3", "--epochs", "4", "--sweeps", "5"]))
+    old = _train_config(_parser().parse_args(["train", "--mutual-iterations", "3", "--vae-iter", "4", "--gmm-iter", "5"]))
+    assert new == old and (new.mutual_iterations, new.vae_epochs, new.gmm_sweeps) == (3, 4, 5)
     args = _parser().parse_args(["train", "--set", "send=sample", "--set", "vae_init=warm"])
     assert (_train_config(args).send, _train_config(args).vae_init) == ("sample", "warm")

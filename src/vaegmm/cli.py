@@ -161,7 +161,8 @@ def _add_config_arguments(parser):
             options["choices"] = TrainConfig.CHOICES[field.name]
         else:
             options["type"] = _argument_type(field)
-        groups[meta["group"]].add_argument(_flag(field.name), **options)
+        aliases = ["--" + alias.replace("_", "-") for alias in meta.get("aliases", ())]
+        groups[meta["group"]].add_argument(_flag(field.name), *aliases, **options)
     group = groups["run"]
     group.add_argument("--no-cuda", action="store_true", help="same as --device cpu (the reference's flag)")
     group.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", type=_field_value,

@@ -34,12 +34,14 @@ REFERENCE = {"batch_size": 10, "vae_epochs": 100, "round0_epochs": 100, "gmm_swe
              "gmm_chains": 1}
 
 
-def _option(default, group, help, *, flag=None, shown=None):
+def _option(default, group, help, *, flag=None, shown=None, aliases=()):
     """A field with a CLI flag (the CLI is generated from these): its ``group`` in ``--help``,
-    its ``help`` ("{default}" is replaced by the default, or by ``shown``), and its ``flag``
-    name when it is not the field's (``--vae-iter`` for ``vae_epochs``). A field without one is
-    set on the command line with ``--set FIELD=VALUE`` only."""
-    return dataclasses.field(default=default, metadata={"group": group, "help": help, "flag": flag, "shown": shown})
+    its ``help`` ("{default}" is replaced by the default, or by ``shown``), its ``flag`` name
+    when it is not the field's (``--epochs`` for ``vae_epochs``), and older names the flag still
+    answers to (``aliases``: ``--vae-iter``). A field without one is set on the command line with
+    ``--set FIELD=VALUE`` only."""
+    return dataclasses.field(default=default, metadata={"group": group, "help": help, "flag": flag, "shown": shown,
+                                                        "aliases": tuple(aliases)})
 
 
 class ConfigError(ValueError):
@@ -59,20 +61,21 @@ class TrainConfig:
     # --- mutual learning ---
     # rounds in all: round 0 (N(0, I) prior) + rounds with the GMM prior
     mutual_iterations: int = _option(2, "mutual learning",
-        "rounds in all, round 0 included (default: {default})")
+        "rounds in all, round 0 included (default: {default})", flag="rounds", aliases=("mutual_iterations",))
     # VAE epochs of every round after round 0; None follows the manifold: 200, or 100 with manifold="umap"
     vae_epochs: Optional[int] = _option(None, "mutual learning",
-        "VAE epochs of each round after round 0 (default: {default})", flag="vae_iter",
+        "VAE epochs of each round after round 0 (default: {default})", flag="epochs", aliases=("vae_iter",),
         shown="200; 100 with --manifold umap")
     # VAE epochs of round 0; None: half of vae_epochs (rounded up), or twice vae_epochs with
     #   manifold="umap". Without the manifold, round 0 only has to give the GMM a first partition and
     #   the last round's retrained VAE is the one scored; with it, round 0's partition of the
     #   embedding is the teacher that later rounds fine-tune the VAE towards
     round0_epochs: Optional[int] = _option(None, "mutual learning",
-        "VAE epochs of round 0 (default: {default})", shown="half of --vae-iter; twice it with --manifold umap")
+        "VAE epochs of round 0 (default: {default})", shown="half of --epochs; twice it with --manifold umap")
     # Gibbs sweeps per round
     gmm_sweeps: int = _option(100, "mutual learning",
-        "Gibbs sweeps per round (default: {default})", flag="gmm_iter")
+        "Gibbs sweeps per round (turns of the naming game) (default: {default})", flag="sweeps",
+        aliases=("gmm_iter",))
     send: str = "mean"  # latent sent to the GMM: "mean" of q(x|o) or a reparameterised "sample"
     prior_covariance: str = "diag"  # prior sent to the VAE: "diag" of Lambda^-1 or "full" Lambda
     # each round after round 0: "retrain" a fresh VAE (the reference) or "warm"-start (fine-tune) the
