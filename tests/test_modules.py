@@ -140,3 +140,11 @@ def test_encode_views_refuses_what_it_cannot_use(changes, message):
 
     with pytest.raises(ConfigError, match=message):
         _config(**changes)
+
+
+def test_a_prior_message_moves_to_the_receivers_device():
+    prior = PriorMessage(torch.zeros(3, 2), precision=torch.eye(2).repeat(3, 1, 1))
+    assert prior.to("cpu") is prior  # already there: the same message, no copy
+    moved = prior.to("meta")  # a device of its own, on any machine
+    assert moved.mean.device.type == moved.precision.device.type == "meta" and moved.var is None
+    assert moved.mean.shape == (3, 2) and moved.precision.shape == (3, 2, 2)

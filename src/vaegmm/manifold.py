@@ -37,8 +37,8 @@ from .engine import Module
 from .messages import PriorMessage, mixture_moments
 from .threads import limit_threads
 
-__all__ = ["ManifoldModule", "Embed", "JointEmbed", "forward_on_rank0", "import_umap", "latent_cluster_moments", "manifold_seed",
-           "MANIFOLD_PRIORS", "RIDGE"]
+__all__ = ["ManifoldModule", "Embed", "JointEmbed", "forward_on_rank0", "import_umap", "latent_cluster_moments",
+           "manifold_seed", "MANIFOLD_PRIORS", "RIDGE"]
 
 MANIFOLD_PRIORS = ("responsibilities", "last")  # the prior_from values the manifold's message supports
 RIDGE = 1e-6  # added to every cluster's latent covariance, as a fraction of the latents' mean variance

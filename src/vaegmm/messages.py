@@ -94,6 +94,15 @@ class PriorMessage:
     def is_mixture(self):
         return self.log_weights is not None
 
+    def to(self, device):
+        """This prior on ``device`` (itself when it is there already): a message sent from another
+        rank's device arrives on that device."""
+        if self.mean.device == torch.device(device):
+            return self
+        move = lambda tensor: None if tensor is None else tensor.to(device)  # noqa: E731
+        return PriorMessage(move(self.mean), var=move(self.var), precision=move(self.precision),
+                            log_weights=move(self.log_weights))
+
     def to_numpy(self):
         """{"mean", "var" or "precision", and "log_weights" for the mixture} as NumPy arrays
         (what a run directory saves)."""

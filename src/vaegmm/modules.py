@@ -319,6 +319,7 @@ class VAEStep(Module):
         prior = inbox.get("prior")
         if prior is None:
             prior = PriorMessage.standard_normal(self.n_samples, self.config.latent_dim, self.device)
+        prior = prior.to(self.device)  # distributed, a rank-0 module's message comes on rank 0's device
         self.vae.start_round(context.round, context.torch_seed)
         started = time.perf_counter()
         if context.resume is not None:  # the run stopped inside this step: continue from its epoch
