@@ -34,12 +34,12 @@ import time
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score
 
 from benchmarks.chains import round0_latents
 from vaegmm.gmm import GibbsGMM
 from vaegmm.metrics import clustering_metrics
+from vaegmm.naming_game import adopt_names
 from vaegmm.split_merge import log_collapsed_posterior
 
 CRITERIA = ("joint", "collapsed", "half", "likelihood")
@@ -72,16 +72,6 @@ def kept(records, criterion, k, draws=3000, seed=0):
             for _ in range(draws)]
 
 
-def aligned(reference, labels, n_clusters=10):
-    """``labels`` renamed to agree most with ``reference`` (Hungarian matching of the clusters)."""
-    table = np.zeros((n_clusters, n_clusters))
-    np.add.at(table, (labels, reference), 1)
-    rows, cols = linear_sum_assignment(-table)
-    mapping = np.empty(n_clusters, dtype=int)
-    mapping[rows] = cols
-    return mapping[labels]
-
-
 def consensus_accuracy(records, labels_true, k, how, draws=300, seed=0, n_clusters=10):
     """Accuracy of a partition formed from k chains drawn from the pool, label-free:
 
@@ -97,7 +87,7 @@ def consensus_accuracy(records, labels_true, k, how, draws=300, seed=0, n_cluste
             best = max(chosen, key=lambda r: r["joint"])["labels"]
             votes = np.zeros((len(best), n_clusters))
             for record in chosen:
-                votes[np.arange(len(best)), aligned(best, record["labels"], n_clusters)] += 1
+                votes[np.arange(len(best)), adopt_names(record["labels"], best, n_clusters)] += 1
             partition = votes.argmax(axis=1)
         else:
             agreement = [np.mean([adjusted_rand_score(a["labels"], b["labels"]) for b in chosen if b is not a])

@@ -82,93 +82,90 @@ def vae_shards(rank, world_size, port, out):
     exit_process(0)
 
 
+def stopper(rank, stop_after):
+    """A ``stop_requested`` that asks for a stop on rank 0 only, at its poll ``stop_after`` + 1
+    (never with None): a Ctrl-C that reached one process."""
+    calls = []
+
+    def stop_requested():
+        calls.append(1)
+        return rank == 0 and stop_after is not None and len(calls) > stop_after
+
+    return stop_requested
+
+
+def save_outcome(context, out, fit, record):
+    """Run ``fit()``; save ``{out}-{rank}.npz``: interrupted, and on success ``record(result)``;
+    leave the group and end the process."""
+    from vaegmm.distributed import exit_process, shutdown
+
+    try:
+        result = fit()
+    except KeyboardInterrupt:
+        np.savez(f"{out}-{context.rank}", interrupted=True)
+    else:
+        np.savez(f"{out}-{context.rank}", interrupted=False, **record(result))
+    finally:
+        shutdown(context)
+    exit_process(0)
+
+
 def mutual_run(rank, world_size, port, run_dir, options, stop_after, resume, out):
     """fit_mutual on 300 digits; with ``stop_after`` epochs, a Ctrl-C-like stop on rank 0 only."""
     from vaegmm.config import TrainConfig
     from vaegmm.data import load_dataset
-    from vaegmm.distributed import exit_process, shutdown
     from vaegmm.mutual import fit_mutual
 
     context = join(rank, world_size, port)
     config = TrainConfig(**options)
     dataset = load_dataset(config.data, max_samples=config.max_samples, seed=config.seed)
-    calls = []
 
-    def stop_requested():
-        calls.append(1)
-        return rank == 0 and stop_after is not None and len(calls) > stop_after
+    def record(result):
+        last = result.rounds[-1]
+        return dict(latents=last.latents, assignments=last.assignments, elbo=np.array(last.elbo),
+                    accuracy=[r.metrics["accuracy"] for r in result.rounds],
+                    **({} if last.embedding is None else {"embedding": last.embedding}))
 
-    try:
-        result = fit_mutual(dataset, config, run_dir=run_dir, progress=False, log=None, resume=resume,
-                            checkpoint_every=2, stop_requested=stop_requested, distributed=context)
-    except KeyboardInterrupt:
-        np.savez(f"{out}-{rank}", interrupted=True)
-    else:
-        np.savez(f"{out}-{rank}", interrupted=False, latents=result.rounds[-1].latents,
-                 assignments=result.rounds[-1].assignments, elbo=np.array(result.rounds[-1].elbo),
-                 accuracy=[r.metrics["accuracy"] for r in result.rounds],
-                 **({} if result.rounds[-1].embedding is None else {"embedding": result.rounds[-1].embedding}))
-    finally:
-        shutdown(context)
-    exit_process(0)
+    save_outcome(context, out, lambda: fit_mutual(
+        dataset, config, run_dir=run_dir, progress=False, log=None, resume=resume, checkpoint_every=2,
+        stop_requested=stopper(rank, stop_after), distributed=context), record)
 
 
 def multimodal_run(rank, world_size, port, run_dir, options, stop_after, resume, out):
     """fit_multimodal on 160 pairs of mnist5k-rotated; with ``stop_after`` polls, a stop on rank 0 only."""
     from vaegmm.config import TrainConfig
-    from vaegmm.distributed import exit_process, shutdown
     from vaegmm.multimodal import fit_multimodal, load_views
 
     context = join(rank, world_size, port)
     views, labels = load_views(["mnist5k-rotated"], max_samples=160, seed=0)
-    calls = []
 
-    def stop_requested():
-        calls.append(1)
-        return rank == 0 and stop_after is not None and len(calls) > stop_after
-
-    try:
-        result = fit_multimodal(views, TrainConfig(**options), labels=labels, run_dir=run_dir, resume=resume,
-                                progress=False, log=None, stop_requested=stop_requested, distributed=context)
-    except KeyboardInterrupt:
-        np.savez(f"{out}-{rank}", interrupted=True)
-    else:
+    def record(result):
         last = result.engine.outboxes[-1]
-        np.savez(f"{out}-{rank}", interrupted=False, assignments=result.assignments,
-                 latents_0=result.latents[0], latents_1=result.latents[1],
-                 accuracy=[r["accuracy"] for r in result.rounds],
-                 **({"embedding": last["manifold"]["embedding"]} if "manifold" in last else {}))
-    finally:
-        shutdown(context)
-    exit_process(0)
+        return dict(assignments=result.assignments, latents_0=result.latents[0], latents_1=result.latents[1],
+                    accuracy=[r["accuracy"] for r in result.rounds],
+                    **({"embedding": last["manifold"]["embedding"]} if "manifold" in last else {}))
+
+    save_outcome(context, out, lambda: fit_multimodal(
+        views, TrainConfig(**options), labels=labels, run_dir=run_dir, resume=resume, progress=False, log=None,
+        stop_requested=stopper(rank, stop_after), distributed=context), record)
 
 
 def game_run(rank, world_size, port, run_dir, options, stop_after, resume, out):
     """fit_naming_game on 160 digits; with ``stop_after`` polls, a stop on rank 0 only."""
     from vaegmm.config import TrainConfig
     from vaegmm.data import load_dataset
-    from vaegmm.distributed import exit_process, shutdown
     from vaegmm.naming_game import fit_naming_game
 
     context = join(rank, world_size, port)
     dataset = load_dataset("mnist5k", max_samples=160, seed=0)
-    calls = []
 
-    def stop_requested():
-        calls.append(1)
-        return rank == 0 and stop_after is not None and len(calls) > stop_after
-
-    try:
-        result = fit_naming_game(dataset, TrainConfig(**options), run_dir=run_dir, resume=resume, progress=False,
-                                 log=None, stop_requested=stop_requested, distributed=context)
-    except KeyboardInterrupt:
-        np.savez(f"{out}-{rank}", interrupted=True)
-    else:
+    def record(result):
         last = result.engine.outboxes[-1]
-        np.savez(f"{out}-{rank}", interrupted=False, signs_a=last["game"]["signs_a"], signs_b=last["game"]["signs_b"],
-                 latents_a=last["agent_a"]["latents"], latents_b=last["agent_b"]["latents"],
-                 kappa=[r["kappa"] for r in result.iterations],
-                 **({"embedding": last["agent_a_manifold"]["embedding"]} if "agent_a_manifold" in last else {}))
-    finally:
-        shutdown(context)
-    exit_process(0)
+        return dict(signs_a=last["game"]["signs_a"], signs_b=last["game"]["signs_b"],
+                    latents_a=last["agent_a"]["latents"], latents_b=last["agent_b"]["latents"],
+                    kappa=[r["kappa"] for r in result.iterations],
+                    **({"embedding": last["agent_a_manifold"]["embedding"]} if "agent_a_manifold" in last else {}))
+
+    save_outcome(context, out, lambda: fit_naming_game(
+        dataset, TrainConfig(**options), run_dir=run_dir, resume=resume, progress=False, log=None,
+        stop_requested=stopper(rank, stop_after), distributed=context), record)

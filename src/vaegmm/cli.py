@@ -287,10 +287,9 @@ def _resumed(args):
 
 def _train_multimodal(args):
     """``vaegmm train`` with several --data (or a two-view set): multimodal categories."""
-    from .distributed import from_environment, shutdown
+    from .distributed import from_environment
     from .multimodal import fit_multimodal, load_views, write_multimodal_report
     from .mutual import resolve_device
-    from .rundir import RunComplete
 
     if args.resume:
         settings, config = _resumed(args)
@@ -307,21 +306,11 @@ def _train_multimodal(args):
     say(f"data: {len(views)} modalities of {len(labels) if labels is not None else len(views[0])} paired rows: "
         + ", ".join(f"{v.name} ({v.image_shape[0]}x{v.image_shape[1]})" for v in views)
         + (" (with labels)" if labels is not None else " (no labels)") + ranks)
-    try:
-        with _DeferredInterrupt() as interrupt:
-            result = fit_multimodal(views, config, labels=labels, sources=sources, run_dir=args.out,
-                                    overwrite=args.overwrite, resume=bool(args.resume), progress=not args.quiet,
-                                    stop_requested=lambda: interrupt.requested, distributed=context,
-                                    log=print if context.is_main else None)
-    except RunComplete as done:  # every rank hears it (the engine broadcasts rank 0's check)
-        shutdown(context)
-        say(f"vaegmm: {done}")
-        return 0
-    except KeyboardInterrupt:  # every rank stops at the same point, after the checkpoint
-        shutdown(context)
-        raise
-    shutdown(context)
-    if not context.is_main:
+    result = _fit_on_ranks(context, lambda stop_requested, log: fit_multimodal(
+        views, config, labels=labels, sources=sources, run_dir=args.out, overwrite=args.overwrite,
+        resume=bool(args.resume), progress=not args.quiet, stop_requested=stop_requested, distributed=context,
+        log=log))
+    if result is None or not context.is_main:
         return 0
     written = ""
     if not args.no_figures:
@@ -381,18 +370,11 @@ def _cmd_train(args):
     ranks = f", {context.world_size} processes" if context.active else ""
     say(f"data: {dataset.name}, {len(dataset)} images of {dataset.image_shape[0]}x{dataset.image_shape[1]} "
         f"({labels}){ranks}")
-    try:
-        with _DeferredInterrupt() as interrupt:
-            result = fit_mutual(dataset, config, run_dir=args.out, progress=not args.quiet,
-                                overwrite=args.overwrite, resume=bool(args.resume),
-                                checkpoint_every=args.checkpoint_every, stop_requested=lambda: interrupt.requested,
-                                distributed=context)
-    except KeyboardInterrupt:  # every rank stops at the same epoch end, after the checkpoint
-        shutdown(context)
-        raise
-    # (Any other error leaves the group as it is: this process exits and torchrun stops the others.)
-    shutdown(context)
-    if not context.is_main:
+    result = _fit_on_ranks(context, lambda stop_requested, log: fit_mutual(
+        dataset, config, run_dir=args.out, progress=not args.quiet, overwrite=args.overwrite,
+        resume=bool(args.resume), checkpoint_every=args.checkpoint_every, stop_requested=stop_requested,
+        distributed=context, log=log))
+    if result is None or not context.is_main:
         return 0
     if not args.no_figures:
         write_figures(args.out)
@@ -507,12 +489,11 @@ def _cmd_evaluate(args):
 
 def _cmd_naming_game(args):
     from .data import load_dataset
-    from .distributed import from_environment, shutdown
+    from .distributed import from_environment
     from .figures import write_figures
     from .mutual import resolve_device
     from .naming_game import AGENT_NAMES, fit_naming_game, write_game_report
     from .report import write_report
-    from .rundir import RunComplete
 
     if args.resume:
         if args.overwrite:
@@ -532,21 +513,11 @@ def _cmd_naming_game(args):
     ranks = f"; {context.world_size} processes" if context.active else ""
     say(f"data: {dataset.name}, {len(dataset)} images; agent A sees them, agent B rotated by {args.rotation:g} "
         f"degrees; listener's rule: {args.mode}; signs start: {args.start}{ranks}")
-    try:
-        with _DeferredInterrupt() as interrupt:
-            result = fit_naming_game(dataset, config, mode=args.mode, start=args.start, rotation=args.rotation,
-                                     run_dir=args.out, overwrite=args.overwrite, resume=bool(args.resume),
-                                     progress=not args.quiet, stop_requested=lambda: interrupt.requested,
-                                     distributed=context, log=print if context.is_main else None)
-    except RunComplete as done:  # every rank hears it (the engine broadcasts rank 0's check)
-        shutdown(context)
-        say(f"vaegmm: {done}")
-        return 0
-    except KeyboardInterrupt:  # every rank stops at the same point, after the checkpoint
-        shutdown(context)
-        raise
-    shutdown(context)
-    if not context.is_main:
+    result = _fit_on_ranks(context, lambda stop_requested, log: fit_naming_game(
+        dataset, config, mode=args.mode, start=args.start, rotation=args.rotation, run_dir=args.out,
+        overwrite=args.overwrite, resume=bool(args.resume), progress=not args.quiet, stop_requested=stop_requested,
+        distributed=context, log=log))
+    if result is None or not context.is_main:
         return 0
     if not args.no_figures:
         for name in AGENT_NAMES:
@@ -601,6 +572,30 @@ def _cmd_predict(args):
         scores = "  ".join(f"{k} {v:.4f}" if v is not None else f"{k} n/a" for k, v in prediction["metrics"].items())
         print(f"round {prediction['iteration']}: {scores}")
     return 0
+
+
+def _fit_on_ranks(context, fit):
+    """``fit(stop_requested, log)`` on this rank (every rank of a torchrun run calls it), with
+    Ctrl-C deferred to the next checkpoint; then leave the process group. Returns its result, or
+    None when the run directory already holds this finished run (every rank hears it: the engine
+    broadcasts rank 0's check; rank 0 says so). A stop re-raises on every rank after the checkpoint.
+    Any other error leaves the group as it is: this process exits and torchrun stops the others."""
+    from .distributed import shutdown
+    from .rundir import RunComplete
+
+    try:
+        with _DeferredInterrupt() as interrupt:
+            result = fit(lambda: interrupt.requested, print if context.is_main else None)
+    except RunComplete as done:
+        shutdown(context)
+        if context.is_main:
+            print(f"vaegmm: {done}")
+        return None
+    except KeyboardInterrupt:
+        shutdown(context)
+        raise
+    shutdown(context)
+    return result
 
 
 class _DeferredInterrupt:

@@ -201,8 +201,7 @@ class Embed(Module):
 
     def __init__(self, name, config, device, distributed=None):
         super().__init__(name)
-        self.config, self.manifold = config, ManifoldModule(config, device)
-        self.distributed = distributed if distributed is not None and distributed.active else None
+        self.config, self.manifold, self.distributed = config, ManifoldModule(config, device), distributed
 
     def step(self, inbox, context):
         embedding = forward_on_rank0(self.manifold, inbox["latents"], manifold_seed(context.seed), self.distributed)
@@ -233,8 +232,7 @@ class JointEmbed(Module):
     def __init__(self, name, config, device, active_variance=0.01, distributed=None):
         super().__init__(name)
         self.config, self.active_variance = config, float(active_variance)
-        self.manifold = ManifoldModule(config, device)
-        self.distributed = distributed if distributed is not None and distributed.active else None
+        self.manifold, self.distributed = ManifoldModule(config, device), distributed
 
     def describe(self):
         return {**super().describe(), "active_variance": self.active_variance}
