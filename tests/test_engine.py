@@ -185,3 +185,87 @@ def _metrics(out):
 def test_a_run_killed_by_sigkill_resumes_to_the_same_metrics(tmp_path, kill_at):
     straight, killed = kill_and_resume(tmp_path, KILLED_RUN, kill_at)
     assert _metrics(killed) == _metrics(straight)
+
+
+def test_each_shipped_module_records_its_own_config_and_two_vaes_may_differ(tmp_path):
+    from vaegmm import load_dataset
+    from vaegmm.config import ConfigError, GMMConfig, ManifoldConfig, TrainConfig, VAEConfig
+    from vaegmm.modules import GMMStep, VAEStep
+
+    # The projection of a TrainConfig resolves what follows the manifold; the defaults agree.
+    assert TrainConfig().vae_config() == VAEConfig() and TrainConfig().gmm_config() == GMMConfig()
+    assert TrainConfig().manifold_config() == ManifoldConfig()
+    plain = TrainConfig(manifold="none")
+    assert (plain.vae_config().vae_init, plain.vae_config().vae_epochs, plain.vae_config().round0_epochs) == (
+        "retrain", 200, 100)
+    assert plain.gmm_config().gmm_prior == "data"
+    with pytest.raises(ConfigError, match="latent_dim must be a positive integer"):
+        VAEConfig(latent_dim=0)
+    with pytest.raises(ConfigError, match="gmm_prior must be one of"):
+        GMMConfig(gmm_prior="flat")
+
+    data = load_dataset("digits", max_samples=150, seed=0)
+    tiny = dict(vae_epochs=2, round0_epochs=1, batch_size=50, hidden_dims=(16,), augment_rotation=0.0,
+                augment_shift=0.0, augment_scale=0.0)
+    graph = Graph()
+    graph.add(VAEStep("small", data, VAEConfig(latent_dim=3, **tiny)))
+    graph.add(VAEStep("large", data, VAEConfig(latent_dim=5, **{**tiny, "hidden_dims": (24, 12)})))
+    graph.add(GMMStep("gmm", GMMConfig(n_clusters=4, gmm_sweeps=5, gmm_chains=1, gmm_prior="data"), "cpu"))
+    graph.wire("small", "latents", "gmm").wire("gmm", "prior", "small")
+    result = run(graph, rounds=2, seed=0, run_dir=tmp_path / "run")
+    assert result.outboxes[-1]["small"]["latents"].shape == (150, 3)
+    assert result.outboxes[-1]["large"]["latents"].shape == (150, 5)
+    saved = {m["name"]: m["config"] for m in json.loads((tmp_path / "run" / "graph.json").read_text())["modules"]}
+    assert saved["small"]["latent_dim"] == 3 and saved["large"]["hidden_dims"] == [24, 12]
+    assert saved["gmm"] == GMMConfig(n_clusters=4, gmm_sweeps=5, gmm_chains=1, gmm_prior="data").to_dict()
+
+
+def test_a_run_whose_graph_json_records_whole_train_configs_is_still_the_same_run(tmp_path):
+    """Earlier versions recorded each module's whole TrainConfig in graph.json: such a finished run
+    still reports finished, and an interrupted one still resumes."""
+    from vaegmm import load_dataset
+    from vaegmm.config import TrainConfig
+    from vaegmm.modules import GMMStep, VAEStep
+
+    data = load_dataset("digits", max_samples=120, seed=0)
+    config = TrainConfig(manifold="none", vae_epochs=2, round0_epochs=1, batch_size=40, hidden_dims=(16,),
+                         latent_dim=3, n_clusters=4, gmm_sweeps=4, gmm_chains=1)
+
+    def graph():
+        built = Graph()
+        built.add(VAEStep("vae", data, config))
+        built.add(GMMStep("gmm", config, "cpu"))
+        built.wire("vae", "latents", "gmm").wire("gmm", "prior", "vae")
+        return built
+
+    def record_as_earlier_versions(path):
+        saved = json.loads((path / "graph.json").read_text())
+        for entry in saved["modules"]:
+            entry["config"] = config.to_dict()
+        (path / "graph.json").write_text(json.dumps(saved))
+
+    finished = run(graph(), rounds=2, seed=0, run_dir=tmp_path / "finished", progress=False, log=None)
+    record_as_earlier_versions(tmp_path / "finished")
+    with pytest.raises(RunComplete):
+        run(graph(), rounds=2, seed=0, run_dir=tmp_path / "finished", progress=False, log=None)
+    polls = iter(range(100))
+    with pytest.raises(KeyboardInterrupt):  # stopped after round 0
+        run(graph(), rounds=2, seed=0, run_dir=tmp_path / "stopped", progress=False, log=None,
+            stop_requested=lambda: next(polls) == 3)
+    record_as_earlier_versions(tmp_path / "stopped")
+    with pytest.raises(RunError, match="other settings"):
+        run(graph(), rounds=2, seed=1, run_dir=tmp_path / "stopped", resume=True, progress=False, log=None)
+    resumed = run(graph(), rounds=2, seed=0, run_dir=tmp_path / "stopped", resume=True, progress=False, log=None)
+    assert [{k: v for k, v in row.items() if k != "seconds"} for row in resumed.rounds] == [
+        {k: v for k, v in row.items() if k != "seconds"} for row in finished.rounds]
+
+
+def test_every_train_config_field_is_run_wide_or_some_modules():
+    import dataclasses
+
+    from vaegmm.config import GMMConfig, ManifoldConfig, TrainConfig, VAEConfig
+
+    owned = [{f.name for f in dataclasses.fields(kind)} for kind in (VAEConfig, GMMConfig, ManifoldConfig)]
+    run_wide = {"data", "max_samples", "mutual_iterations", "manifold", "seed", "device"}
+    assert sum(map(len, owned)) == len(set.union(*owned))  # each field belongs to one module's config
+    assert {f.name for f in dataclasses.fields(TrainConfig)} == run_wide | set.union(*owned)

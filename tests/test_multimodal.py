@@ -125,7 +125,9 @@ def test_block_diagonal_categories_keep_the_modalities_independent():
     assert stop_a == start_b and precisions.shape[1] == stop_b
     assert np.all(precisions[:, start_a:stop_a, start_b:stop_b] == 0)
     assert np.all(np.linalg.eigvalsh(precisions[:, start_b:stop_b, start_b:stop_b]) > 0)
-    assert result.graph["gmm"].config.manifold == "none"  # the default manifold is none for multimodal categories
+    # the default manifold is none for multimodal categories: no UMAP module, the latents' prior form
+    assert [m.name for m in result.graph.modules] == ["vae_0", "vae_1", "gmm"]
+    assert result.graph["gmm"].config.gmm_prior == "data"
 
 
 def test_cli_trains_two_files_and_resumes_nothing_when_finished(tmp_path, capsys):

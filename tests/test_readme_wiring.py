@@ -11,8 +11,8 @@ def test_the_readme_wiring_example_runs(tmp_path, monkeypatch):
     text = README.read_text()
     code = re.search(r"<!-- wiring-example -->\n```python\n(.*?)```", text, re.S).group(1)
     small = (code.replace('load_dataset("mnist5k")', 'load_dataset("mnist5k", max_samples=300)')
-             .replace("TrainConfig(round0_epochs=40, vae_epochs=40)",
-                      "TrainConfig(round0_epochs=2, vae_epochs=2, latent_dim=4, hidden_dims=(32,))"))
+             .replace("VAEConfig(round0_epochs=40, vae_epochs=40)",
+                      "VAEConfig(round0_epochs=2, vae_epochs=2, latent_dim=4, hidden_dims=(32,))"))
     assert small.count("max_samples") == 1 and small.count("vae_epochs=2") == 1  # the substitutions took
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": "readme_example"}

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
-__all__ = ["TrainConfig", "ConfigError", "REFERENCE"]
+__all__ = ["TrainConfig", "VAEConfig", "GMMConfig", "ManifoldConfig", "ConfigError", "REFERENCE", "module_config"]
 
 
 # Values that runs saved by earlier versions (whose config.json lacks the key) were trained
@@ -429,4 +429,171 @@ class TrainConfig:
 
     def replace(self, **changes):
         return self.from_dict({**self.to_dict(), **changes})
+
+    def vae_config(self):
+        """The settings of this run's VAE (:class:`VAEConfig`), the manifold's defaults resolved."""
+        return VAEConfig.of(self)
+
+    def gmm_config(self):
+        """The settings of this run's GMM step and its message (:class:`GMMConfig`)."""
+        return GMMConfig.of(self)
+
+    def manifold_config(self):
+        """The settings of this run's UMAP step (:class:`ManifoldConfig`)."""
+        return ManifoldConfig.of(self)
+
+
+class _ModuleConfig:
+    """A module's own settings: the :class:`TrainConfig` fields it reads, under the same names,
+    with every value that follows the manifold there resolved here. So two modules of one graph
+    may differ (two VAEs of other architectures), and graph.json records what each module ran
+    with. Checked as TrainConfig checks its fields (one sentence naming a bad value)."""
+
+    # resolved values of TrainConfig for fields that follow the manifold there
+    _RESOLVED = {"vae_epochs": "round_epochs", "round0_epochs": "first_round_epochs", "vae_init": "vae_init_used",
+                 "gmm_prior": "gmm_prior_used"}
+    # the other TrainConfig fields set while checking (those that change what is valid)
+    _CHECKED_WITH = {}
+
+    def __post_init__(self):
+        for name in ("hidden_dims", "conv_channels"):
+            if hasattr(self, name):
+                object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        TrainConfig(**{**self._CHECKED_WITH, **self.to_dict()})  # raises ConfigError naming a bad value
+
+    @classmethod
+    def of(cls, config):
+        """``config`` itself if it is one of this class, else the projection of a TrainConfig."""
+        if isinstance(config, cls):
+            return config
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"{cls.__name__}.of takes a {cls.__name__} or a TrainConfig, got {type(config).__name__}.")
+        return cls(**{f.name: getattr(config, cls._RESOLVED.get(f.name, f.name)) for f in dataclasses.fields(cls)})
+
+    def to_dict(self):
+        values = dataclasses.asdict(self)
+        for name in ("hidden_dims", "conv_channels"):
+            if name in values:
+                values[name] = list(values[name])
+        return values
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"Unknown {cls.__name__} keys: {', '.join(unknown)}; known keys are "
+                              f"{', '.join(sorted(known))}.")
+        return cls(**values)
+
+    @classmethod
+    def from_saved(cls, values):
+        """A module's config as graph.json holds it; earlier versions wrote the whole TrainConfig there."""
+        if "data" in values and "mutual_iterations" in values:
+            return cls.of(TrainConfig.from_saved(values))
+        return cls.from_dict(values)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class VAEConfig(_ModuleConfig):
+    """A VAE module's settings (:class:`~vaegmm.modules.VAEStep`); each field as in TrainConfig.
+    The defaults are those of a default run (with the manifold)."""
+
+    latent_dim: int = 12
+    architecture: str = "mlp"
+    hidden_dims: Tuple[int, ...] = (256,)
+    conv_channels: Tuple[int, int] = (16, 32)
+    vae_epochs: int = 100  # each round after round 0
+    round0_epochs: int = 200
+    vae_init: str = "warm"
+    kl_weight: float = 1.0
+    prior_weight: Optional[float] = None
+    lr: float = 1e-3
+    batch_size: int = 256
+    send: str = "mean"
+    augment_rotation: float = 15.0
+    augment_shift: float = 0.12
+    augment_scale: float = 0.1
+    augment_target: str = "clean"
+    encode_views: int = 0
+    contrast_weight: float = 0.0
+    contrast_temperature: float = 0.5
+
+    @property
+    def first_round_epochs(self):
+        return self.round0_epochs
+
+    @property
+    def round_epochs(self):
+        return self.vae_epochs
+
+    @property
+    def vae_init_used(self):
+        return self.vae_init
+
+    round_kl_weight = TrainConfig.round_kl_weight
+    augments = TrainConfig.augments
+
+
+@dataclass(frozen=True)
+class GMMConfig(_ModuleConfig):
+    """A GMM module's settings (:class:`~vaegmm.modules.GMMStep`, :class:`~vaegmm.modules.JointGMM`,
+    :class:`~vaegmm.naming_game.NamingGame`): its Gibbs step and the message it sends; each
+    field as in TrainConfig. The defaults are those of a default run (on the UMAP embedding)."""
+
+    _CHECKED_WITH = {"manifold": "none", "latent_dim": 1}  # wishart_dof is checked against the data at fit
+
+    n_clusters: Union[int, str] = 10
+    max_clusters: int = 30
+    gmm_sweeps: int = 100
+    gmm_chains: int = 4
+    gmm_init: str = "em"
+    gmm_report: str = "map"
+    chain_init: str = "fresh"
+    gmm_prior: str = "data-axis"
+    alpha: Optional[float] = None
+    beta: float = 1.0
+    wishart_scale: float = 0.55
+    wishart_dof: Optional[float] = None
+    joint_covariance: str = "block"
+    prior_from: str = "responsibilities"
+    prior_sweeps: int = 10
+    prior_covariance: str = "diag"
+
+    @property
+    def gmm_prior_used(self):
+        return self.gmm_prior
+
+    finds_k = TrainConfig.finds_k
+    cluster_slots = TrainConfig.cluster_slots
+
+
+@dataclass(frozen=True)
+class ManifoldConfig(_ModuleConfig):
+    """A manifold module's settings (:class:`~vaegmm.manifold.Embed`,
+    :class:`~vaegmm.manifold.JointEmbed`): UMAP's, as in TrainConfig (N2D's by default)."""
+
+    manifold_dim: int = 10
+    manifold_neighbors: int = 20
+    manifold_min_dist: float = 0.0
+
+
+# graph.json's module types and the config each records (to read graph.json of earlier versions)
+MODULE_CONFIGS = {"VAEStep": VAEConfig, "GMMStep": GMMConfig, "JointGMM": GMMConfig, "NamingGame": GMMConfig,
+                  "Embed": ManifoldConfig, "JointEmbed": ManifoldConfig}
+
+
+def module_config(entry):
+    """The config dict of a graph.json module ``entry`` as this version records it (an entry of an
+    earlier version, which recorded the whole TrainConfig, projected onto the module's fields)."""
+    kind, values = MODULE_CONFIGS.get(entry.get("type")), entry.get("config")
+    if kind is None or not isinstance(values, dict):
+        return values
+    try:
+        return kind.from_saved(values).to_dict()
+    except (ConfigError, TypeError):
+        return values
 

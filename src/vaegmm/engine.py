@@ -330,7 +330,7 @@ class GraphDirectory:
         if resume:
             if not saved.exists():
                 raise RunError(f"{path} holds no run of a graph (no graph.json); start one without resume.")
-            if json.loads(saved.read_text()) != description:
+            if _saved_description(saved) != description:
                 raise RunError(f"Cannot resume {path} with other settings than it was started with; resume with the "
                                "saved settings or start a new run in another directory.")
             checkpoint = path / "checkpoint.pt"
@@ -338,7 +338,7 @@ class GraphDirectory:
         found = path.exists() and [child for child in path.iterdir()
                                    if child.name in _RUN_FILES + self.files or child.name.startswith(_ROUND_PREFIX)]
         if found and not overwrite:
-            if not saved.exists() or json.loads(saved.read_text()) != description:
+            if not saved.exists() or _saved_description(saved) != description:
                 raise RunError(f"{path} already holds a different run; choose another output directory or pass "
                                "--overwrite (overwrite=True) to replace it.")
             checkpoint = path / "checkpoint.pt"
@@ -365,6 +365,19 @@ class GraphDirectory:
             folder.mkdir(parents=True, exist_ok=True)
             module.save(folder, outboxes[module.name])
         write_json(self.path / "metrics.json", {"rounds": metrics})
+
+
+def _saved_description(path):
+    """graph.json at ``path`` as this version writes it: earlier versions recorded each shipped
+    module's whole TrainConfig, where it now records the module's own config
+    (:func:`vaegmm.config.module_config`), so that their runs still resume or report finished."""
+    from .config import module_config
+
+    description = json.loads(path.read_text())
+    if isinstance(description, dict) and isinstance(description.get("modules"), list):
+        description["modules"] = [{**entry, "config": module_config(entry)} if isinstance(entry, dict) else entry
+                                  for entry in description["modules"]]
+    return description
 
 
 def read_settings(run_dir):

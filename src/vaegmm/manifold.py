@@ -33,6 +33,7 @@ import warnings
 
 import numpy as np
 
+from .config import ManifoldConfig
 from .engine import Module
 from .messages import PriorMessage, mixture_moments
 from .threads import limit_threads
@@ -105,9 +106,10 @@ class ManifoldModule:
 
     Parameters
     ----------
-    config : TrainConfig
-        Reads manifold, manifold_dim, manifold_neighbors, manifold_min_dist, prior_from
-        ("responsibilities" or "last") and prior_covariance.
+    config : TrainConfig, ManifoldConfig or GMMConfig
+        :meth:`forward` reads manifold_dim, manifold_neighbors and manifold_min_dist (a
+        ManifoldConfig's); :meth:`backward` and :meth:`message` read prior_from ("responsibilities"
+        or "last") and prior_covariance (a GMMConfig's: the message is the GMM's).
     device : torch.device
         Where the prior message lives (the VAE's device).
 
@@ -120,7 +122,7 @@ class ManifoldModule:
     """
 
     def __init__(self, config, device):
-        if config.prior_from not in MANIFOLD_PRIORS:  # TrainConfig refuses it too; a module built by hand
+        if getattr(config, "prior_from", MANIFOLD_PRIORS[0]) not in MANIFOLD_PRIORS:  # TrainConfig refuses it too
             raise ValueError(f"prior_from must be one of {', '.join(MANIFOLD_PRIORS)} with manifold = umap, "
                              f"got {config.prior_from!r}.")
         self.config, self.device = config, device
@@ -201,7 +203,8 @@ class Embed(Module):
 
     def __init__(self, name, config, device, distributed=None):
         super().__init__(name)
-        self.config, self.manifold, self.distributed = config, ManifoldModule(config, device), distributed
+        self.config = config = ManifoldConfig.of(config)
+        self.manifold, self.distributed = ManifoldModule(config, device), distributed
 
     def step(self, inbox, context):
         embedding = forward_on_rank0(self.manifold, inbox["latents"], manifold_seed(context.seed), self.distributed)
@@ -231,8 +234,8 @@ class JointEmbed(Module):
 
     def __init__(self, name, config, device, active_variance=0.01, distributed=None):
         super().__init__(name)
-        self.config, self.active_variance = config, float(active_variance)
-        self.manifold, self.distributed = ManifoldModule(config, device), distributed
+        self.config, self.active_variance = ManifoldConfig.of(config), float(active_variance)
+        self.manifold, self.distributed = ManifoldModule(self.config, device), distributed
 
     def describe(self):
         return {**super().describe(), "active_variance": self.active_variance}

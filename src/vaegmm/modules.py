@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .augment import random_affine
+from .config import GMMConfig, VAEConfig
 from .engine import Addressed, Module
 from .gibbs import data_scaled_prior
 from .gmm import GibbsGMM
@@ -40,10 +41,9 @@ class VAEModule:
 
     Parameters
     ----------
-    config : TrainConfig
-        Reads the VAE's fields: architecture, latent_dim, hidden_dims, conv_channels, lr,
-        batch_size, vae_init, round0_epochs/vae_epochs, kl_weight/prior_weight, augment_*, send,
-        encode_views.
+    config : VAEConfig or TrainConfig (its :meth:`~vaegmm.config.TrainConfig.vae_config`)
+        The VAE's fields: architecture, latent_dim, hidden_dims, conv_channels, lr, batch_size,
+        vae_init, round0_epochs/vae_epochs, kl_weight/prior_weight, augment_*, send, encode_views.
     input_dim : int
     image_shape : tuple (height, width)
     device : torch.device
@@ -63,11 +63,11 @@ class VAEModule:
     """
 
     def __init__(self, config, input_dim, image_shape, device, distributed=None, likelihood="bernoulli"):
-        self.config, self.likelihood = config, likelihood
+        self.config, self.likelihood = VAEConfig.of(config), likelihood
         self.input_dim, self.image_shape, self.device = input_dim, tuple(image_shape), device
         self.distributed = distributed if distributed is not None and distributed.active else None
         self.vae = self.optimizer = None
-        self.augment = random_views(config, self.image_shape, likelihood)
+        self.augment = random_views(self.config, self.image_shape, likelihood)
 
     def start_round(self, iteration, seed):
         """Seed the round's generators; build a fresh VAE (weights from ``seed``, without touching
@@ -190,9 +190,9 @@ class GMMModule:
 
     Parameters
     ----------
-    config : TrainConfig
-        Reads the GMM's fields: n_clusters, gmm_sweeps, gmm_chains, gmm_init, chain_init, alpha,
-        beta, wishart_scale, wishart_dof, gmm_prior, gmm_report, prior_from, prior_sweeps, prior_covariance.
+    config : GMMConfig or TrainConfig (its :meth:`~vaegmm.config.TrainConfig.gmm_config`)
+        The GMM's fields: n_clusters, gmm_sweeps, gmm_chains, gmm_init, chain_init, alpha, beta,
+        wishart_scale, wishart_dof, gmm_prior, gmm_report, prior_from, prior_sweeps, prior_covariance.
     labels : ndarray of shape (n_samples,) or None
         True labels, only to score each sweep (accuracy, ARI, NMI); the engine's systems pass None
         and ``record_assignments=True``, and score the recorded sweeps in an observer.
@@ -210,7 +210,7 @@ class GMMModule:
     """
 
     def __init__(self, config, labels, device, distributed=None, record_assignments=False):
-        self.config, self.labels, self.device = config, labels, device
+        self.config, self.labels, self.device = GMMConfig.of(config), labels, device
         self.distributed = distributed if distributed is not None and distributed.active else None
         self.record_assignments = record_assignments
         self.gmm = self.sweeps = self.latents = self._averager = self.sweep_assignments = None
@@ -292,9 +292,9 @@ class VAEStep(Module):
     name : str
     dataset : ImageDataset (or, distributed, a MappedImageDataset)
         Its modality's images (its ``likelihood`` chooses the VAE's p(o | x)).
-    config : TrainConfig
-        Its VAE's fields (architecture, latent_dim, epochs, augmentation, ...).
-    device : torch.device, default=cpu
+    config : VAEConfig, or a TrainConfig (its VAE's fields: :meth:`~vaegmm.config.TrainConfig.vae_config`)
+        Its VAE's settings (architecture, latent_dim, epochs, augmentation, ...); graph.json records them.
+    device : torch.device or str, default=cpu
     distributed : vaegmm.distributed.Context, default=None
         Data-parallel training on this rank's shard of the images (see :class:`VAEModule`).
     shuffle : bool, default=True
@@ -306,8 +306,9 @@ class VAEStep(Module):
 
     def __init__(self, name, dataset, config, device=None, *, distributed=None, shuffle=True, checkpoint_every=None):
         super().__init__(name)
+        config = VAEConfig.of(config)
         self.dataset, self.config, self.shuffle, self.checkpoint_every = dataset, config, shuffle, checkpoint_every
-        self.device = torch.device("cpu") if device is None else device
+        self.device = torch.device("cpu" if device is None else device)
         self.distributed = distributed if distributed is not None and distributed.active else None
         self.n_samples = len(dataset)
         start, stop = (0, self.n_samples) if self.distributed is None else self.distributed.shard(self.n_samples)
@@ -389,9 +390,9 @@ class JointGMM(Module):
     Parameters
     ----------
     name : str
-    config : TrainConfig
-        Its GMM's fields (n_clusters, gmm_sweeps, gmm_chains, gmm_prior, prior_from, joint_covariance, ...).
-    device : torch.device, default=cpu
+    config : GMMConfig, or a TrainConfig (its GMM's fields: :meth:`~vaegmm.config.TrainConfig.gmm_config`)
+        Its GMM's settings (n_clusters, gmm_sweeps, gmm_chains, gmm_prior, prior_from, joint_covariance, ...).
+    device : torch.device or str, default=cpu
     active_variance : float, default=0.01
         The activity threshold (Burda et al.'s 10^-2); 0 clusters every dimension.
     distributed : vaegmm.distributed.Context, default=None
@@ -403,9 +404,9 @@ class JointGMM(Module):
         super().__init__(name)
         if not (isinstance(active_variance, (int, float)) and 0 <= active_variance < np.inf):
             raise ValueError(f"active_variance must be a non-negative number, got {active_variance!r}.")
-        self.config, self.active_variance = config, float(active_variance)
-        self.device = torch.device("cpu") if device is None else device
-        self.gmm = GMMModule(config, None, self.device, distributed=distributed)
+        self.config, self.active_variance = GMMConfig.of(config), float(active_variance)
+        self.device = torch.device("cpu" if device is None else device)
+        self.gmm = GMMModule(self.config, None, self.device, distributed=distributed)
         self.previous = None  # the last round's assignments (chain_init="previous")
         self.latent_model = None  # with a manifold: the categories' latent moments (block_latent_model)
 
@@ -535,15 +536,15 @@ class GMMStep(Module):
     Parameters
     ----------
     name : str
-    config : TrainConfig
-    device : torch.device
+    config : GMMConfig, or a TrainConfig (its GMM's fields: :meth:`~vaegmm.config.TrainConfig.gmm_config`)
+    device : torch.device or str, default=cpu
     distributed : vaegmm.distributed.Context, default=None
     """
 
-    def __init__(self, name, config, device, distributed=None):
+    def __init__(self, name, config, device=None, distributed=None):
         super().__init__(name)
-        self.config, self.device = config, device
-        self.module = GMMModule(config, None, device, distributed=distributed, record_assignments=True)
+        self.config, self.device = GMMConfig.of(config), torch.device("cpu" if device is None else device)
+        self.module = GMMModule(self.config, None, self.device, distributed=distributed, record_assignments=True)
         self.previous = None
 
     def step(self, inbox, context):

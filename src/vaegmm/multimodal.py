@@ -298,7 +298,7 @@ def predict_multimodal(run_dir, sources, *, iteration=None, device="cpu"):
     """
     import json
 
-    from .config import TrainConfig
+    from .config import VAEConfig
     from .engine import read_settings
     from .gmm import GibbsGMM
     from .metrics import clustering_metrics
@@ -325,15 +325,16 @@ def predict_multimodal(run_dir, sources, *, iteration=None, device="cpu"):
     counts = {len(d) for d in datasets.values()}
     if len(counts) > 1:
         raise DataError(f"The data given hold {sorted(counts)} rows; paired modalities need the same number.")
-    configs = {module["name"]: module["config"] for module in json.loads((root / "graph.json").read_text())["modules"]}
+    graph = json.loads((root / "graph.json").read_text())
+    configs = {module["name"]: module["config"] for module in graph["modules"]}
     latents, columns = [], []
     for name in given:
         vae, shape = load_vae_file(folder / name / "vae.pt")
         if datasets[name].image_shape != shape:
             raise DataError(f"Modality {name} was trained on data of shape {shape} but {sources[name]} holds "
                             f"{datasets[name].image_shape}.")
-        config = TrainConfig.from_saved(configs[name])  # the latents as the modality sent them
-        views = encode_views(config, random_views(config, shape, vae.likelihood), config.seed, device)
+        config = VAEConfig.from_saved(configs[name])  # the latents as the modality sent them
+        views = encode_views(config, random_views(config, shape, vae.likelihood), graph["seed"], device)
         latents.append(encode(vae, torch.as_tensor(datasets[name].flat(), device=device), **views)[:, actives[name]])
         columns.append(np.arange(*blocks[name]))
     latents, columns = np.concatenate(latents, axis=1), np.concatenate(columns)

@@ -66,6 +66,7 @@ from sklearn.metrics import adjusted_rand_score, cohen_kappa_score
 
 from . import plots
 from .augment import affine_views
+from .config import GMMConfig
 from .data import ImageDataset
 from .distributed import SINGLE
 from .engine import Addressed, Graph, GraphDirectory, GraphResult, Module, run
@@ -152,7 +153,7 @@ class NamingGame(Module):
         if config.prior_from == "average":
             raise ValueError("prior_from = average is not defined for the naming game (its signs are not a Gibbs "
                              "chain's sweeps); use prior_from responsibilities, last or mixture.")
-        self.config, self.mode, self.device, self.agents = config, mode, device, tuple(agents)
+        self.config, self.mode, self.device, self.agents = GMMConfig.of(config), mode, device, tuple(agents)
         self.start = start
         self.gmms, self.signs = {}, {}
 
