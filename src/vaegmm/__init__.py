@@ -34,8 +34,8 @@ __all__ = [
     "fit_mutual", "fit_multimodal", "fit_naming_game", "MutualResult", "RoundResult", "MultimodalResult",
     "NamingGameResult",
     # data, settings, run directories, scores
-    "TrainConfig", "VAEConfig", "GMMConfig", "ManifoldConfig", "ImageDataset", "load_dataset", "load_views", "RunDirectory", "cluster_accuracy",
-    "clustering_metrics",
+    "TrainConfig", "VAEConfig", "GMMConfig", "ManifoldConfig", "ImageDataset", "load_dataset", "load_views",
+    "RunDirectory", "cluster_accuracy", "clustering_metrics",
     # errors
     "ConfigError", "DataError", "RunError", "RunComplete",
 ]
