@@ -48,6 +48,20 @@ class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names it."""
 
 
+def _as_dict(config):
+    """A config dataclass's fields as JSON values (tuples as lists)."""
+    return {key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(config).items()}
+
+
+def _refuse_unknown(cls, values, what):
+    """ConfigError naming the keys of ``values`` that are no field of ``cls``."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"Unknown {what} keys: {', '.join(unknown)}; known keys are {', '.join(sorted(known))}.")
+
+
 @dataclass
 class TrainConfig:
     # --- data ---
@@ -388,17 +402,11 @@ class TrainConfig:
         return bool(self.augment_rotation or self.augment_shift or self.augment_scale)
 
     def to_dict(self):
-        values = dataclasses.asdict(self)
-        values["hidden_dims"] = list(self.hidden_dims)
-        values["conv_channels"] = list(self.conv_channels)
-        return values
+        return _as_dict(self)
 
     @classmethod
     def from_dict(cls, values):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"Unknown config keys: {', '.join(unknown)}; known keys are {', '.join(sorted(known))}.")
+        _refuse_unknown(cls, values, "config")
         try:
             return cls(**values)
         except TypeError as exc:
@@ -471,19 +479,11 @@ class _ModuleConfig:
         return cls(**{f.name: getattr(config, cls._RESOLVED.get(f.name, f.name)) for f in dataclasses.fields(cls)})
 
     def to_dict(self):
-        values = dataclasses.asdict(self)
-        for name in ("hidden_dims", "conv_channels"):
-            if name in values:
-                values[name] = list(values[name])
-        return values
+        return _as_dict(self)
 
     @classmethod
     def from_dict(cls, values):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"Unknown {cls.__name__} keys: {', '.join(unknown)}; known keys are "
-                              f"{', '.join(sorted(known))}.")
+        _refuse_unknown(cls, values, cls.__name__)
         return cls(**values)
 
     @classmethod
@@ -522,18 +522,10 @@ class VAEConfig(_ModuleConfig):
     contrast_weight: float = 0.0
     contrast_temperature: float = 0.5
 
-    @property
-    def first_round_epochs(self):
-        return self.round0_epochs
-
-    @property
-    def round_epochs(self):
-        return self.vae_epochs
-
-    @property
-    def vae_init_used(self):
-        return self.vae_init
-
+    # TrainConfig's names for the values it resolves, so that a module reads either config
+    first_round_epochs = property(lambda self: self.round0_epochs)
+    round_epochs = property(lambda self: self.vae_epochs)
+    vae_init_used = property(lambda self: self.vae_init)
     round_kl_weight = TrainConfig.round_kl_weight
     augments = TrainConfig.augments
 
@@ -563,10 +555,7 @@ class GMMConfig(_ModuleConfig):
     prior_sweeps: int = 10
     prior_covariance: str = "diag"
 
-    @property
-    def gmm_prior_used(self):
-        return self.gmm_prior
-
+    gmm_prior_used = property(lambda self: self.gmm_prior)  # TrainConfig's name for the resolved value
     finds_k = TrainConfig.finds_k
     cluster_slots = TrainConfig.cluster_slots
 
