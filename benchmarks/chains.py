@@ -8,6 +8,9 @@ clean images) are clustered by six chains (random_state 0-5) of
 
 - ``GibbsGMM(10)``: the class defaults (EM start, prior scaled to the data, the most probable
   state reported, four chains of which the most probable is kept);
+- ``GibbsGMM(10, n_chains=8, keep="collapsed")``: eight chains, the one whose assignments have the
+  highest collapsed log posterior kept (the candidate chosen on the selection set's latents,
+  ``python -m studies.chain_selection``);
 - ``GibbsGMM(10, n_chains=1)``: the same with one chain;
 - ``GibbsGMM(10, prior="fixed", init="prior", report="last")``: the reference's sampler (its W =
   0.55 I, a start drawn from the prior, the last sweep's draw);
@@ -39,6 +42,7 @@ from ._timing import format_table
 CHAINS = range(6)
 SAMPLERS = {
     "GibbsGMM(10) (defaults: 4 chains)": {},
+    "GibbsGMM(10, n_chains=8, keep=\"collapsed\")": {"n_chains": 8, "keep": "collapsed"},
     "GibbsGMM(10, n_chains=1)": {"n_chains": 1},
     "reference sampler (fixed W, prior start, last draw)": {"prior": "fixed", "init": "prior", "report": "last",
                                                             "n_chains": 1},

@@ -13,6 +13,7 @@ from vaegmm.gibbs import (
     sufficient_statistics,
 )
 from vaegmm.gmm import GibbsGMM
+from vaegmm.split_merge import log_collapsed_posterior
 from sklearn.metrics import adjusted_rand_score
 
 from vaegmm.metrics import clustering_metrics, match_clusters
@@ -474,17 +475,35 @@ def test_sample_assignments_draws_from_the_responsibilities():
     np.testing.assert_array_equal(gmm.sample_assignments(X, 5), gmm.sample_assignments(X, 5))
 
 
-def test_n_chains_keeps_the_most_probable_chain():
+@pytest.mark.parametrize("keep", ["collapsed", "joint"])
+def test_n_chains_keeps_the_chain_its_criterion_scores_highest(keep):
     rng = np.random.default_rng(35)
     X, _, _, _ = _mixture(rng, n=200, separation=2.5)
-    best = GibbsGMM(3, n_sweeps=10, random_state=4, n_chains=3).fit(X)
-    chains = [GibbsGMM(3, n_sweeps=10, random_state=r, n_chains=1).fit(X)
+    best = GibbsGMM(3, n_sweeps=10, random_state=4, n_chains=3, init="prior", keep=keep).fit(X)
+    chains = [GibbsGMM(3, n_sweeps=10, random_state=r, n_chains=1, init="prior").fit(X)
               for r in np.random.default_rng(4).spawn(3)]
-    scores = [c.log_posterior_[c.reported_sweep_] for c in chains]
-    np.testing.assert_allclose(best.chains_log_posterior_, scores)
-    assert best.best_chain_ == int(np.argmax(scores))
+    joint = [c.log_posterior_[c.reported_sweep_] for c in chains]
+    collapsed = [c.log_collapsed_posterior_ for c in chains]
+    np.testing.assert_allclose(best.chains_log_posterior_, joint)
+    np.testing.assert_allclose(best.chains_log_collapsed_posterior_, collapsed)
+    assert len(set(np.round(collapsed, 6))) > 1  # the chains' partitions differ
+    assert best.best_chain_ == int(np.argmax(collapsed if keep == "collapsed" else joint))
     np.testing.assert_array_equal(best.labels_, chains[best.best_chain_].labels_)
     np.testing.assert_allclose(best.means_, chains[best.best_chain_].means_)
+    with pytest.raises(ValueError, match="keep must be"):
+        GibbsGMM(3, n_sweeps=1, keep="best").fit(X)
+
+
+def test_collapsed_posterior_of_the_reported_assignments():
+    """log_collapsed_posterior_ is log p(z | X) of labels_ under the fit's own prior."""
+    rng = np.random.default_rng(36)
+    X, _, _, _ = _mixture(rng, n=150, separation=3.0)
+    for blocks in (None, (1, X.shape[1] - 1)):
+        gmm = GibbsGMM(3, n_sweeps=5, n_chains=1, random_state=0, covariance_blocks=blocks).fit(X)
+        mean_prior, scale_inv, dof = gmm._resolve_prior(X)
+        expected = log_collapsed_posterior(X, gmm.labels_, 3, alpha=0.3, beta=1.0, mean_prior=mean_prior,
+                                           scale_inv=scale_inv, dof=dof, blocks=blocks)
+        assert gmm.log_collapsed_posterior_ == pytest.approx(expected)
 
 
 def test_fits_agree_on_fixed_mnist_latents():

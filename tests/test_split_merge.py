@@ -69,6 +69,27 @@ def test_log_marginal_likelihood_matches_chain_rule_of_student_t(n_features):
         assert log_ml[k] == pytest.approx(expected, rel=1e-10, abs=1e-10)
 
 
+def test_block_diagonal_collapsed_posterior_is_the_blocks_student_t_chains_and_the_dirichlet():
+    """With covariance blocks, log p(z | X) = sum_k [log Gamma(n_k + alpha) - log Gamma(alpha)] plus,
+    per cluster and block, the chain rule of Student-t predictives (scipy) of that block's features
+    under its own Gauss-Wishart prior (W^-1's diagonal block, nu_b = L_b + nu - L)."""
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((9, 3))
+    labels = np.array([0, 1, 0, 2, 1, 0, 2, 2, 0])
+    kwargs = _prior_kwargs(3, dof=4.5)
+    expected = sum(math.lgamma(n + kwargs["alpha"]) - math.lgamma(kwargs["alpha"])
+                   for n in np.bincount(labels, minlength=4))
+    for block in (slice(0, 1), slice(1, 3)):
+        size = block.stop - block.start
+        for k in range(3):
+            expected += _chain_rule_log_ml(X[labels == k][:, block], kwargs["beta"], kwargs["mean_prior"][block],
+                                           kwargs["scale_inv"][block, block], kwargs["dof"] - 3 + size)
+    got = log_collapsed_posterior(X, labels, 4, blocks=(1, 2), **kwargs)
+    assert got == pytest.approx(expected, rel=1e-10)
+    assert log_collapsed_posterior(X, labels, 4, blocks=(3,), **kwargs) == pytest.approx(
+        log_collapsed_posterior(X, labels, 4, **kwargs), rel=1e-12)
+
+
 def test_sequential_allocation_probabilities_match_marginal_likelihood_ratios():
     """The running rank-one posteriors (with Cholesky refreshes) give the same allocation
     probabilities as exact marginal likelihoods, (n_s + alpha) ML(S_s + x) / ML(S_s), over more

@@ -81,19 +81,25 @@ def test_chain_started_from_true_labels_keeps_them_and_bad_labels_are_refused():
         GibbsGMM(3, n_sweeps=1, n_chains=1).fit(X, init_labels=labels[:-1])
 
 
-def test_several_chains_keep_the_most_probable():
-    """The chain kept is the one whose reported state has the highest joint log posterior."""
+@pytest.mark.parametrize("keep", ["collapsed", "joint"])
+def test_several_chains_keep_the_one_gmm_keep_scores_highest(keep):
+    """The chain kept is the one whose reported state has the highest joint log posterior
+    (gmm_keep="joint", the default), or whose reported assignments have the highest collapsed log
+    posterior ("collapsed")."""
     X, labels, _ = _fitted_gmm()
-    config = TrainConfig(n_clusters=3, gmm_sweeps=15, gmm_chains=4, latent_dim=2, device="cpu", gmm_init="prior")
+    config = TrainConfig(n_clusters=3, gmm_sweeps=15, gmm_chains=4, latent_dim=2, device="cpu", gmm_init="prior",
+                         gmm_keep=keep)
     seed = np.random.SeedSequence(5)
     module = GMMModule(config, labels, torch.device("cpu")).fit(X, seed, progress=False)
     gmm, sweeps, prior = module.gmm, module.sweeps, module.message()
     scores = []
     for child in [np.random.SeedSequence(5)] + list(np.random.SeedSequence(5).spawn(3)):
         chain = module.sampler(X, random_state=np.random.default_rng(child)).fit(X)
-        scores.append(chain.log_posterior_[chain.reported_sweep_])
+        scores.append(chain.log_collapsed_posterior_ if keep == "collapsed"
+                      else chain.log_posterior_[chain.reported_sweep_])
     assert len(set(scores)) > 1  # the chains differ
-    assert gmm.log_posterior_[gmm.reported_sweep_] == max(scores)
+    kept = gmm.log_collapsed_posterior_ if keep == "collapsed" else gmm.log_posterior_[gmm.reported_sweep_]
+    assert kept == max(scores) and sweeps["log_collapsed_posterior"] == gmm.log_collapsed_posterior_
     assert len(sweeps["accuracy"]) == 15 and prior.mean.shape == (len(X), 2)
 
 

@@ -189,10 +189,14 @@ class TrainConfig:
     gmm_report: str = _option("map", "GMM",
         "the state a round reports and sends: the most probable sweep's (map; labels never look) or the "
         "last sweep's draw (last) (default: {default})")
-    # independent Gibbs chains per round; the one whose reported state has the
-    #   highest joint log posterior is kept (unsupervised: labels never choose)
+    # independent Gibbs chains per round; the one gmm_keep scores highest is kept (unsupervised:
+    #   labels never choose)
     gmm_chains: int = _option(4, "GMM",
         "independent Gibbs chains per round, the most probable kept (default: {default})")
+    # which chain gmm_chains keeps: the one whose reported state has the highest "joint" log
+    #   posterior log p(z, pi, mu, Lambda | X), or whose reported assignments have the highest
+    #   "collapsed" log p(z | X) (pi, mu and Lambda integrated out; not confirmed, docs/accuracy.md)
+    gmm_keep: str = "joint"
     # multimodal categories: each category's covariance over the concatenated latents, "full" or
     #   "block"-diagonal (the modalities independent given the category, one Wishart per modality;
     #   chosen on mnist5k-a-rotated and mnist5k-a-partner, docs/multimodal.md)
@@ -240,6 +244,7 @@ class TrainConfig:
         "augment_target": ("view", "clean"),
         "gmm_prior": ("data", "data-axis", "fixed"),
         "gmm_report": ("map", "last"),
+        "gmm_keep": ("joint", "collapsed"),
         "joint_covariance": ("full", "block"),
         "manifold": ("none", "umap"),
     }
@@ -542,6 +547,7 @@ class GMMConfig(_ModuleConfig):
     max_clusters: int = 30
     gmm_sweeps: int = 100
     gmm_chains: int = 4
+    gmm_keep: str = "joint"
     gmm_init: str = "em"
     gmm_report: str = "map"
     chain_init: str = "fresh"

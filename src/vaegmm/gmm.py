@@ -58,6 +58,7 @@ from .gibbs import (
     sample_means,
     sufficient_statistics,
 )
+from .split_merge import log_collapsed_posterior
 from .split_merge import split_merge as split_merge_moves
 from .threads import ONE_THREAD, limit_threads
 
@@ -65,6 +66,14 @@ __all__ = ["GibbsGMM", "FIXED_WISHART_SCALE"]
 
 _BLOCK_FLOATS = 2**17  # predict's row blocks hold at most this many floats of (rows, K, L) work (1 MiB)
 FIXED_WISHART_SCALE = 0.55  # the reference implementation's W = 0.55 I (with m = 0), prior="fixed"
+
+
+def chain_score(gmm, keep="joint"):
+    """A fitted single chain's score by ``keep`` (:class:`GibbsGMM`'s parameter): the collapsed log
+    posterior of its reported assignments, or the joint log posterior of its reported state."""
+    if keep == "collapsed":
+        return float(gmm.log_collapsed_posterior_)
+    return float(gmm.log_posterior_[gmm.reported_sweep_])
 
 
 class GibbsGMM(ClusterMixin, BaseEstimator):
@@ -132,11 +141,19 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
         parameters and drawn assignments (the reference's report, one random draw).
     n_chains : int, default=4
         Independent chains (generators spawned from ``random_state``), run one after the other;
-        the one whose reported state has the highest joint log posterior is kept (labels never
-        look), its attributes becoming this estimator's. ``callback`` sees every chain's sweeps.
-        Four chains cost four times one chain's time and cut the spread of accuracy between
-        fits with different seeds on fixed MNIST latents from up to 0.044 to 0.003-0.012
-        (``python -m benchmarks.chains``; docs/accuracy.md).
+        the one that ``keep`` scores highest is kept (labels never look), its attributes becoming
+        this estimator's. ``callback`` sees every chain's sweeps. Four chains cost four times one
+        chain's time and cut the spread of accuracy between fits with different seeds on fixed
+        MNIST latents from up to 0.044 to 0.003-0.012 (``python -m benchmarks.chains``;
+        docs/accuracy.md).
+    keep : {"joint", "collapsed"}, default="joint"
+        Which of the ``n_chains`` chains is kept: the one whose reported state has the highest
+        joint log posterior (``log_posterior_`` at ``reported_sweep_``), or the one whose reported
+        assignments ``labels_`` have the highest collapsed log posterior log p(z | X), pi, mu and
+        Lambda integrated out (``log_collapsed_posterior_``;
+        :func:`vaegmm.split_merge.log_collapsed_posterior`), which scores a partition alone rather
+        than one draw of the parameters with it. "collapsed" won on the selection set's latents
+        but not on the benchmark's (docs/accuracy.md).
     split_merge : int, default=0
         Sequentially-allocated split-merge Metropolis-Hastings moves per sweep (Dahl 2005; see
         :mod:`vaegmm.split_merge`), after the draw of z: whole clusters split into an empty slot
@@ -186,8 +203,12 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
     reported_sweep_ : int
         The sweep (from 0) whose parameters are reported: the argmax of ``log_posterior_``
         with ``report="map"``, the last with "last".
+    log_collapsed_posterior_ : float
+        log p(z | X) of ``labels_`` up to a constant, with pi, mu and Lambda integrated out.
     chains_log_posterior_ : ndarray of shape (n_chains,)
         The joint log posterior of each chain's reported state (``n_chains`` > 1 only).
+    chains_log_collapsed_posterior_ : ndarray of shape (n_chains,)
+        Each chain's ``log_collapsed_posterior_`` (``n_chains`` > 1 only).
     best_chain_ : int
         The chain kept (``n_chains`` > 1 only).
     n_jitter_ : int
@@ -224,6 +245,7 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
         init="em",
         report="map",
         n_chains=4,
+        keep="joint",
         split_merge=0,
         random_state=None,
         callback=None,
@@ -244,6 +266,7 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
         self.init = init
         self.report = report
         self.n_chains = n_chains
+        self.keep = keep
         self.split_merge = split_merge
         self.random_state = random_state
         self.callback = callback
@@ -314,6 +337,8 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
                              "distributed=None, or split_merge=0.")
         if self.report not in ("map", "last"):
             raise ValueError(f"report must be 'map' or 'last', got {self.report!r}.")
+        if self.keep not in ("joint", "collapsed"):
+            raise ValueError(f"keep must be 'joint' or 'collapsed', got {self.keep!r}.")
         dof = float(n_features if self.wishart_dof is None else self.wishart_dof)
         if not dof > n_features - 1:
             raise ValueError(
@@ -469,6 +494,9 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
         n_monomials = n_features * (n_features + 3) // 2 + 1
         with limit_threads(ONE_THREAD if n_samples * n_monomials * K < SINGLE_THREAD_WORK else None):
             self.log_likelihood_ = self._run_sweeps(X, rng, start, alpha, mean_prior, scale_inv, dof)
+        self.log_collapsed_posterior_ = log_collapsed_posterior(
+            X, self.labels_, K, alpha=float(alpha[0]), beta=self.beta, mean_prior=mean_prior, scale_inv=scale_inv,
+            dof=dof, blocks=self._blocks)
         self.n_iter_ = self.n_sweeps
         self.n_jitter_ = len(self._jitter_log)
         self.max_jitter_ = max(self._jitter_log, default=0.0)
@@ -597,17 +625,18 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
         return log_likelihood
 
     def _fit_chains(self, X, init_labels):
-        """``n_chains`` independent single-chain fits; the most probable reported state is kept."""
+        """``n_chains`` independent single-chain fits; the one ``keep`` scores highest is kept."""
         chains = []
         for chain_rng in np.random.default_rng(self.random_state).spawn(self.n_chains):
             chain = copy.copy(self)  # the same hyperparameters (and callback), one chain, its own generator
             chain.n_chains, chain.random_state = 1, chain_rng
             chains.append(chain.fit(X, init_labels=init_labels))
-        scores = np.array([chain.log_posterior_[chain.reported_sweep_] for chain in chains])
-        best = int(np.argmax(scores))
+        best = int(np.argmax([chain_score(chain, self.keep) for chain in chains]))
         self.__dict__.update({name: value for name, value in vars(chains[best]).items()
                               if name.endswith("_") and not name.startswith("_")})
-        self.chains_log_posterior_, self.best_chain_ = scores, best
+        self.chains_log_posterior_ = np.array([chain_score(chain, "joint") for chain in chains])
+        self.chains_log_collapsed_posterior_ = np.array([chain_score(chain, "collapsed") for chain in chains])
+        self.best_chain_ = best
         return self
 
     def _occupied_first(self):

@@ -23,7 +23,7 @@ from .augment import random_affine
 from .config import GMMConfig, VAEConfig
 from .engine import Addressed, Module
 from .gibbs import data_scaled_prior
-from .gmm import GibbsGMM
+from .gmm import GibbsGMM, chain_score
 from .messages import PriorMessage, SweepAverager, prior_message
 from .metrics import clustering_metrics
 from .rundir import save_vae, write_file, write_json
@@ -185,13 +185,14 @@ def gauss_wishart_prior(config, latents, blocks=None):
 
 class GMMModule:
     """The GMM of a run: per round, ``config.gmm_chains`` Gibbs chains on the latents it is sent,
-    the one whose reported state (``config.gmm_report``) has the highest joint log posterior kept
-    (labels never choose); then the prior message of ``config.prior_from``.
+    the one whose reported state (``config.gmm_report``) scores highest by ``config.gmm_keep``
+    kept (joint or collapsed log posterior; labels never choose); then the prior message of
+    ``config.prior_from``.
 
     Parameters
     ----------
     config : GMMConfig or TrainConfig (its :meth:`~vaegmm.config.TrainConfig.gmm_config`)
-        The GMM's fields: n_clusters, gmm_sweeps, gmm_chains, gmm_init, chain_init, alpha, beta,
+        The GMM's fields: n_clusters, gmm_sweeps, gmm_chains, gmm_keep, gmm_init, chain_init, alpha, beta,
         wishart_scale, wishart_dof, gmm_prior, gmm_report, prior_from, prior_sweeps, prior_covariance.
     labels : ndarray of shape (n_samples,) or None
         True labels, only to score each sweep (accuracy, ARI, NMI); the engine's systems pass None
@@ -233,7 +234,8 @@ class GMMModule:
             sweeps["reported_sweep"] = int(gmm.reported_sweep_)
             if config.finds_k:
                 sweeps["clusters_found"] = gmm.clusters_found_.tolist()
-            score = float(gmm.log_posterior_[gmm.reported_sweep_])
+            sweeps["log_collapsed_posterior"] = float(gmm.log_collapsed_posterior_)
+            score = chain_score(gmm, config.gmm_keep)
             if best is None or score > best[0]:
                 best = (score, gmm, sweeps, averager, recorded)
         _, self.gmm, self.sweeps, self._averager, recorded = best

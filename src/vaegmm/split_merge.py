@@ -138,19 +138,33 @@ class _Prior:
         return math.lgamma(count + self.alpha) - math.lgamma(self.alpha)
 
 
-def log_collapsed_posterior(X, labels, n_components, *, alpha, beta, mean_prior, scale_inv, dof):
+def log_collapsed_posterior(X, labels, n_components, *, alpha, beta, mean_prior, scale_inv, dof, blocks=None):
     """log p(z | X) up to a constant (the formula above).
 
     ``sum_k [log Gamma(n_k + alpha) - log Gamma(alpha) + log ML(X_k)]`` over the K slots; the
     constant dropped is log Gamma(K alpha) - log Gamma(N + K alpha) - log p(X).
+
+    ``blocks``: the sizes of the diagonal blocks of a block-diagonal Lambda_k
+    (``GibbsGMM(covariance_blocks=...)``): each block of features is then its own Gauss-Wishart
+    model given z (W^-1's diagonal block, nu_b = L_b + nu - L degrees of freedom, the mean prior's
+    block), and log ML(X_k) is the sum of the blocks'.
     """
     X, labels = _check_input(X, labels, n_components)
-    prior = _Prior(X.shape[1], alpha, beta, mean_prior, scale_inv, dof)
+    n_features = X.shape[1]
+    prior = _Prior(n_features, alpha, beta, mean_prior, scale_inv, dof)
     counts, sums, outer_sums = sufficient_statistics(X, labels, n_components)
-    log_ml = log_marginal_likelihood(counts, sums, outer_sums, prior.beta, prior.mean,
-                                     prior.scale_inv, prior.dof)
     log_weights = sum(prior.log_prior_weight(count) for count in counts)
-    return float(log_weights + np.sum(log_ml))
+    if blocks is None:
+        return float(log_weights + np.sum(log_marginal_likelihood(counts, sums, outer_sums, prior.beta, prior.mean,
+                                                                  prior.scale_inv, prior.dof)))
+    log_ml, start = 0.0, 0
+    for size in blocks:
+        block = slice(start, start + size)
+        log_ml += np.sum(log_marginal_likelihood(counts, sums[:, block], outer_sums[:, block, block], prior.beta,
+                                                 prior.mean[block], prior.scale_inv[block, block],
+                                                 prior.dof - n_features + size))
+        start += size
+    return float(log_weights + log_ml)
 
 
 def _check_input(X, labels, n_components):
