@@ -234,7 +234,6 @@ class GMMModule:
             sweeps["reported_sweep"] = int(gmm.reported_sweep_)
             if config.finds_k:
                 sweeps["clusters_found"] = gmm.clusters_found_.tolist()
-            sweeps["log_collapsed_posterior"] = float(gmm.log_collapsed_posterior_)
             score = chain_score(gmm, config.gmm_keep)
             if best is None or score > best[0]:
                 best = (score, gmm, sweeps, averager, recorded)
