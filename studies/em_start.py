@@ -29,18 +29,19 @@ from vaegmm.metrics import clustering_metrics
 from vaegmm.split_merge import log_collapsed_posterior
 
 
-def collapsed_score(X, labels, n_clusters):
-    """log p(z | X) under GibbsGMM's default prior (scaled to X, alpha 0.3, beta 1, nu = L)."""
+def collapsed_scorer(X, n_clusters):
+    """labels -> log p(z | X) under GibbsGMM's default prior (scaled to X, alpha 0.3, beta 1, nu = L)."""
     mean_prior, scale = data_scaled_prior(X, n_clusters, X.shape[1])
-    return log_collapsed_posterior(X, labels, n_clusters, alpha=0.3, beta=1.0, mean_prior=mean_prior,
-                                   scale_inv=np.linalg.inv(scale), dof=X.shape[1])
+    scale_inv = np.linalg.inv(scale)
+    return lambda labels: log_collapsed_posterior(X, labels, n_clusters, alpha=0.3, beta=1.0, mean_prior=mean_prior,
+                                                  scale_inv=scale_inv, dof=X.shape[1])
 
 
 def em_by_collapsed(X, n_clusters, restarts, seed):
     """em_labels' contract, but the restart kept is the most probable partition, not the most likely."""
     fits = [em_labels(X, n_clusters, 1, int(child.generate_state(1)[0] >> 1))
             for child in np.random.SeedSequence(seed).spawn(restarts)]
-    return max(fits, key=lambda labels: collapsed_score(X, labels, n_clusters))
+    return max(fits, key=collapsed_scorer(X, n_clusters))
 
 
 def main(argv=None):
@@ -55,7 +56,8 @@ def main(argv=None):
     for seed in (int(s) for s in args.seeds.split(",")):
         X, y = round0_latents(args.data, args.epochs, seed)
         singles = [em_labels(X, 10, 1, s) for s in range(120)]
-        correlation = np.corrcoef([collapsed_score(X, z, 10) for z in singles],
+        score = collapsed_scorer(X, 10)
+        correlation = np.corrcoef([score(z) for z in singles],
                                   [clustering_metrics(y, z)["accuracy"] for z in singles])[0, 1]
         for name, start in (("likelihood (today)", em_labels), ("collapsed posterior", em_by_collapsed)):
             with mock.patch.object(gmm_module, "em_labels", start):

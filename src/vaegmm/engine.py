@@ -61,6 +61,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import torch
 
+from .config import module_config
 from .metrics import clustering_metrics
 from .rundir import RunComplete, RunError, write_file, write_json
 
@@ -371,8 +372,6 @@ def _saved_description(path):
     """graph.json at ``path`` as this version writes it: earlier versions recorded each shipped
     module's whole TrainConfig, where it now records the module's own config
     (:func:`vaegmm.config.module_config`), so that their runs still resume or report finished."""
-    from .config import module_config
-
     description = json.loads(path.read_text())
     if isinstance(description, dict) and isinstance(description.get("modules"), list):
         description["modules"] = [{**entry, "config": module_config(entry)} if isinstance(entry, dict) else entry

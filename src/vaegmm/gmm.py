@@ -631,11 +631,11 @@ class GibbsGMM(ClusterMixin, BaseEstimator):
             chain = copy.copy(self)  # the same hyperparameters (and callback), one chain, its own generator
             chain.n_chains, chain.random_state = 1, chain_rng
             chains.append(chain.fit(X, init_labels=init_labels))
-        best = int(np.argmax([chain_score(chain, self.keep) for chain in chains]))
+        scores = {keep: np.array([chain_score(chain, keep) for chain in chains]) for keep in ("joint", "collapsed")}
+        best = int(np.argmax(scores[self.keep]))
         self.__dict__.update({name: value for name, value in vars(chains[best]).items()
                               if name.endswith("_") and not name.startswith("_")})
-        self.chains_log_posterior_ = np.array([chain_score(chain, "joint") for chain in chains])
-        self.chains_log_collapsed_posterior_ = np.array([chain_score(chain, "collapsed") for chain in chains])
+        self.chains_log_posterior_, self.chains_log_collapsed_posterior_ = scores["joint"], scores["collapsed"]
         self.best_chain_ = best
         return self
 

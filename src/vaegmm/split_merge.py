@@ -29,7 +29,7 @@ import math
 import numpy as np
 from scipy.special import multigammaln
 
-from .gibbs import posterior_gauss_wishart, sufficient_statistics
+from .gibbs import block_slices, posterior_gauss_wishart, sufficient_statistics
 
 __all__ = ["log_collapsed_posterior", "log_marginal_likelihood", "split_merge"]
 
@@ -154,16 +154,10 @@ def log_collapsed_posterior(X, labels, n_components, *, alpha, beta, mean_prior,
     prior = _Prior(n_features, alpha, beta, mean_prior, scale_inv, dof)
     counts, sums, outer_sums = sufficient_statistics(X, labels, n_components)
     log_weights = sum(prior.log_prior_weight(count) for count in counts)
-    if blocks is None:
-        return float(log_weights + np.sum(log_marginal_likelihood(counts, sums, outer_sums, prior.beta, prior.mean,
-                                                                  prior.scale_inv, prior.dof)))
-    log_ml, start = 0.0, 0
-    for size in blocks:
-        block = slice(start, start + size)
-        log_ml += np.sum(log_marginal_likelihood(counts, sums[:, block], outer_sums[:, block, block], prior.beta,
-                                                 prior.mean[block], prior.scale_inv[block, block],
-                                                 prior.dof - n_features + size))
-        start += size
+    log_ml = sum(np.sum(log_marginal_likelihood(counts, sums[:, block], outer_sums[:, block, block], prior.beta,
+                                                prior.mean[block], prior.scale_inv[block, block],
+                                                prior.dof - n_features + block.stop - block.start))
+                 for block in block_slices(n_features, blocks))
     return float(log_weights + log_ml)
 
 
